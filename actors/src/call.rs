@@ -1,0 +1,359 @@
+//! The caller's side of one call: its state while it runs ([`CallState`]),
+//! the future of its response ([`PendingCall`]), the response itself
+//! ([`Response`]) and capabilities promised by it ([`Pipeline`]).
+//!
+//! A call's state lives while anyone cares about it: the pending future,
+//! the response, and every pipelined capability hold it. When the last of
+//! them goes, its guard goes too, and that cancels a local call or sends
+//! `Finish` for a remote question.
+
+use crate::capability::Capability;
+use crate::conn::{send_call, CallTarget, ConnActor, QuestionRef};
+use crate::payload::{Body, Payload};
+use actix::Addr;
+use capnp::any_pointer;
+use capnp_actix_proto::Error;
+use futures::channel::oneshot;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+
+/// A call on its way to a capability.
+pub(crate) struct OutCall {
+    /// The method's interface.
+    pub(crate) interface_id: u64,
+    /// The method's ordinal.
+    pub(crate) method_id: u16,
+    /// The `Message{call}` whose params content carries the arguments.
+    pub(crate) body: Body,
+    /// The params' cap table.
+    pub(crate) caps: Vec<Option<Capability>>,
+}
+
+impl OutCall {
+    /// The params as a payload, for delivery to a local object.
+    pub(crate) fn into_payload(self) -> Payload {
+        Payload {
+            body: self.body,
+            caps: self.caps,
+        }
+    }
+}
+
+/// What ends a call when its state is dropped.
+enum Guard {
+    /// Dropping the sender tells the local object's task to stop the call.
+    Local(#[allow(dead_code)] oneshot::Sender<()>),
+    /// Dropping the question reference sends `Finish`.
+    Remote(#[allow(dead_code)] QuestionRef),
+}
+
+/// A call waiting for its target's results.
+struct Queued {
+    /// Where in the results the target capability is.
+    transform: Arc<[u16]>,
+    /// The call itself.
+    call: OutCall,
+    /// Its state; gone if its caller lost interest meanwhile.
+    state: Weak<CallState>,
+}
+
+/// The mutable part of a call's state.
+struct Inner {
+    /// The outcome, once known.
+    result: Option<Result<Arc<Payload>, Error>>,
+    /// Set when the call went to a connection: pipelined calls are then
+    /// sent to the peer at once (promisedAnswer targets).
+    remote: Option<(Addr<ConnActor>, u64)>,
+    /// Calls pipelined on a local call that has not returned yet.
+    queued: Vec<Queued>,
+    /// Futures waiting for the outcome.
+    waiters: Vec<oneshot::Sender<Result<Arc<Payload>, Error>>>,
+    /// Ends the call when the state is dropped.
+    guard: Option<Guard>,
+}
+
+/// The state of one call, shared by everything that waits on it.
+pub(crate) struct CallState {
+    /// Guarded by a mutex: capabilities are used from any thread.
+    inner: Mutex<Inner>,
+}
+
+impl CallState {
+    pub(crate) fn new() -> Arc<CallState> {
+        Arc::new(CallState {
+            inner: Mutex::new(Inner {
+                result: None,
+                remote: None,
+                queued: Vec::new(),
+                waiters: Vec::new(),
+                guard: None,
+            }),
+        })
+    }
+
+    /// A state that already holds its outcome.
+    pub(crate) fn settled(result: Result<Arc<Payload>, Error>) -> Arc<CallState> {
+        let state = CallState::new();
+        state.lock().result = Some(result);
+        state
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock is a bug of ours; the state stays
+        // usable for everyone else.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Arms cancellation for a local call: the receiver completes when the
+    /// state is dropped.
+    pub(crate) fn guard_local(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().guard = Some(Guard::Local(tx));
+        rx
+    }
+
+    /// Records that the call went to a connection as question `key`, and
+    /// forwards the calls that were waiting on it.
+    pub(crate) fn set_remote(&self, conn: &Addr<ConnActor>, key: u64) {
+        let mut inner = self.lock();
+        inner.guard = Some(Guard::Remote(QuestionRef::new(conn.clone(), key)));
+        inner.remote = Some((conn.clone(), key));
+        // Forward while holding the lock so that no later pipelined call
+        // overtakes the queued ones.
+        for queued in std::mem::take(&mut inner.queued) {
+            if let Some(state) = queued.state.upgrade() {
+                send_call(
+                    conn,
+                    CallTarget::Promised {
+                        key,
+                        transform: queued.transform,
+                    },
+                    queued.call,
+                    &state,
+                );
+            }
+        }
+    }
+
+    /// Settles the call. The first outcome wins; later ones are ignored.
+    pub(crate) fn resolve(&self, result: Result<Arc<Payload>, Error>) {
+        let (waiters, queued) = {
+            let mut inner = self.lock();
+            if inner.result.is_some() {
+                return;
+            }
+            inner.result = Some(result.clone());
+            (
+                std::mem::take(&mut inner.waiters),
+                std::mem::take(&mut inner.queued),
+            )
+        };
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+        for queued in queued {
+            let Some(state) = queued.state.upgrade() else {
+                continue;
+            };
+            match &result {
+                Ok(payload) => payload
+                    .cap_at(&queued.transform)
+                    .deliver(queued.call, &state),
+                Err(e) => state.resolve(Err(e.clone())),
+            }
+        }
+    }
+
+    /// Delivers `call` to the capability at `transform` in this call's
+    /// results: now if they are known, to the peer if the call is remote,
+    /// or later, in order, when they arrive.
+    pub(crate) fn pipeline(&self, transform: Arc<[u16]>, call: OutCall, state: &Arc<CallState>) {
+        let mut inner = self.lock();
+        if let Some((conn, key)) = &inner.remote {
+            send_call(
+                conn,
+                CallTarget::Promised {
+                    key: *key,
+                    transform,
+                },
+                call,
+                state,
+            );
+            return;
+        }
+        match &inner.result {
+            Some(Ok(payload)) => {
+                let payload = payload.clone();
+                drop(inner);
+                payload.cap_at(&transform).deliver(call, state);
+            }
+            Some(Err(e)) => {
+                let e = e.clone();
+                drop(inner);
+                state.resolve(Err(e));
+            }
+            None => inner.queued.push(Queued {
+                transform,
+                call,
+                state: Arc::downgrade(state),
+            }),
+        }
+    }
+
+    /// The key of the question this call became, if it went to a peer.
+    pub(crate) fn remote_key(&self) -> Option<u64> {
+        self.lock().remote.as_ref().map(|(_, key)| *key)
+    }
+
+    /// A receiver for the outcome.
+    fn wait(&self) -> oneshot::Receiver<Result<Arc<Payload>, Error>> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        match &inner.result {
+            Some(result) => {
+                let _ = tx.send(result.clone());
+            }
+            None => inner.waiters.push(tx),
+        }
+        rx
+    }
+}
+
+/// The future result of a call. Awaiting it gives the [`Response`];
+/// [`PendingCall::pipeline`] gives capabilities from the results before
+/// they arrive. Dropping it (and everything pipelined on it) cancels the
+/// call.
+///
+/// ```
+/// # actix::System::new().block_on(async {
+/// let pending = capnp_actix::Capability::null().new_call(1, 0).send();
+/// assert!(pending.await.is_err());
+/// # });
+/// ```
+pub struct PendingCall {
+    /// Keeps the call alive.
+    state: Arc<CallState>,
+    /// Delivers the outcome.
+    receiver: oneshot::Receiver<Result<Arc<Payload>, Error>>,
+}
+
+impl PendingCall {
+    pub(crate) fn new(state: Arc<CallState>) -> PendingCall {
+        let receiver = state.wait();
+        PendingCall { state, receiver }
+    }
+
+    /// Capabilities promised by this call's results.
+    ///
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// let pending = capnp_actix::Capability::null().new_call(1, 0).send();
+    /// let cap = pending.pipeline().cap(&[0]);
+    /// assert!(cap.new_call(1, 0).send().await.is_err());
+    /// # });
+    /// ```
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline {
+            state: self.state.clone(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> &Arc<CallState> {
+        &self.state
+    }
+}
+
+impl Future for PendingCall {
+    type Output = Result<Response, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.receiver).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Ok(payload))) => Poll::Ready(Ok(Response {
+                _state: self.state.clone(),
+                payload,
+            })),
+            Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(e)),
+            Poll::Ready(Err(oneshot::Canceled)) => {
+                Poll::Ready(Err(Error::failed("the call was dropped unanswered")))
+            }
+        }
+    }
+}
+
+/// The results of a call.
+///
+/// ```
+/// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix_proto::Error> {
+/// let response = pending.await?;
+/// let text: capnp::text::Reader = response.content()?.get_as()?;
+/// # Ok(()) }
+/// ```
+pub struct Response {
+    /// Keeps the question open (no `Finish` yet) while the response is read.
+    _state: Arc<CallState>,
+    /// The results.
+    pub(crate) payload: Arc<Payload>,
+}
+
+impl Response {
+    /// The results' content. Capabilities in it are read with
+    /// [`Response::cap`] (or through typed code, see
+    /// [`crate::hooks::typed_response`]).
+    ///
+    /// ```
+    /// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix_proto::Error> {
+    /// let response = pending.await?;
+    /// assert!(!response.content()?.is_null());
+    /// # Ok(()) }
+    /// ```
+    pub fn content(&self) -> Result<any_pointer::Reader<'_>, Error> {
+        Ok(self.payload.content()?)
+    }
+
+    /// The capability at `transform` (pointer fields from the results'
+    /// root struct).
+    ///
+    /// ```
+    /// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix_proto::Error> {
+    /// let response = pending.await?;
+    /// let first = response.cap(&[0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn cap(&self, transform: &[u16]) -> Capability {
+        self.payload.cap_at(transform)
+    }
+}
+
+/// Capabilities promised by a call's results, usable before the results
+/// arrive (promise pipelining).
+///
+/// ```
+/// # actix::System::new().block_on(async {
+/// let pending = capnp_actix::Capability::null().new_call(1, 0).send();
+/// let promised = pending.pipeline().cap(&[0, 1]);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Pipeline {
+    /// The call whose results hold the capabilities.
+    pub(crate) state: Arc<CallState>,
+}
+
+impl Pipeline {
+    /// The capability at `transform` in the results.
+    ///
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// let pending = capnp_actix::Capability::null().new_call(1, 0).send();
+    /// let cap = pending.pipeline().cap(&[0]);
+    /// # });
+    /// ```
+    pub fn cap(&self, transform: &[u16]) -> Capability {
+        Capability::pipelined(self.state.clone(), transform.into())
+    }
+}

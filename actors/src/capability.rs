@@ -1,0 +1,306 @@
+//! [`Capability`]: a reference to an object, local or remote, that can be
+//! called from any thread.
+//!
+//! A capability is one of: an object hosted in this process (its
+//! [`ExportActor`](crate::ExportActor)), an import from a connection, a
+//! promise for a capability inside a call's results, a broken capability,
+//! or null. Callers do not need to know which: [`Capability::new_call`]
+//! works the same on all of them.
+
+use crate::call::{CallState, OutCall, PendingCall};
+use crate::conn::{ConnActor, ImportDropped};
+use crate::export::{Deliver, ExportActor};
+use crate::payload::Body;
+use actix::Addr;
+use capnp::any_pointer;
+use capnp::message::Builder;
+use capnp_actix_proto::rpc_capnp::message;
+use capnp_actix_proto::Error;
+use std::sync::Arc;
+
+/// A reference to a capability; cheap to clone, `Send + Sync`.
+///
+/// ```
+/// use capnp_actix::Capability;
+/// use capnp_actix_proto::Error;
+/// let broken = Capability::broken(Error::failed("gone"));
+/// let copy = broken.clone();
+/// fn is_send_sync<T: Send + Sync>(_: &T) {}
+/// is_send_sync(&copy);
+/// ```
+#[derive(Clone)]
+pub struct Capability {
+    /// What the reference points at.
+    pub(crate) kind: CapKind,
+}
+
+/// The kinds of capability reference.
+#[derive(Clone)]
+pub(crate) enum CapKind {
+    /// The null capability: every call fails.
+    Null,
+    /// A capability that failed: every call fails with this error.
+    Broken(Error),
+    /// An object hosted in this process.
+    Local(Arc<LocalRef>),
+    /// An object the peer of a connection exported to us.
+    Import(Arc<ImportRef>),
+    /// The capability at `transform` in the results of a call.
+    Pipelined {
+        /// The call whose results hold the capability.
+        call: Arc<CallState>,
+        /// Pointer fields to follow from the results' root.
+        transform: Arc<[u16]>,
+    },
+}
+
+/// A strong reference to a local object's actor; the object lives while
+/// any capability (or export) holds one.
+pub(crate) struct LocalRef {
+    /// The actor hosting the object.
+    pub(crate) addr: Addr<ExportActor>,
+    /// Identity, so that exporting the same object twice reuses its id.
+    pub(crate) id: u64,
+}
+
+/// A local reference to an import; dropping the last one releases the
+/// import on the wire.
+pub(crate) struct ImportRef {
+    /// The connection the import belongs to.
+    pub(crate) conn: Addr<ConnActor>,
+    /// Which connection, to tell its imports apart from another's.
+    pub(crate) conn_id: u64,
+    /// The peer's export id.
+    pub(crate) import_id: u32,
+    /// Distinguishes this reference from an older one for the same id that
+    /// was dropped while the peer sent the id again.
+    pub(crate) generation: u64,
+}
+
+impl Drop for ImportRef {
+    fn drop(&mut self) {
+        self.conn.do_send(ImportDropped {
+            import_id: self.import_id,
+            generation: self.generation,
+        });
+    }
+}
+
+impl Capability {
+    /// The null capability.
+    ///
+    /// ```
+    /// assert!(capnp_actix::Capability::null().is_null());
+    /// ```
+    pub fn null() -> Capability {
+        Capability {
+            kind: CapKind::Null,
+        }
+    }
+
+    /// A capability whose calls all fail with `error`.
+    ///
+    /// ```
+    /// use capnp_actix::Capability;
+    /// let cap = Capability::broken(capnp_actix_proto::Error::failed("no"));
+    /// assert!(!cap.is_null());
+    /// ```
+    pub fn broken(error: Error) -> Capability {
+        Capability {
+            kind: CapKind::Broken(error),
+        }
+    }
+
+    /// Whether this is the null capability.
+    ///
+    /// ```
+    /// assert!(capnp_actix::Capability::null().is_null());
+    /// ```
+    pub fn is_null(&self) -> bool {
+        matches!(self.kind, CapKind::Null)
+    }
+
+    pub(crate) fn local(addr: Addr<ExportActor>, id: u64) -> Capability {
+        Capability {
+            kind: CapKind::Local(Arc::new(LocalRef { addr, id })),
+        }
+    }
+
+    pub(crate) fn pipelined(call: Arc<CallState>, transform: Arc<[u16]>) -> Capability {
+        Capability {
+            kind: CapKind::Pipelined { call, transform },
+        }
+    }
+
+    /// A key that is equal for two references to the same object, used to
+    /// export an object under one id however often it is sent.
+    pub(crate) fn identity(&self) -> Option<u64> {
+        match &self.kind {
+            CapKind::Null | CapKind::Broken(_) => None,
+            CapKind::Local(local) => Some(local.id),
+            CapKind::Import(import) => Some(Arc::as_ptr(import) as u64),
+            CapKind::Pipelined { .. } => None,
+        }
+    }
+
+    /// Starts a call of method `method_id` of interface `interface_id`.
+    /// Fill its params with [`Request::params`], then [`Request::send`].
+    ///
+    /// Typed code does not need this: convert the capability with
+    /// [`Capability::client`] and use the generated methods.
+    ///
+    /// ```
+    /// use capnp_actix::Capability;
+    /// # actix::System::new().block_on(async {
+    /// let cap = Capability::null();
+    /// let mut request = cap.new_call(0x1234, 0);
+    /// request.params().clear();
+    /// let result = request.send().await;
+    /// assert!(result.is_err()); // a null capability fails every call
+    /// # });
+    /// ```
+    pub fn new_call(&self, interface_id: u64, method_id: u16) -> Request {
+        Request::new(self.clone(), interface_id, method_id)
+    }
+
+    /// Sends a prepared call and gives its pending result.
+    pub(crate) fn dispatch(&self, call: OutCall) -> PendingCall {
+        let state = CallState::new();
+        let pending = PendingCall::new(state.clone());
+        self.deliver(call, &state);
+        pending
+    }
+
+    /// Delivers `call` to this capability; its outcome settles `state`.
+    pub(crate) fn deliver(&self, call: OutCall, state: &Arc<CallState>) {
+        match &self.kind {
+            CapKind::Null => state.resolve(Err(Error::failed("call on a null capability"))),
+            CapKind::Broken(e) => state.resolve(Err(e.clone())),
+            CapKind::Local(local) => {
+                if !local.addr.connected() {
+                    state.resolve(Err(Error::disconnected("the object's actor has stopped")));
+                    return;
+                }
+                let cancel = state.guard_local();
+                local.addr.do_send(Deliver::new(call, state, cancel));
+            }
+            CapKind::Import(import) => {
+                crate::conn::send_call(
+                    &import.conn,
+                    crate::conn::CallTarget::Import(import.import_id),
+                    call,
+                    state,
+                );
+            }
+            CapKind::Pipelined {
+                call: parent,
+                transform,
+            } => parent.pipeline(transform.clone(), call, state),
+        }
+    }
+}
+
+impl std::fmt::Debug for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            CapKind::Null => write!(f, "Capability(null)"),
+            CapKind::Broken(e) => write!(f, "Capability(broken: {e})"),
+            CapKind::Local(l) => write!(f, "Capability(local #{})", l.id),
+            CapKind::Import(i) => write!(
+                f,
+                "Capability(import {} of conn {})",
+                i.import_id, i.conn_id
+            ),
+            CapKind::Pipelined { transform, .. } => {
+                write!(f, "Capability(pipelined {transform:?})")
+            }
+        }
+    }
+}
+
+/// A call being prepared: its target, method and params.
+///
+/// ```
+/// use capnp_actix::Capability;
+/// let mut request = Capability::null().new_call(1, 2);
+/// request.params().set_as::<capnp::text::Owned>("hi").unwrap();
+/// ```
+pub struct Request {
+    /// Where the call goes.
+    target: Capability,
+    /// The method's interface.
+    interface_id: u64,
+    /// The method's ordinal in the interface.
+    method_id: u16,
+    /// A `Message{call}` whose params content the caller fills in place.
+    message: Builder<capnp::message::HeapAllocator>,
+    /// Capabilities the caller put in the params, in pointer-index order.
+    cap_table: capnp::private::layout::CapTable,
+}
+
+impl Request {
+    fn new(target: Capability, interface_id: u64, method_id: u16) -> Request {
+        let mut message = Builder::new_default();
+        {
+            let mut call = message.init_root::<message::Builder>().init_call();
+            call.set_interface_id(interface_id);
+            call.set_method_id(method_id);
+            call.init_params();
+        }
+        Request {
+            target,
+            interface_id,
+            method_id,
+            message,
+            cap_table: Vec::new(),
+        }
+    }
+
+    /// The params content, to fill in place. Capabilities set in it travel
+    /// with the call.
+    ///
+    /// ```
+    /// let mut request = capnp_actix::Capability::null().new_call(1, 2);
+    /// request.params().set_as::<capnp::text::Owned>("hello").unwrap();
+    /// ```
+    pub fn params(&mut self) -> any_pointer::Builder<'_> {
+        params_of(&mut self.message, &mut self.cap_table)
+    }
+
+    /// Sends the call. The result is a future of the response that also
+    /// offers pipelined capabilities before the response arrives.
+    ///
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// let pending = capnp_actix::Capability::null().new_call(1, 2).send();
+    /// let promised = pending.pipeline().cap(&[0]);
+    /// assert!(pending.await.is_err());
+    /// # drop(promised);
+    /// # });
+    /// ```
+    pub fn send(self) -> PendingCall {
+        let caps = crate::hooks::capabilities_of(&self.cap_table);
+        self.target.dispatch(OutCall {
+            interface_id: self.interface_id,
+            method_id: self.method_id,
+            body: Body::Built(self.message),
+            caps,
+        })
+    }
+}
+
+/// The params content of a `Message{call}` under construction, imbued with
+/// `cap_table`.
+pub(crate) fn params_of<'a>(
+    message: &'a mut Builder<capnp::message::HeapAllocator>,
+    cap_table: &'a mut capnp::private::layout::CapTable,
+) -> any_pointer::Builder<'a> {
+    let root: message::Builder = message.get_root().expect("a request holds a Message");
+    let call = match root.which() {
+        Ok(message::Call(Ok(call))) => call,
+        _ => unreachable!("a request's message is always a Call"),
+    };
+    let mut content = call.get_params().expect("params initialized").get_content();
+    capnp::traits::ImbueMut::imbue_mut(&mut content, cap_table);
+    content
+}

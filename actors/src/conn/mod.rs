@@ -1,0 +1,545 @@
+//! [`ConnActor`]: one per connection. It owns the transport, the four
+//! tables, and the dispatch of inbound messages.
+//!
+//! - `mod.rs` (this file): the actor, its options, how it starts, the
+//!   messages it takes, and its teardown.
+//! - `inbound.rs`: one `handle_*` per kind of inbound message.
+//! - `outbound.rs`: sending calls and returns, and translating
+//!   capabilities to and from cap descriptors.
+//! - `transport.rs`: frames in, batched writes out.
+
+mod inbound;
+mod outbound;
+mod transport;
+
+use crate::answer::{AnswerActor, CancelAnswer};
+use crate::call::{CallState, OutCall};
+use crate::capability::{Capability, ImportRef};
+use crate::question::{QuestionActor, Returned};
+use crate::stats;
+use actix::{
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult,
+    StreamHandler,
+};
+use capnp_actix_proto::frame::{Frame, Limits};
+use capnp_actix_proto::table::{ExportTable, ImportTable, PeerTable, QuestionTable};
+use capnp_actix_proto::Error;
+use futures::channel::{mpsc, oneshot};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use tokio::io::{AsyncRead, AsyncWrite};
+use transport::ReadFailure;
+
+pub(crate) use outbound::{send_call, CallTarget};
+
+/// Connection ids, for logs and to tell connections apart.
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Question keys: how a caller names its question before the connection
+/// has given it an id. Unique process-wide.
+static NEXT_QUESTION_KEY: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_question_key() -> u64 {
+    NEXT_QUESTION_KEY.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where a connection's bootstrap capability comes from.
+#[derive(Clone)]
+enum BootstrapSource {
+    /// One capability for every connection.
+    Main(Capability),
+    /// A new capability for each connection, made when it starts.
+    Factory(Arc<dyn Fn() -> Capability + Send + Sync>),
+}
+
+/// How a connection behaves.
+///
+/// ```
+/// use capnp_actix::{Capability, ConnOptions};
+/// let options = ConnOptions::new().main_interface(Capability::null());
+/// ```
+#[derive(Clone, Default)]
+pub struct ConnOptions {
+    /// What a peer's `Bootstrap` gets; `None` answers it with an exception.
+    bootstrap: Option<BootstrapSource>,
+    /// Limits on inbound messages and on what we send.
+    limits: Limits,
+}
+
+impl ConnOptions {
+    /// Options with no bootstrap capability and default limits.
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serve `cap` to every peer that asks for the bootstrap capability.
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().main_interface(capnp_actix::Capability::null());
+    /// ```
+    pub fn main_interface(mut self, cap: Capability) -> Self {
+        self.bootstrap = Some(BootstrapSource::Main(cap));
+        self
+    }
+
+    /// Make a bootstrap capability for each connection with `factory`; it
+    /// runs on the connection's arbiter when the connection starts.
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().bootstrap_factory(capnp_actix::Capability::null);
+    /// ```
+    pub fn bootstrap_factory(
+        mut self,
+        factory: impl Fn() -> Capability + Send + Sync + 'static,
+    ) -> Self {
+        self.bootstrap = Some(BootstrapSource::Factory(Arc::new(factory)));
+        self
+    }
+
+    /// Limits on message size and shape.
+    ///
+    /// ```
+    /// use capnp_actix_proto::frame::Limits;
+    /// let options = capnp_actix::ConnOptions::new().limits(Limits::default());
+    /// ```
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// One of our questions, while its id is in use.
+pub(crate) struct QuestionEntry {
+    /// The caller's key for it, until the caller lets go.
+    pub(crate) key: Option<u64>,
+    /// The actor that delivers the answer; gone once it has.
+    pub(crate) actor: Option<Addr<QuestionActor>>,
+    /// Exports we sent in the params: released on a `Return` that says
+    /// `releaseParamCaps`.
+    pub(crate) param_exports: Vec<u32>,
+}
+
+/// One of the peer's questions, while its id is in use.
+pub(crate) struct AnswerEntry {
+    /// The call's state: calls the peer pipelines on this answer go here.
+    pub(crate) state: Arc<CallState>,
+    /// The actor running the call, until it reports.
+    pub(crate) actor: Option<Addr<AnswerActor>>,
+    /// Whether our `Return` went out.
+    pub(crate) returned: bool,
+    /// Whether the peer's `Finish` arrived.
+    pub(crate) finished: bool,
+    /// Whether that `Finish` released the result capabilities.
+    pub(crate) release_result_caps: bool,
+    /// Exports we sent in the results, released by such a `Finish`.
+    pub(crate) result_exports: Vec<u32>,
+}
+
+/// One import, while the peer's export is referenced here.
+pub(crate) struct ImportEntry {
+    /// The local reference, shared by every capability for this import.
+    pub(crate) local: Weak<ImportRef>,
+    /// Which reference is current (see [`ImportRef::generation`]).
+    pub(crate) generation: u64,
+}
+
+/// The actor of one connection.
+pub struct ConnActor {
+    /// This connection's id (logs, and telling imports apart).
+    pub(crate) id: u64,
+    /// What a peer's `Bootstrap` gets.
+    pub(crate) main: Option<Capability>,
+    /// Limits on inbound messages and on what we send.
+    pub(crate) limits: Limits,
+    /// Frames for the writer task; `None` once the connection closes.
+    pub(crate) writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    /// Our questions.
+    pub(crate) questions: QuestionTable<QuestionEntry>,
+    /// Question ids by caller key.
+    pub(crate) question_ids: HashMap<u64, u32>,
+    /// The peer's questions.
+    pub(crate) answers: PeerTable<AnswerEntry>,
+    /// Our exports.
+    pub(crate) exports: ExportTable<Capability>,
+    /// Export identities for capabilities that have none of their own.
+    pub(crate) next_anonymous_export: u64,
+    /// The peer's exports that we hold.
+    pub(crate) imports: ImportTable<ImportEntry>,
+    /// Generations for import references.
+    pub(crate) next_generation: u64,
+    /// This actor's own address, for the imports it hands out.
+    pub(crate) self_addr: Option<Addr<ConnActor>>,
+    /// Why the connection is ending, once it is.
+    pub(crate) closing: Option<Error>,
+    /// Whoever waits for the end.
+    pub(crate) watchers: Vec<oneshot::Sender<Error>>,
+}
+
+impl ConnActor {
+    /// Starts a connection over a pair of stream halves on the current
+    /// arbiter.
+    ///
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// let (a, b) = tokio::io::duplex(4096);
+    /// let (read, write) = tokio::io::split(a);
+    /// let conn = capnp_actix::ConnActor::start(read, write, capnp_actix::ConnOptions::new());
+    /// # drop(b);
+    /// # });
+    /// ```
+    pub fn start<R, W>(read: R, write: W, options: ConnOptions) -> Addr<ConnActor>
+    where
+        R: AsyncRead + Unpin + 'static,
+        W: AsyncWrite + Unpin + 'static,
+    {
+        let limits = options.limits;
+        ConnActor::create(move |ctx| {
+            ctx.add_stream(transport::frames(read, limits));
+            let (tx, rx) = mpsc::unbounded();
+            actix_rt::spawn(transport::write_frames(
+                write,
+                rx,
+                ctx.address().downgrade(),
+            ));
+            let main = match options.bootstrap {
+                None => None,
+                Some(BootstrapSource::Main(cap)) => Some(cap),
+                Some(BootstrapSource::Factory(factory)) => Some(factory()),
+            };
+            ConnActor {
+                id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+                main,
+                limits,
+                writer: Some(tx),
+                questions: QuestionTable::new(),
+                question_ids: HashMap::new(),
+                answers: PeerTable::new(),
+                exports: ExportTable::new(),
+                next_anonymous_export: 1 << 63,
+                imports: ImportTable::new(),
+                next_generation: 0,
+                self_addr: Some(ctx.address()),
+                closing: None,
+                watchers: Vec::new(),
+            }
+        })
+    }
+
+    /// Starts a connection over a TCP stream.
+    ///
+    /// ```no_run
+    /// # actix::System::new().block_on(async {
+    /// let stream = tokio::net::TcpStream::connect("127.0.0.1:4000").await.unwrap();
+    /// let conn = capnp_actix::ConnActor::from_tcp(stream, capnp_actix::ConnOptions::new());
+    /// # });
+    /// ```
+    pub fn from_tcp(stream: tokio::net::TcpStream, options: ConnOptions) -> Addr<ConnActor> {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        ConnActor::start(read, write, options)
+    }
+
+    /// Starts a connection over a Unix-domain stream.
+    ///
+    /// ```no_run
+    /// # actix::System::new().block_on(async {
+    /// let stream = tokio::net::UnixStream::connect("/tmp/rpc.sock").await.unwrap();
+    /// let conn = capnp_actix::ConnActor::from_unix(stream, capnp_actix::ConnOptions::new());
+    /// # });
+    /// ```
+    #[cfg(unix)]
+    pub fn from_unix(stream: tokio::net::UnixStream, options: ConnOptions) -> Addr<ConnActor> {
+        let (read, write) = stream.into_split();
+        ConnActor::start(read, write, options)
+    }
+
+    /// Two connected connections over an in-memory duplex, for tests.
+    ///
+    /// ```
+    /// use capnp_actix::{ConnActor, ConnOptions};
+    /// # actix::System::new().block_on(async {
+    /// let (client, server) = ConnActor::pair(ConnOptions::new(), ConnOptions::new());
+    /// # });
+    /// ```
+    pub fn pair(a: ConnOptions, b: ConnOptions) -> (Addr<ConnActor>, Addr<ConnActor>) {
+        let (x, y) = tokio::io::duplex(256 * 1024);
+        let (xr, xw) = tokio::io::split(x);
+        let (yr, yw) = tokio::io::split(y);
+        (ConnActor::start(xr, xw, a), ConnActor::start(yr, yw, b))
+    }
+
+    /// Ends the connection: every table is dropped and waiters learn why.
+    pub(crate) fn end(&mut self, reason: Error, ctx: &mut Context<Self>) {
+        if self.closing.is_none() {
+            log::debug!("conn {}: closing: {reason}", self.id);
+            self.closing = Some(reason);
+        }
+        ctx.stop();
+    }
+
+    /// Ends the connection after telling the peer why.
+    pub(crate) fn abort(&mut self, reason: Error, ctx: &mut Context<Self>) {
+        log::warn!("conn {}: aborting: {reason}", self.id);
+        if self.closing.is_none() {
+            self.write(&capnp_actix_proto::message::abort(&reason));
+        }
+        self.end(reason, ctx);
+    }
+
+    /// Tears the connection down (the supervisor's duty, see
+    /// [`crate::supervisor`]).
+    fn teardown(&mut self) {
+        let reason = self
+            .closing
+            .clone()
+            .unwrap_or_else(|| Error::disconnected("the connection was closed"));
+        crate::supervisor::tear_down(self, reason);
+    }
+}
+
+impl Actor for ConnActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        stats::CONNS.started();
+        log::debug!("conn {}: started", self.id);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.teardown();
+        stats::CONNS.stopped();
+    }
+}
+
+impl StreamHandler<Result<Frame, ReadFailure>> for ConnActor {
+    fn handle(&mut self, item: Result<Frame, ReadFailure>, ctx: &mut Context<Self>) {
+        if self.closing.is_some() {
+            return;
+        }
+        match item {
+            Ok(frame) => {
+                if let Err(e) = self.handle_frame(frame, ctx) {
+                    self.abort(e, ctx);
+                }
+            }
+            Err(ReadFailure::Protocol(e)) => self.abort(e, ctx),
+            Err(ReadFailure::Disconnected(e)) => self.end(e, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.end(Error::disconnected("the peer closed the connection"), ctx);
+    }
+}
+
+/// Asks the peer for its bootstrap capability. The capability is usable at
+/// once (calls on it are pipelined on the bootstrap question).
+///
+/// ```no_run
+/// # async fn f(conn: actix::Addr<capnp_actix::ConnActor>) {
+/// let cap = conn.send(capnp_actix::Bootstrap).await.unwrap().unwrap();
+/// # }
+/// ```
+#[derive(Message)]
+#[rtype(result = "Result<Capability, Error>")]
+pub struct Bootstrap;
+
+impl Handler<Bootstrap> for ConnActor {
+    type Result = Result<Capability, Error>;
+
+    fn handle(&mut self, _msg: Bootstrap, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(reason) = &self.closing {
+            return Err(reason.clone());
+        }
+        let state = CallState::new();
+        let key = next_question_key();
+        let id = self.questions.insert(QuestionEntry {
+            key: Some(key),
+            actor: Some(QuestionActor::new(Arc::downgrade(&state)).start()),
+            param_exports: Vec::new(),
+        });
+        self.question_ids.insert(key, id);
+        state.set_remote(&ctx.address(), key);
+        self.write(&capnp_actix_proto::message::bootstrap(id));
+        Ok(Capability::pipelined(state, Arc::from([])))
+    }
+}
+
+/// Closes the connection from this side.
+///
+/// ```no_run
+/// # async fn f(conn: actix::Addr<capnp_actix::ConnActor>) {
+/// conn.send(capnp_actix::Close).await.unwrap();
+/// # }
+/// ```
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+impl Handler<Close> for ConnActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Close, ctx: &mut Context<Self>) {
+        self.end(
+            Error::disconnected("the connection was closed locally"),
+            ctx,
+        );
+    }
+}
+
+/// Gives a receiver that yields why the connection ended, once it has.
+///
+/// ```no_run
+/// # async fn f(conn: actix::Addr<capnp_actix::ConnActor>) {
+/// let ended = conn.send(capnp_actix::Watch).await.unwrap();
+/// let why = ended.await;
+/// # }
+/// ```
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Error>")]
+pub struct Watch;
+
+impl Handler<Watch> for ConnActor {
+    type Result = MessageResult<Watch>;
+
+    fn handle(&mut self, _msg: Watch, _ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        match &self.closing {
+            Some(reason) => {
+                let _ = tx.send(reason.clone());
+            }
+            None => self.watchers.push(tx),
+        }
+        MessageResult(rx)
+    }
+}
+
+/// The sizes of a connection's tables.
+///
+/// ```no_run
+/// # async fn f(conn: actix::Addr<capnp_actix::ConnActor>) {
+/// let stats = conn.send(capnp_actix::Stats).await.unwrap();
+/// assert_eq!(stats.questions, 0);
+/// # }
+/// ```
+#[derive(Message)]
+#[rtype(result = "ConnStats")]
+pub struct Stats;
+
+/// Table sizes of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, actix::MessageResponse)]
+pub struct ConnStats {
+    /// Our questions whose ids are in use.
+    pub questions: usize,
+    /// The peer's questions whose ids are in use.
+    pub answers: usize,
+    /// Our exports.
+    pub exports: usize,
+    /// The peer's exports we hold.
+    pub imports: usize,
+}
+
+impl Handler<Stats> for ConnActor {
+    type Result = ConnStats;
+
+    fn handle(&mut self, _msg: Stats, _ctx: &mut Context<Self>) -> ConnStats {
+        ConnStats {
+            questions: self.questions.len(),
+            answers: self.answers.len(),
+            exports: self.exports.len(),
+            imports: self.imports.len(),
+        }
+    }
+}
+
+/// A call for the peer, from a capability of this connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SendCall {
+    /// Where on the peer it goes.
+    target: CallTarget,
+    /// The call; taken when handled.
+    call: Option<OutCall>,
+    /// The caller's state.
+    pub(crate) state: Weak<CallState>,
+    /// The caller's key for the question.
+    pub(crate) key: u64,
+}
+
+impl Drop for SendCall {
+    fn drop(&mut self) {
+        // Never handled: the connection is gone.
+        if self.call.is_some() {
+            if let Some(state) = self.state.upgrade() {
+                state.resolve(Err(Error::disconnected("the connection is closed")));
+            }
+        }
+    }
+}
+
+/// The caller let go of question `key`: send `Finish`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct QuestionDropped {
+    /// The caller's key.
+    pub(crate) key: u64,
+}
+
+/// The caller-side handle of a question; dropping it finishes the question.
+pub(crate) struct QuestionRef {
+    /// The connection.
+    conn: Addr<ConnActor>,
+    /// The question's key.
+    pub(crate) key: u64,
+}
+
+impl QuestionRef {
+    pub(crate) fn new(conn: Addr<ConnActor>, key: u64) -> Self {
+        QuestionRef { conn, key }
+    }
+}
+
+impl Drop for QuestionRef {
+    fn drop(&mut self) {
+        self.conn.do_send(QuestionDropped { key: self.key });
+    }
+}
+
+/// The last local reference to an import went away.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ImportDropped {
+    /// The import.
+    pub(crate) import_id: u32,
+    /// Which reference (a newer one may have replaced it).
+    pub(crate) generation: u64,
+}
+
+/// The writer task could not write.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WriteFailed(pub(crate) Error);
+
+impl Handler<WriteFailed> for ConnActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteFailed, ctx: &mut Context<Self>) {
+        self.writer = None;
+        self.end(msg.0, ctx);
+    }
+}
+
+/// Answers of a connection that is going away get this.
+pub(crate) fn cancel_answer(actor: &Addr<AnswerActor>) {
+    actor.do_send(CancelAnswer { report: false });
+}
+
+/// Questions of a connection that is going away get this.
+pub(crate) fn fail_question(actor: &Addr<QuestionActor>, reason: &Error) {
+    actor.do_send(Returned(Err(reason.clone())));
+}

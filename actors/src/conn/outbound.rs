@@ -1,0 +1,284 @@
+//! What a connection sends: calls (with their cap tables), returns, and the
+//! translation of capabilities into cap descriptors.
+
+use super::{ConnActor, QuestionEntry, SendCall};
+use crate::call::{CallState, OutCall};
+use crate::capability::{CapKind, Capability};
+use crate::hooks::{cap_table, capabilities_of};
+use crate::payload::{Body, Payload};
+use crate::question::QuestionActor;
+use actix::{Actor, Addr, Context, Handler};
+use capnp::message::{Builder, HeapAllocator};
+use capnp_actix_proto::cap_descriptor::MessageTarget;
+use capnp_actix_proto::rpc_capnp::{message, payload};
+use capnp_actix_proto::{frame, CapDescriptor, Error, PromisedAnswer};
+use std::sync::Arc;
+
+/// Where a call goes on the peer.
+pub(crate) enum CallTarget {
+    /// One of the peer's exports.
+    Import(u32),
+    /// A capability inside the answer to one of our questions.
+    Promised {
+        /// The caller's key of that question.
+        key: u64,
+        /// Pointer fields from the results' root.
+        transform: Arc<[u16]>,
+    },
+}
+
+/// Sends `call` to `target` on the peer of `conn`; its outcome settles
+/// `state`. Callable from any thread.
+pub(crate) fn send_call(
+    conn: &Addr<ConnActor>,
+    target: CallTarget,
+    call: OutCall,
+    state: &Arc<CallState>,
+) {
+    let key = super::next_question_key();
+    conn.do_send(SendCall {
+        target,
+        call: Some(call),
+        state: Arc::downgrade(state),
+        key,
+    });
+    // After the call itself, so that calls pipelined on it follow it.
+    state.set_remote(conn, key);
+}
+
+impl Handler<SendCall> for ConnActor {
+    type Result = ();
+
+    fn handle(&mut self, mut msg: SendCall, _ctx: &mut Context<Self>) {
+        let Some(call) = msg.call.take() else { return };
+        let Some(state) = msg.state.upgrade() else {
+            return; // the caller lost interest before the call went out
+        };
+        if let Some(reason) = &self.closing {
+            state.resolve(Err(Error::disconnected(format!(
+                "the connection is closed: {reason}"
+            ))));
+            return;
+        }
+        let target = match &msg.target {
+            CallTarget::Import(id) => MessageTarget::ImportedCap(*id),
+            CallTarget::Promised { key, transform } => match self.question_ids.get(key) {
+                Some(id) => MessageTarget::PromisedAnswer(PromisedAnswer {
+                    question_id: *id,
+                    transform: transform.to_vec(),
+                }),
+                None => {
+                    state.resolve(Err(Error::failed(
+                        "pipelined call on a question that is already finished",
+                    )));
+                    return;
+                }
+            },
+        };
+        match self.send_call_message(call, target, msg.key, &state) {
+            Ok(()) => {}
+            Err(e) => state.resolve(Err(e)),
+        }
+    }
+}
+
+impl ConnActor {
+    /// Frames `message` and queues it for the writer.
+    pub(crate) fn write(&mut self, message: &Builder<HeapAllocator>) {
+        let Some(writer) = &self.writer else { return };
+        let mut bytes = Vec::new();
+        frame::encode(message, &mut bytes);
+        log::trace!("conn {}: sending {} bytes", self.id, bytes.len());
+        if writer.unbounded_send(bytes).is_err() {
+            self.writer = None;
+        }
+    }
+
+    /// Refuses a message over the size limit (W-03); the connection lives.
+    fn check_size(&self, message: &Builder<HeapAllocator>) -> Result<(), Error> {
+        let words = frame::encoded_words(message);
+        if words > self.limits.max_message_words {
+            return Err(Error::failed(format!(
+                "message of {words} words is over the limit of {} words (max_message_words)",
+                self.limits.max_message_words
+            )));
+        }
+        Ok(())
+    }
+
+    fn send_call_message(
+        &mut self,
+        call: OutCall,
+        target: MessageTarget,
+        key: u64,
+        state: &Arc<CallState>,
+    ) -> Result<(), Error> {
+        let OutCall {
+            interface_id,
+            method_id,
+            body,
+            caps,
+        } = call;
+        // A call that arrived from another connection is copied into a new
+        // message; one built here is completed in place.
+        let (mut message, caps) = match body {
+            Body::Built(message) => (message, caps),
+            Body::Frame(frame) => {
+                let source = Payload {
+                    body: Body::Frame(frame),
+                    caps,
+                };
+                let mut message = Builder::new_default();
+                let caps = {
+                    let mut call = message.init_root::<message::Builder>().init_call();
+                    call.set_interface_id(interface_id);
+                    call.set_method_id(method_id);
+                    copy_content(&source, call.init_params())?
+                };
+                (message, caps)
+            }
+        };
+        self.check_size(&message)?;
+        let id = self.questions.insert(QuestionEntry {
+            key: Some(key),
+            actor: Some(QuestionActor::new(Arc::downgrade(state)).start()),
+            param_exports: Vec::new(),
+        });
+        self.question_ids.insert(key, id);
+        let (descriptors, exports) = self.describe_all(&caps);
+        {
+            let root: message::Builder = message.get_root()?;
+            let mut call = match root.which()? {
+                message::Call(call) => call?,
+                _ => return Err(Error::failed("a request message is not a Call")),
+            };
+            call.set_question_id(id);
+            target.write(call.reborrow().init_target());
+            call.reborrow().init_send_results_to().set_caller(());
+            write_cap_table(call.get_params()?, &descriptors);
+        }
+        if let Some(entry) = self.questions.get_mut(id) {
+            entry.param_exports = exports;
+        }
+        self.write(&message);
+        Ok(())
+    }
+
+    /// Sends the `Return` for answer `answer_id` with these results, or an
+    /// exception if they cannot be sent. Gives the exports it made.
+    pub(crate) fn send_results(&mut self, answer_id: u32, results: &Payload) -> Vec<u32> {
+        match self.build_results(answer_id, results) {
+            Ok((message, exports)) => {
+                self.write(&message);
+                exports
+            }
+            Err(e) => {
+                self.write(&capnp_actix_proto::message::return_exception(answer_id, &e));
+                Vec::new()
+            }
+        }
+    }
+
+    fn build_results(
+        &mut self,
+        answer_id: u32,
+        results: &Payload,
+    ) -> Result<(Builder<HeapAllocator>, Vec<u32>), Error> {
+        let mut message = Builder::new_default();
+        let caps = {
+            let mut ret = message.init_root::<message::Builder>().init_return();
+            ret.set_answer_id(answer_id);
+            ret.set_release_param_caps(false);
+            copy_content(results, ret.init_results())?
+        };
+        self.check_size(&message)?;
+        let (descriptors, exports) = self.describe_all(&caps);
+        {
+            let root: message::Builder = message.get_root()?;
+            if let message::Return(ret) = root.which()? {
+                if let capnp_actix_proto::rpc_capnp::return_::Results(results) = ret?.which()? {
+                    write_cap_table(results?, &descriptors);
+                }
+            }
+        }
+        Ok((message, exports))
+    }
+
+    /// Descriptors for a cap table, and the export ids they added a
+    /// reference to.
+    fn describe_all(&mut self, caps: &[Option<Capability>]) -> (Vec<CapDescriptor>, Vec<u32>) {
+        let mut exports = Vec::new();
+        let descriptors = caps
+            .iter()
+            .map(|cap| match cap {
+                None => CapDescriptor::None,
+                Some(cap) => {
+                    let d = self.describe(cap);
+                    if let CapDescriptor::SenderHosted(id) = d {
+                        exports.push(id);
+                    }
+                    d
+                }
+            })
+            .collect();
+        (descriptors, exports)
+    }
+
+    /// How to name `cap` to the peer: its own objects by their ids, answers
+    /// to its questions by their paths (P-12), anything else as an export.
+    fn describe(&mut self, cap: &Capability) -> CapDescriptor {
+        match &cap.kind {
+            CapKind::Null => return CapDescriptor::None,
+            CapKind::Import(import) if import.conn_id == self.id => {
+                return CapDescriptor::ReceiverHosted(import.import_id);
+            }
+            CapKind::Pipelined { call, transform } => {
+                if let Some(key) = call.remote_key() {
+                    if let Some(id) = self.question_ids.get(&key) {
+                        return CapDescriptor::ReceiverAnswer(PromisedAnswer {
+                            question_id: *id,
+                            transform: transform.to_vec(),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+        let key = match cap.identity() {
+            Some(key) => key,
+            None => {
+                self.next_anonymous_export += 1;
+                self.next_anonymous_export
+            }
+        };
+        CapDescriptor::SenderHosted(self.exports.export(key, || cap.clone()))
+    }
+}
+
+/// Copies the content of `source` into `target`'s content, with its
+/// capabilities; gives the cap table of the copy.
+pub(crate) fn copy_content(
+    source: &Payload,
+    mut target: payload::Builder<'_>,
+) -> Result<Vec<Option<Capability>>, Error> {
+    let source_table = cap_table(&source.caps);
+    let mut content = source.content()?;
+    capnp::traits::Imbue::imbue(&mut content, &source_table);
+    let mut target_table = Vec::new();
+    {
+        let mut target_content = target.reborrow().get_content();
+        capnp::traits::ImbueMut::imbue_mut(&mut target_content, &mut target_table);
+        target_content.set_as(content)?;
+    }
+    Ok(capabilities_of(&target_table))
+}
+
+fn write_cap_table(payload: payload::Builder<'_>, descriptors: &[CapDescriptor]) {
+    if descriptors.is_empty() {
+        return;
+    }
+    let mut table = payload.init_cap_table(descriptors.len() as u32);
+    for (i, d) in descriptors.iter().enumerate() {
+        d.write(table.reborrow().get(i as u32));
+    }
+}

@@ -1,0 +1,182 @@
+//! [`ExportActor`]: the actor that hosts one local object (a server) and
+//! delivers the calls made on it, in the order they arrive.
+//!
+//! Calls start in arrival order and run concurrently: a call that waits
+//! (for another call, even one back into the caller) does not block the
+//! next one, so a handler that calls back into a capability it was given
+//! cannot deadlock. The actor stops, and the server is dropped, when the
+//! last [`Capability`] that refers to it is gone.
+
+use crate::call::{CallState, OutCall};
+use crate::capability::Capability;
+use crate::hooks::{capabilities_of, client_hook, ParamsHookImpl, ResultsHookImpl};
+use crate::payload::{Body, Payload};
+use actix::{Actor, Context, Handler, Message};
+use capnp::any_pointer;
+use capnp::capability::{FromServer, Params, Promise, Results};
+use capnp_actix_proto::Error;
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+/// Identities of local objects; never reused.
+static NEXT_OBJECT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A server object in type-erased form: capnpc's generated dispatch.
+trait HostedServer {
+    fn dispatch(
+        &self,
+        interface_id: u64,
+        method_id: u16,
+        params: Params<any_pointer::Owned>,
+        results: Results<any_pointer::Owned>,
+    ) -> Promise<(), capnp::Error>;
+}
+
+impl<D: capnp::capability::Server + Clone> HostedServer for D {
+    fn dispatch(
+        &self,
+        interface_id: u64,
+        method_id: u16,
+        params: Params<any_pointer::Owned>,
+        results: Results<any_pointer::Owned>,
+    ) -> Promise<(), capnp::Error> {
+        self.clone()
+            .dispatch_call(interface_id, method_id, params, results)
+            .promise
+    }
+}
+
+/// The actor hosting one local object.
+pub struct ExportActor {
+    /// The object (capnpc's dispatch wrapper around the user's server).
+    server: Box<dyn HostedServer>,
+}
+
+impl Actor for ExportActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        crate::stats::EXPORTS.started();
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        crate::stats::EXPORTS.stopped();
+    }
+}
+
+/// Hosts `server` in a new [`ExportActor`] on the current arbiter and gives
+/// a typed client for it. Must be called from within an Actix system.
+///
+/// ```ignore
+/// let client: calculator::Client = capnp_actix::new_client(CalculatorImpl);
+/// ```
+pub fn new_client<C, S>(server: S) -> C
+where
+    C: FromServer<S>,
+    S: 'static,
+{
+    C::new(client_hook(Capability::from_server::<C, S>(server)))
+}
+
+impl Capability {
+    /// Hosts `server` in a new [`ExportActor`] on the current arbiter. `C`
+    /// is the generated client type of the interface `server` implements.
+    /// Must be called from within an Actix system.
+    ///
+    /// ```ignore
+    /// let cap = Capability::from_server::<calculator::Client, _>(CalculatorImpl);
+    /// ```
+    pub fn from_server<C, S>(server: S) -> Capability
+    where
+        C: FromServer<S>,
+        S: 'static,
+    {
+        let dispatch = C::from_server(Rc::new(server));
+        let addr = ExportActor {
+            server: Box::new(dispatch),
+        }
+        .start();
+        Capability::local(addr, NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A call delivered to a local object.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver {
+    /// The call.
+    call: Option<OutCall>,
+    /// Where its outcome goes; gone if the caller lost interest.
+    state: Weak<CallState>,
+    /// Completes when the caller drops the call: the work stops.
+    cancel: Option<oneshot::Receiver<()>>,
+}
+
+impl Deliver {
+    pub(crate) fn new(
+        call: OutCall,
+        state: &Arc<CallState>,
+        cancel: oneshot::Receiver<()>,
+    ) -> Deliver {
+        Deliver {
+            call: Some(call),
+            state: Arc::downgrade(state),
+            cancel: Some(cancel),
+        }
+    }
+}
+
+impl Drop for Deliver {
+    fn drop(&mut self) {
+        // Dropped undelivered (the actor stopped first): the caller must
+        // not wait forever.
+        if self.call.is_some() {
+            if let Some(state) = self.state.upgrade() {
+                state.resolve(Err(Error::disconnected("the object's actor has stopped")));
+            }
+        }
+    }
+}
+
+impl Handler<Deliver> for ExportActor {
+    type Result = ();
+
+    fn handle(&mut self, mut msg: Deliver, _ctx: &mut Context<Self>) {
+        let (Some(call), Some(cancel)) = (msg.call.take(), msg.cancel.take()) else {
+            return;
+        };
+        let state = msg.state.clone();
+        if state.strong_count() == 0 {
+            return; // cancelled before it started
+        }
+        let (interface_id, method_id) = (call.interface_id, call.method_id);
+        let params = Params::new(Box::new(ParamsHookImpl::new(Arc::new(call.into_payload()))));
+        let (done_tx, done_rx) = oneshot::channel();
+        let results = Results::new(Box::new(ResultsHookImpl::new(done_tx)));
+        let work = self
+            .server
+            .dispatch(interface_id, method_id, params, results);
+        actix_rt::spawn(async move {
+            let outcome = match select(work, cancel).await {
+                Either::Left((outcome, _)) => outcome,
+                Either::Right(_) => return, // cancelled: dropping `work` stops it
+            };
+            let result = match outcome {
+                Ok(()) => match done_rx.await {
+                    Ok((message, cap_table)) => Ok(Arc::new(Payload {
+                        body: Body::Built(message),
+                        caps: capabilities_of(&cap_table),
+                    })),
+                    Err(_) => Err(Error::failed("the server kept its results object")),
+                },
+                Err(e) => Err(Error::from(e)),
+            };
+            if let Some(state) = state.upgrade() {
+                state.resolve(result);
+            }
+        });
+    }
+}

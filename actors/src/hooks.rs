@@ -1,0 +1,397 @@
+//! The bridge to capnpc-generated code: implementations of the hook traits
+//! of `capnp::private::capability`, so that generated `Client`s call
+//! through this runtime and generated `Server`s are hosted by it.
+//!
+//! Generated clients are not `Send` (capnp's design); [`Capability`] is.
+//! Convert with [`Capability::client`] and [`Capability::from_client`].
+
+use crate::call::{CallState, OutCall, PendingCall, Response};
+use crate::capability::{params_of, Capability};
+use crate::payload::{Body, Payload};
+use capnp::any_pointer;
+use capnp::capability::{FromClientHook, Promise, RemotePromise};
+use capnp::message::{Builder, HeapAllocator};
+use capnp::private::capability::{
+    ClientHook, ParamsHook, PipelineHook, PipelineOp, RequestHook, ResponseHook, ResultsHook,
+};
+use capnp::private::layout::CapTable;
+use capnp::MessageSize;
+use capnp_actix_proto::rpc_capnp::{message, return_};
+use capnp_actix_proto::Error;
+use futures::channel::oneshot;
+use futures::FutureExt;
+use std::sync::Arc;
+
+/// A unique address that marks hooks made by this crate.
+static BRAND: u8 = 0;
+
+fn brand() -> usize {
+    &BRAND as *const u8 as usize
+}
+
+/// A `ClientHook` over a [`Capability`].
+struct CapHook {
+    /// The capability calls go to.
+    cap: Capability,
+}
+
+/// Wraps a capability as a capnp client hook.
+pub(crate) fn client_hook(cap: Capability) -> Box<dyn ClientHook> {
+    Box::new(CapHook { cap })
+}
+
+/// The capability behind a client hook. Hooks of another RPC system
+/// cannot travel through this one: they become broken capabilities.
+pub(crate) fn capability_of(hook: &dyn ClientHook) -> Capability {
+    if hook.get_brand() == brand() {
+        // SAFETY: only `CapHook` reports this crate's brand, so the data
+        // pointer of this trait object points at a `CapHook`.
+        let ours = unsafe { &*(hook as *const dyn ClientHook as *const CapHook) };
+        ours.cap.clone()
+    } else {
+        Capability::broken(Error::failed(
+            "a capability of another RPC system cannot be sent through capnp-actix",
+        ))
+    }
+}
+
+/// A capnp cap table for a payload's capabilities.
+pub(crate) fn cap_table(caps: &[Option<Capability>]) -> CapTable {
+    caps.iter()
+        .map(|cap| cap.as_ref().map(|c| client_hook(c.clone())))
+        .collect()
+}
+
+/// The capabilities of a capnp cap table.
+pub(crate) fn capabilities_of(table: &CapTable) -> Vec<Option<Capability>> {
+    table
+        .iter()
+        .map(|hook| hook.as_ref().map(|h| capability_of(h.as_ref())))
+        .collect()
+}
+
+impl Capability {
+    /// A typed client (capnpc-generated `Client`) for this capability.
+    /// Typed clients are not `Send`: convert where you make the calls.
+    ///
+    /// ```ignore
+    /// let calc: calculator::Client = cap.client();
+    /// ```
+    pub fn client<C: FromClientHook>(&self) -> C {
+        C::new(client_hook(self.clone()))
+    }
+
+    /// The capability behind a typed client.
+    ///
+    /// ```ignore
+    /// let cap = Capability::from_client(&calc);
+    /// ```
+    pub fn from_client<C: FromClientHook>(client: &C) -> Capability {
+        capability_of(client.as_client_hook())
+    }
+}
+
+impl ClientHook for CapHook {
+    fn add_ref(&self) -> Box<dyn ClientHook> {
+        client_hook(self.cap.clone())
+    }
+
+    fn new_call(
+        &self,
+        interface_id: u64,
+        method_id: u16,
+        _size_hint: Option<MessageSize>,
+    ) -> capnp::capability::Request<any_pointer::Owned, any_pointer::Owned> {
+        capnp::capability::Request::new(Box::new(RequestHookImpl::new(
+            self.cap.clone(),
+            interface_id,
+            method_id,
+        )))
+    }
+
+    fn call(
+        &self,
+        interface_id: u64,
+        method_id: u16,
+        params: Box<dyn ParamsHook>,
+        mut results: Box<dyn ResultsHook>,
+    ) -> Promise<(), capnp::Error> {
+        // Forwarding a call received by another hook: copy the params in,
+        // the results out.
+        let mut request = RequestHookImpl::new(self.cap.clone(), interface_id, method_id);
+        let copied = params
+            .get()
+            .and_then(|content| request.get().set_as(content));
+        if let Err(e) = copied {
+            return Promise::err(e);
+        }
+        let pending = request.dispatch();
+        Promise::from_future(async move {
+            let response = pending.await?;
+            let hooks = cap_table(&response.payload.caps);
+            let mut content = response.payload.content()?;
+            capnp::traits::Imbue::imbue(&mut content, &hooks);
+            results.get()?.set_as(content)
+        })
+    }
+
+    fn get_brand(&self) -> usize {
+        brand()
+    }
+
+    fn get_ptr(&self) -> usize {
+        self.cap.identity().unwrap_or(self as *const CapHook as u64) as usize
+    }
+
+    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
+        None
+    }
+
+    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
+        None
+    }
+
+    fn when_resolved(&self) -> Promise<(), capnp::Error> {
+        Promise::ok(())
+    }
+}
+
+/// A typed request under construction.
+struct RequestHookImpl {
+    /// Where the call goes.
+    target: Capability,
+    /// The method's interface.
+    interface_id: u64,
+    /// The method's ordinal.
+    method_id: u16,
+    /// A `Message{call}`; the params are built inside it.
+    message: Builder<HeapAllocator>,
+    /// Capabilities put in the params.
+    cap_table: CapTable,
+}
+
+impl RequestHookImpl {
+    fn new(target: Capability, interface_id: u64, method_id: u16) -> Self {
+        let mut message = Builder::new_default();
+        {
+            let mut call = message.init_root::<message::Builder>().init_call();
+            call.set_interface_id(interface_id);
+            call.set_method_id(method_id);
+            call.init_params();
+        }
+        RequestHookImpl {
+            target,
+            interface_id,
+            method_id,
+            message,
+            cap_table: Vec::new(),
+        }
+    }
+
+    fn dispatch(self) -> PendingCall {
+        let caps = capabilities_of(&self.cap_table);
+        self.target.dispatch(OutCall {
+            interface_id: self.interface_id,
+            method_id: self.method_id,
+            body: Body::Built(self.message),
+            caps,
+        })
+    }
+}
+
+impl RequestHook for RequestHookImpl {
+    fn get(&mut self) -> any_pointer::Builder<'_> {
+        params_of(&mut self.message, &mut self.cap_table)
+    }
+
+    fn get_brand(&self) -> usize {
+        0
+    }
+
+    fn send(self: Box<Self>) -> RemotePromise<any_pointer::Owned> {
+        let pending = (*self).dispatch();
+        let pipeline = any_pointer::Pipeline::new(Box::new(PipelineHookImpl {
+            state: pending.state().clone(),
+        }));
+        let promise = Promise::from_future(pending.map(|result| match result {
+            Ok(response) => Ok(capnp::capability::Response::new(Box::new(
+                ResponseHookImpl::new(response),
+            ))),
+            Err(e) => Err(e.into()),
+        }));
+        RemotePromise { promise, pipeline }
+    }
+
+    fn send_streaming(self: Box<Self>) -> Promise<(), capnp::Error> {
+        let pending = (*self).dispatch();
+        Promise::from_future(pending.map(|r| r.map(|_| ()).map_err(Into::into)))
+    }
+
+    fn tail_send(
+        self: Box<Self>,
+    ) -> Option<(u32, Promise<(), capnp::Error>, Box<dyn PipelineHook>)> {
+        None
+    }
+}
+
+/// A response read through typed code.
+struct ResponseHookImpl {
+    /// The results (and the question, kept open while they are read).
+    response: Response,
+    /// Hooks for the results' capabilities.
+    cap_table: CapTable,
+}
+
+impl ResponseHookImpl {
+    fn new(response: Response) -> Self {
+        let cap_table = cap_table(&response.payload.caps);
+        ResponseHookImpl {
+            response,
+            cap_table,
+        }
+    }
+}
+
+impl ResponseHook for ResponseHookImpl {
+    fn get(&self) -> capnp::Result<any_pointer::Reader<'_>> {
+        let mut content = self.response.payload.content()?;
+        capnp::traits::Imbue::imbue(&mut content, &self.cap_table);
+        Ok(content)
+    }
+}
+
+/// Promised capabilities of a call, for typed pipelines.
+struct PipelineHookImpl {
+    /// The call whose results hold the capabilities.
+    state: Arc<CallState>,
+}
+
+impl PipelineHook for PipelineHookImpl {
+    fn add_ref(&self) -> Box<dyn PipelineHook> {
+        Box::new(PipelineHookImpl {
+            state: self.state.clone(),
+        })
+    }
+
+    fn get_pipelined_cap(&self, ops: &[PipelineOp]) -> Box<dyn ClientHook> {
+        let transform: Vec<u16> = ops
+            .iter()
+            .filter_map(|op| match op {
+                PipelineOp::Noop => None,
+                PipelineOp::GetPointerField(field) => Some(*field),
+            })
+            .collect();
+        client_hook(Capability::pipelined(self.state.clone(), transform.into()))
+    }
+}
+
+/// Params as a local server reads them.
+pub(crate) struct ParamsHookImpl {
+    /// The `Message{call}` and its capabilities.
+    payload: Arc<Payload>,
+    /// Hooks for the params' capabilities.
+    cap_table: CapTable,
+}
+
+impl ParamsHookImpl {
+    pub(crate) fn new(payload: Arc<Payload>) -> Self {
+        let cap_table = cap_table(&payload.caps);
+        ParamsHookImpl { payload, cap_table }
+    }
+}
+
+impl ParamsHook for ParamsHookImpl {
+    fn get(&self) -> capnp::Result<any_pointer::Reader<'_>> {
+        let mut content = self.payload.content()?;
+        capnp::traits::Imbue::imbue(&mut content, &self.cap_table);
+        Ok(content)
+    }
+}
+
+/// The results of a finished local call: the `Message{return}` and the
+/// capabilities the server put in it.
+pub(crate) type BuiltResults = (Builder<HeapAllocator>, CapTable);
+
+/// Results as a local server writes them, in place in a `Message{return}`.
+/// When the server drops them, they go to the waiting export task.
+pub(crate) struct ResultsHookImpl {
+    /// The message under construction.
+    message: Option<Builder<HeapAllocator>>,
+    /// Capabilities put in the results.
+    cap_table: CapTable,
+    /// Where the finished results go.
+    done: Option<oneshot::Sender<BuiltResults>>,
+}
+
+impl ResultsHookImpl {
+    pub(crate) fn new(done: oneshot::Sender<BuiltResults>) -> Self {
+        let mut message = Builder::new_default();
+        {
+            let mut ret = message.init_root::<message::Builder>().init_return();
+            ret.set_release_param_caps(false);
+            ret.init_results();
+        }
+        ResultsHookImpl {
+            message: Some(message),
+            cap_table: Vec::new(),
+            done: Some(done),
+        }
+    }
+}
+
+impl ResultsHook for ResultsHookImpl {
+    fn get(&mut self) -> capnp::Result<any_pointer::Builder<'_>> {
+        let Some(message) = self.message.as_mut() else {
+            return Err(capnp::Error::failed("results already sent".into()));
+        };
+        let root: message::Builder = message.get_root()?;
+        let ret = match root.which()? {
+            message::Return(ret) => ret?,
+            _ => {
+                return Err(capnp::Error::failed(
+                    "results message is not a Return".into(),
+                ))
+            }
+        };
+        let results = match ret.which()? {
+            return_::Results(results) => results?,
+            _ => return Err(capnp::Error::failed("return holds no results".into())),
+        };
+        let mut content = results.get_content();
+        capnp::traits::ImbueMut::imbue_mut(&mut content, &mut self.cap_table);
+        Ok(content)
+    }
+
+    fn set_pipeline(&mut self) -> capnp::Result<()> {
+        Ok(())
+    }
+
+    fn allow_cancellation(&self) {}
+
+    fn tail_call(self: Box<Self>, _request: Box<dyn RequestHook>) -> Promise<(), capnp::Error> {
+        Promise::err(capnp::Error::unimplemented(
+            "tail calls are not supported yet".into(),
+        ))
+    }
+
+    fn direct_tail_call(
+        self: Box<Self>,
+        _request: Box<dyn RequestHook>,
+    ) -> (Promise<(), capnp::Error>, Box<dyn PipelineHook>) {
+        let error = Error::unimplemented("tail calls are not supported yet");
+        (
+            Promise::err(error.clone().into()),
+            Box::new(PipelineHookImpl {
+                state: CallState::settled(Err(error)),
+            }),
+        )
+    }
+}
+
+impl Drop for ResultsHookImpl {
+    fn drop(&mut self) {
+        if let (Some(message), Some(done)) = (self.message.take(), self.done.take()) {
+            let _ = done.send((message, std::mem::take(&mut self.cap_table)));
+        }
+    }
+}

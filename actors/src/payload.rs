@@ -1,0 +1,96 @@
+//! The body of a call or a return as it moves between actors: an RPC
+//! `Message` (built here or read off the wire) plus the capabilities its
+//! cap table names, already translated into [`Capability`] handles.
+//!
+//! A payload is never copied on its way to a local server: the server reads
+//! the params straight from the `Call` message, and a result built by a
+//! local server already sits inside a `Return` message.
+
+use crate::capability::Capability;
+use crate::hooks;
+use capnp::any_pointer;
+use capnp::message::{Builder, HeapAllocator};
+use capnp_actix_proto::frame::Frame;
+use capnp_actix_proto::rpc_capnp::{message, return_};
+use capnp_actix_proto::Error;
+
+/// Where the message of a payload lives.
+pub(crate) enum Body {
+    /// A message that arrived on a connection.
+    Frame(Frame),
+    /// A message built in this process (a request or local results).
+    Built(Builder<HeapAllocator>),
+}
+
+/// A call's params or a call's results, with their capabilities.
+pub struct Payload {
+    /// The `Message{call}` or `Message{return}` that holds the content.
+    pub(crate) body: Body,
+    /// The cap table: index `i` is what a capability pointer with index `i`
+    /// in the content refers to.
+    pub(crate) caps: Vec<Option<Capability>>,
+}
+
+impl Payload {
+    /// A results payload whose content is the capability `cap` itself: the
+    /// form of a `Bootstrap` answer.
+    pub(crate) fn single_cap(cap: Capability) -> Payload {
+        let mut msg = Builder::new_default();
+        let mut table: capnp::private::layout::CapTable = Vec::new();
+        {
+            let root: message::Builder = msg.init_root();
+            let mut content = root.init_return().init_results().init_content();
+            capnp::traits::ImbueMut::imbue_mut(&mut content, &mut table);
+            content.set_as_capability(hooks::client_hook(cap.clone()));
+        }
+        Payload {
+            body: Body::Built(msg),
+            caps: vec![Some(cap)],
+        }
+    }
+
+    /// The content pointer of the params or results, not imbued with caps.
+    pub(crate) fn content(&self) -> capnp::Result<any_pointer::Reader<'_>> {
+        let root: message::Reader = match &self.body {
+            Body::Frame(frame) => frame.get_root()?,
+            Body::Built(builder) => builder.get_root_as_reader()?,
+        };
+        content_of(root)
+    }
+
+    /// The capability at `transform` (pointer fields from the root struct):
+    /// a null or missing one gives a broken capability, so that calls on it
+    /// fail one by one.
+    pub(crate) fn cap_at(&self, transform: &[u16]) -> Capability {
+        let table = hooks::cap_table(&self.caps);
+        let found = self.content().and_then(|mut content| {
+            capnp::traits::Imbue::imbue(&mut content, &table);
+            let ops: Vec<_> = transform
+                .iter()
+                .map(|f| capnp::private::capability::PipelineOp::GetPointerField(*f))
+                .collect();
+            content.get_pipelined_cap(&ops)
+        });
+        match found {
+            Ok(hook) => hooks::capability_of(hook.as_ref()),
+            Err(e) => Capability::broken(Error::failed(format!(
+                "no capability at pipeline path {transform:?}: {e}"
+            ))),
+        }
+    }
+}
+
+/// The content of a `Message{call}` (its params) or `Message{return}` (its
+/// results).
+pub(crate) fn content_of(root: message::Reader<'_>) -> capnp::Result<any_pointer::Reader<'_>> {
+    match root.which()? {
+        message::Call(call) => Ok(call?.get_params()?.get_content()),
+        message::Return(ret) => match ret?.which()? {
+            return_::Results(results) => Ok(results?.get_content()),
+            _ => Err(capnp::Error::failed("return without results".into())),
+        },
+        _ => Err(capnp::Error::failed(
+            "message carries no payload content".into(),
+        )),
+    }
+}

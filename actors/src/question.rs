@@ -1,0 +1,55 @@
+//! [`QuestionActor`]: one per question we asked a peer (a call or a
+//! bootstrap). It hands the answer to whoever waits for it.
+//!
+//! The connection starts it when the question goes on the wire and sends it
+//! the outcome when the `Return` arrives (or a `disconnected` error when
+//! the connection dies first). The caller's interest is tracked by the
+//! call's state, whose drop sends `Finish`; the actor holds it weakly so
+//! that it never keeps a question open by itself.
+
+use crate::call::CallState;
+use crate::payload::Payload;
+use crate::stats;
+use actix::{Actor, ActorContext, Context, Handler, Message};
+use capnp_actix_proto::Error;
+use std::sync::{Arc, Weak};
+
+/// The actor of one outbound question.
+pub struct QuestionActor {
+    /// The caller's view of the call; gone if the caller lost interest.
+    state: Weak<CallState>,
+}
+
+impl QuestionActor {
+    pub(crate) fn new(state: Weak<CallState>) -> Self {
+        QuestionActor { state }
+    }
+}
+
+impl Actor for QuestionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        stats::QUESTIONS.started();
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        stats::QUESTIONS.stopped();
+    }
+}
+
+/// The outcome of a question: results, or why there are none.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Returned(pub(crate) Result<Arc<Payload>, Error>);
+
+impl Handler<Returned> for QuestionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
+        if let Some(state) = self.state.upgrade() {
+            state.resolve(msg.0);
+        }
+        ctx.stop();
+    }
+}

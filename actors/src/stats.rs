@@ -1,0 +1,60 @@
+//! Counts of live actors, per kind, for tests and diagnostics: after a
+//! connection is torn down, none of its actors may remain.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A live-actor counter.
+pub(crate) struct Counter(AtomicUsize);
+
+impl Counter {
+    const fn new() -> Self {
+        Counter(AtomicUsize::new(0))
+    }
+    pub(crate) fn started(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    pub(crate) fn stopped(&self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub(crate) static CONNS: Counter = Counter::new();
+pub(crate) static QUESTIONS: Counter = Counter::new();
+pub(crate) static ANSWERS: Counter = Counter::new();
+pub(crate) static EXPORTS: Counter = Counter::new();
+
+/// How many actors of each kind are alive in this process.
+///
+/// ```
+/// let live = capnp_actix::live_actors();
+/// assert!(live.questions <= live.questions + live.answers);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LiveActors {
+    /// Connection actors.
+    pub conns: usize,
+    /// Question actors (outbound calls waiting for a `Return`).
+    pub questions: usize,
+    /// Answer actors (inbound calls not yet returned).
+    pub answers: usize,
+    /// Export actors (hosted local objects).
+    pub exports: usize,
+}
+
+/// Counts the live actors of this crate, process-wide.
+///
+/// ```
+/// let before = capnp_actix::live_actors();
+/// # let _ = before;
+/// ```
+pub fn live_actors() -> LiveActors {
+    LiveActors {
+        conns: CONNS.get(),
+        questions: QUESTIONS.get(),
+        answers: ANSWERS.get(),
+        exports: EXPORTS.get(),
+    }
+}

@@ -1,0 +1,43 @@
+//! Tearing a connection down, whatever ended it (an `Abort` from the peer,
+//! a protocol error, end of stream, an I/O error, or a local `Close`).
+//!
+//! Runs once, when the connection actor stops:
+//! - every pending question fails with a `disconnected` error naming why;
+//! - every answer is cancelled (its actor stops, its work is dropped);
+//! - every export is dropped, releasing the objects it kept alive;
+//! - every import is forgotten (nothing is sent: the peer is gone);
+//! - the main interface is closed: the connection's reference to it is
+//!   dropped, exactly once;
+//! - the transport is closed (the writer finishes what is queued, then
+//!   shuts the stream down);
+//! - whoever waits on the connection ([`crate::Watch`]) learns why.
+
+use crate::conn::{cancel_answer, fail_question, ConnActor};
+use capnp_actix_proto::{Error, ErrorKind};
+
+pub(crate) fn tear_down(conn: &mut ConnActor, reason: Error) {
+    log::debug!("conn {}: tearing down: {reason}", conn.id);
+    let failure = match reason.kind() {
+        ErrorKind::Disconnected => reason.clone(),
+        _ => Error::disconnected(format!("connection aborted: {}", reason.reason())),
+    };
+    for (_, question) in conn.questions.drain() {
+        if let Some(actor) = &question.actor {
+            fail_question(actor, &failure);
+        }
+    }
+    conn.question_ids.clear();
+    for (_, answer) in conn.answers.drain() {
+        if let Some(actor) = &answer.actor {
+            cancel_answer(actor);
+        }
+    }
+    drop(conn.exports.drain());
+    drop(conn.imports.drain());
+    drop(conn.main.take());
+    conn.writer = None;
+    conn.self_addr = None;
+    for watcher in conn.watchers.drain(..) {
+        let _ = watcher.send(reason.clone());
+    }
+}

@@ -1,0 +1,50 @@
+# Interfaces for capnp-actix's scenario tests and examples.
+@0xd6b1c6a95f3e2b71;
+
+enum FailureKind {
+  failed @0;
+  overloaded @1;
+  disconnected @2;
+  unimplemented @3;
+}
+
+interface Counter {
+  # A capability with state, passed around in params and results.
+  increment @0 (by :Int64) -> (value :Int64);
+  get @1 () -> (value :Int64);
+}
+
+interface Callback {
+  # Implemented by the client; the server calls it during a call.
+  call @0 (value :Int64) -> (result :Int64);
+}
+
+interface Sequencer {
+  # Returns how many calls it received before this one (E-order tests).
+  next @0 (expected :UInt32) -> (n :UInt32);
+}
+
+interface Test {
+  # The main interface of the scenario tests.
+  echo @0 (text :Text) -> (text :Text);
+  fail @1 (kind :FailureKind, reason :Text) -> ();
+  hang @2 () -> ();
+  # Never returns by itself; only a Finish (cancellation) ends it.
+  newCounter @3 (start :Int64) -> (counter :Counter);
+  echoCap @4 (cap :Counter) -> (cap :Counter);
+  callBack @5 (cb :Callback, value :Int64) -> (result :Int64);
+  blob @6 (data :Data) -> (size :UInt64, data :Data);
+  hold @7 (cap :Counter) -> ();
+  callHeld @8 (by :Int64) -> (value :Int64);
+  releaseHeld @9 () -> ();
+  sequencer @10 () -> (seq :Sequencer);
+  echoSeq @11 (seq :Sequencer) -> (seq :Sequencer);
+  cancellations @12 () -> (count :UInt32);
+  # How many `hang` calls were cancelled so far.
+  nested @13 () -> (pair :Pair);
+}
+
+struct Pair {
+  left @0 :Counter;
+  right @1 :Counter;
+}

@@ -1,0 +1,374 @@
+//! The four per-connection tables of the RPC protocol.
+//!
+//! - questions ([`QuestionTable`]): calls we made, by ids we choose;
+//! - answers ([`PeerTable`]): calls the peer made, by ids it chooses;
+//! - exports ([`ExportTable`]): capabilities we host for the peer, by ids we
+//!   choose, with the peer's reference count;
+//! - imports ([`ImportTable`]): capabilities the peer hosts for us, by ids it
+//!   chooses, with the count we owe it in `Release`.
+//!
+//! Ids we choose always reuse the lowest free one ([`IdTable`]), as the
+//! protocol recommends, so that ids stay small.
+
+mod export;
+mod import;
+mod question;
+#[cfg(test)]
+mod tests;
+
+pub use export::{ExportTable, ReleaseError};
+pub use import::ImportTable;
+pub use question::{QuestionError, QuestionTable};
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Entries at or below this many slots are never shrunk.
+const MIN_SHRINK_CAPACITY: usize = 64;
+
+/// Ids chosen by us (questions, exports): always reuses the lowest free id.
+///
+/// Finding the lowest free id costs O(log n); memory is the slots up to the
+/// highest live id plus the set of free ids below it.
+///
+/// ```
+/// use capnp_actix_proto::table::IdTable;
+/// let mut table = IdTable::new();
+/// assert_eq!(table.insert("a"), 0);
+/// assert_eq!(table.insert("b"), 1);
+/// assert_eq!(table.remove(0), Some("a"));
+/// assert_eq!(table.insert("c"), 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct IdTable<T> {
+    /// The value of each id, indexed by id; `None` for a free id. The last
+    /// slot is always `Some`, so the vector ends at the highest live id.
+    entries: Vec<Option<T>>,
+    /// The free ids below `entries.len()`, so the lowest is found fast.
+    free: BTreeSet<u32>,
+    /// How many ids are in use, so `len` need not count.
+    live: usize,
+}
+
+impl<T> Default for IdTable<T> {
+    /// An empty table.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let table: IdTable<u8> = Default::default();
+    /// assert!(table.is_empty());
+    /// ```
+    fn default() -> Self {
+        IdTable {
+            entries: Vec::new(),
+            free: BTreeSet::new(),
+            live: 0,
+        }
+    }
+}
+
+impl<T> IdTable<T> {
+    /// An empty table.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let table: IdTable<u8> = IdTable::new();
+    /// assert_eq!(table.len(), 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `value` under the lowest free id, and returns the id.
+    ///
+    /// # Panics
+    ///
+    /// When all 2^32 ids are in use at once, which would take far more
+    /// memory than any machine has.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let mut table = IdTable::new();
+    /// let id = table.insert('x');
+    /// assert_eq!(table.get(id), Some(&'x'));
+    /// ```
+    pub fn insert(&mut self, value: T) -> u32 {
+        self.live += 1;
+        if let Some(id) = self.free.pop_first() {
+            if let Some(slot) = self.entries.get_mut(id as usize) {
+                *slot = Some(value);
+                return id;
+            }
+        }
+        let id = u32::try_from(self.entries.len()).expect("all 2^32 ids are in use");
+        self.entries.push(Some(value));
+        id
+    }
+
+    /// The value under `id`, if the id is in use.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let mut table = IdTable::new();
+    /// let id = table.insert(5);
+    /// assert_eq!(table.get(id), Some(&5));
+    /// assert_eq!(table.get(id + 1), None);
+    /// ```
+    pub fn get(&self, id: u32) -> Option<&T> {
+        self.entries.get(id as usize)?.as_ref()
+    }
+
+    /// The value under `id`, mutably, if the id is in use.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let mut table = IdTable::new();
+    /// let id = table.insert(5);
+    /// *table.get_mut(id).unwrap() += 1;
+    /// assert_eq!(table.get(id), Some(&6));
+    /// ```
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+        self.entries.get_mut(id as usize)?.as_mut()
+    }
+
+    /// Frees `id`, giving back its value; `None` if it was not in use.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let mut table = IdTable::new();
+    /// let id = table.insert("v");
+    /// assert_eq!(table.remove(id), Some("v"));
+    /// assert_eq!(table.remove(id), None);
+    /// ```
+    pub fn remove(&mut self, id: u32) -> Option<T> {
+        let value = self.entries.get_mut(id as usize)?.take()?;
+        self.live -= 1;
+        if id as usize + 1 == self.entries.len() {
+            // Drop the freed tail, so memory follows the highest live id.
+            self.entries.pop();
+            while let Some(None) = self.entries.last() {
+                self.entries.pop();
+                let tail = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+                self.free.remove(&tail);
+            }
+            let capacity = self.entries.capacity();
+            if capacity > MIN_SHRINK_CAPACITY && self.entries.len() < capacity / 4 {
+                self.entries.shrink_to(capacity / 2);
+            }
+        } else {
+            self.free.insert(id);
+        }
+        Some(value)
+    }
+
+    /// How many ids are in use.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let mut table = IdTable::new();
+    /// table.insert(());
+    /// assert_eq!(table.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no id is in use.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// assert!(IdTable::<()>::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The ids in use and their values, lowest id first.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let mut table = IdTable::new();
+    /// table.insert("a");
+    /// table.insert("b");
+    /// let all: Vec<_> = table.iter().collect();
+    /// assert_eq!(all, [(0, &"a"), (1, &"b")]);
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> + '_ {
+        (0..=u32::MAX)
+            .zip(self.entries.iter())
+            .filter_map(|(id, slot)| Some((id, slot.as_ref()?)))
+    }
+
+    /// Empties the table, giving back every id and value, lowest id first.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let mut table = IdTable::new();
+    /// table.insert("a");
+    /// assert_eq!(table.drain(), [(0, "a")]);
+    /// assert!(table.is_empty());
+    /// ```
+    pub fn drain(&mut self) -> Vec<(u32, T)> {
+        let entries = std::mem::take(&mut self.entries);
+        self.free.clear();
+        self.live = 0;
+        (0..=u32::MAX)
+            .zip(entries)
+            .filter_map(|(id, slot)| Some((id, slot?)))
+            .collect()
+    }
+}
+
+/// Ids chosen by the peer (answers, imports).
+///
+/// The peer may pick any `u32`, so entries are kept in a map and an id in
+/// use is refused, never overwritten.
+///
+/// ```
+/// use capnp_actix_proto::table::PeerTable;
+/// let mut answers = PeerTable::new();
+/// assert_eq!(answers.insert(7, "call"), Ok(()));
+/// assert_eq!(answers.insert(7, "again"), Err("again"));
+/// assert_eq!(answers.remove(7), Some("call"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct PeerTable<T> {
+    /// The values by the peer's ids; ordered so that `drain` is
+    /// deterministic.
+    entries: BTreeMap<u32, T>,
+}
+
+impl<T> Default for PeerTable<T> {
+    /// An empty table.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// let table: PeerTable<u8> = Default::default();
+    /// assert!(table.is_empty());
+    /// ```
+    fn default() -> Self {
+        PeerTable {
+            entries: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> PeerTable<T> {
+    /// An empty table.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// assert_eq!(PeerTable::<u8>::new().len(), 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `value` under the peer's `id`. If the id is already in use,
+    /// nothing changes and `value` comes back as the error (the peer broke
+    /// the protocol).
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// let mut table = PeerTable::new();
+    /// assert!(table.insert(1, 'a').is_ok());
+    /// assert_eq!(table.insert(1, 'b'), Err('b'));
+    /// assert_eq!(table.get(1), Some(&'a'));
+    /// ```
+    pub fn insert(&mut self, id: u32, value: T) -> Result<(), T> {
+        match self.entries.entry(id) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(value),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(value);
+                Ok(())
+            }
+        }
+    }
+
+    /// The value under `id`, if any.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// let mut table = PeerTable::new();
+    /// table.insert(3, "x").unwrap();
+    /// assert_eq!(table.get(3), Some(&"x"));
+    /// assert_eq!(table.get(4), None);
+    /// ```
+    pub fn get(&self, id: u32) -> Option<&T> {
+        self.entries.get(&id)
+    }
+
+    /// The value under `id`, mutably, if any.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// let mut table = PeerTable::new();
+    /// table.insert(3, 1).unwrap();
+    /// *table.get_mut(3).unwrap() = 2;
+    /// assert_eq!(table.get(3), Some(&2));
+    /// ```
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+        self.entries.get_mut(&id)
+    }
+
+    /// Removes `id`, giving back its value; `None` if it was not in use.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// let mut table = PeerTable::new();
+    /// table.insert(3, "x").unwrap();
+    /// assert_eq!(table.remove(3), Some("x"));
+    /// assert_eq!(table.remove(3), None);
+    /// ```
+    pub fn remove(&mut self, id: u32) -> Option<T> {
+        self.entries.remove(&id)
+    }
+
+    /// Whether `id` is in use.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// let mut table = PeerTable::new();
+    /// table.insert(3, ()).unwrap();
+    /// assert!(table.contains(3));
+    /// assert!(!table.contains(4));
+    /// ```
+    pub fn contains(&self, id: u32) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    /// How many ids are in use.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// let mut table = PeerTable::new();
+    /// table.insert(9, ()).unwrap();
+    /// assert_eq!(table.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no id is in use.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// assert!(PeerTable::<()>::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Empties the table, giving back every id and value, lowest id first.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::PeerTable;
+    /// let mut table = PeerTable::new();
+    /// table.insert(5, "b").unwrap();
+    /// table.insert(2, "a").unwrap();
+    /// assert_eq!(table.drain(), [(2, "a"), (5, "b")]);
+    /// assert!(table.is_empty());
+    /// ```
+    pub fn drain(&mut self) -> Vec<(u32, T)> {
+        std::mem::take(&mut self.entries).into_iter().collect()
+    }
+}

@@ -1,0 +1,256 @@
+//! Our questions: ids reused only after Return and Finish (T-03).
+
+use super::IdTable;
+use std::fmt;
+
+/// One of our questions.
+#[derive(Debug, Clone)]
+struct Question<T> {
+    /// What waits for the answer.
+    value: T,
+    /// Whether the peer's `Return` arrived; a second one is an error.
+    returned: bool,
+    /// Whether we sent our `Finish`; the id stays taken until both.
+    finished: bool,
+}
+
+/// Our questions: an id is free again only after its Return arrived AND our
+/// Finish was sent (T-03).
+///
+/// ```
+/// use capnp_actix_proto::table::QuestionTable;
+/// let mut questions = QuestionTable::new();
+/// let id = questions.insert("call");
+/// assert_eq!(questions.mark_returned(id), Ok(None));
+/// assert_eq!(questions.mark_finished(id), Some("call"));
+/// assert!(questions.is_empty());
+/// ```
+#[derive(Debug, Clone)]
+pub struct QuestionTable<T> {
+    /// The questions by id; ids are ours, lowest free first.
+    entries: IdTable<Question<T>>,
+}
+
+impl<T> Default for QuestionTable<T> {
+    /// An empty table.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let table: QuestionTable<u8> = Default::default();
+    /// assert!(table.is_empty());
+    /// ```
+    fn default() -> Self {
+        QuestionTable {
+            entries: IdTable::new(),
+        }
+    }
+}
+
+impl<T> QuestionTable<T> {
+    /// An empty table.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// assert_eq!(QuestionTable::<u8>::new().len(), 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a new question under the lowest free id, and returns the id.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// assert_eq!(questions.insert('a'), 0);
+    /// assert_eq!(questions.insert('b'), 1);
+    /// ```
+    pub fn insert(&mut self, value: T) -> u32 {
+        self.entries.insert(Question {
+            value,
+            returned: false,
+            finished: false,
+        })
+    }
+
+    /// The value of question `id`, if it is still in the table.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// let id = questions.insert("q");
+    /// assert_eq!(questions.get(id), Some(&"q"));
+    /// ```
+    pub fn get(&self, id: u32) -> Option<&T> {
+        self.entries.get(id).map(|q| &q.value)
+    }
+
+    /// The value of question `id`, mutably, if it is still in the table.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// let id = questions.insert(1);
+    /// *questions.get_mut(id).unwrap() = 2;
+    /// assert_eq!(questions.get(id), Some(&2));
+    /// ```
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+        self.entries.get_mut(id).map(|q| &mut q.value)
+    }
+
+    /// Records the peer's `Return` for `id`. Gives back the value if our
+    /// `Finish` was already sent, which frees the id. A `Return` for an id
+    /// not in the table, or a second one, is an error and changes nothing.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::{QuestionError, QuestionTable};
+    /// let mut questions = QuestionTable::new();
+    /// let id = questions.insert("q");
+    /// assert_eq!(questions.mark_returned(id), Ok(None));
+    /// assert_eq!(questions.mark_returned(id), Err(QuestionError::DuplicateReturn(id)));
+    /// assert_eq!(questions.mark_returned(9), Err(QuestionError::Unknown(9)));
+    /// ```
+    pub fn mark_returned(&mut self, id: u32) -> Result<Option<T>, QuestionError> {
+        let question = self.entries.get_mut(id).ok_or(QuestionError::Unknown(id))?;
+        if question.returned {
+            return Err(QuestionError::DuplicateReturn(id));
+        }
+        question.returned = true;
+        if question.finished {
+            Ok(self.entries.remove(id).map(|q| q.value))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Records that we sent `Finish` for `id`. Gives back the value if the
+    /// `Return` had already arrived, which frees the id. An unknown or
+    /// already finished id gives `None` and changes nothing.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// let id = questions.insert("q");
+    /// assert_eq!(questions.mark_finished(id), None);
+    /// assert!(questions.is_finished(id));
+    /// assert_eq!(questions.mark_returned(id), Ok(Some("q")));
+    /// ```
+    pub fn mark_finished(&mut self, id: u32) -> Option<T> {
+        let question = self.entries.get_mut(id)?;
+        if question.finished {
+            return None;
+        }
+        question.finished = true;
+        if question.returned {
+            self.entries.remove(id).map(|q| q.value)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the `Return` for `id` arrived (false for ids not in the
+    /// table).
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// let id = questions.insert(());
+    /// assert!(!questions.is_returned(id));
+    /// questions.mark_returned(id).unwrap();
+    /// assert!(questions.is_returned(id));
+    /// ```
+    pub fn is_returned(&self, id: u32) -> bool {
+        self.entries.get(id).is_some_and(|q| q.returned)
+    }
+
+    /// Whether we sent `Finish` for `id` (false for ids not in the table).
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// let id = questions.insert(());
+    /// assert!(!questions.is_finished(id));
+    /// questions.mark_finished(id);
+    /// assert!(questions.is_finished(id));
+    /// ```
+    pub fn is_finished(&self, id: u32) -> bool {
+        self.entries.get(id).is_some_and(|q| q.finished)
+    }
+
+    /// How many question ids are taken.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// questions.insert(());
+    /// assert_eq!(questions.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no question id is taken.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// assert!(QuestionTable::<()>::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Empties the table (when the connection ends), giving back every id
+    /// and value, lowest id first.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// questions.insert("a");
+    /// questions.insert("b");
+    /// assert_eq!(questions.drain(), [(0, "a"), (1, "b")]);
+    /// ```
+    pub fn drain(&mut self) -> Vec<(u32, T)> {
+        self.entries
+            .drain()
+            .into_iter()
+            .map(|(id, q)| (id, q.value))
+            .collect()
+    }
+}
+
+/// Why a `Return` from the peer was refused.
+///
+/// ```
+/// use capnp_actix_proto::table::QuestionError;
+/// assert_eq!(
+///     QuestionError::DuplicateReturn(2).to_string(),
+///     "second return for question 2"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuestionError {
+    /// A `Return` for a question id we have not asked (or already freed).
+    Unknown(u32),
+    /// A second `Return` for the same question.
+    DuplicateReturn(u32),
+}
+
+impl fmt::Display for QuestionError {
+    /// ```
+    /// use capnp_actix_proto::table::QuestionError;
+    /// assert_eq!(
+    ///     QuestionError::Unknown(3).to_string(),
+    ///     "return for question 3, which is not asked"
+    /// );
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QuestionError::Unknown(id) => {
+                write!(f, "return for question {id}, which is not asked")
+            }
+            QuestionError::DuplicateReturn(id) => write!(f, "second return for question {id}"),
+        }
+    }
+}
+
+impl std::error::Error for QuestionError {}

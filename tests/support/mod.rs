@@ -1,0 +1,413 @@
+//! Shared pieces of the integration tests: the generated test schema, a
+//! server for its `Test` interface, and ways to reach that server locally,
+//! through an in-memory connection pair, and over TCP.
+#![allow(dead_code)]
+
+#[allow(dead_code, clippy::all)]
+pub mod test_capnp {
+    include!(concat!(env!("OUT_DIR"), "/test_capnp.rs"));
+}
+
+use capnp::capability::FromClientHook;
+use capnp_actix::{Bootstrap, Capability, ConnActor, ConnOptions};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use test_capnp::{callback, counter, pair, sequencer, test, FailureKind};
+
+/// Live counters, shared with the test that made the server.
+#[derive(Clone, Default)]
+pub struct Tally {
+    /// Counters alive right now.
+    pub counters: Arc<AtomicUsize>,
+    /// `hang` calls whose work was dropped before completing.
+    pub cancellations: Arc<AtomicUsize>,
+    /// Test servers dropped.
+    pub servers_dropped: Arc<AtomicUsize>,
+}
+
+pub struct CounterImpl {
+    value: Cell<i64>,
+    tally: Tally,
+}
+
+impl CounterImpl {
+    pub fn new(start: i64, tally: &Tally) -> Self {
+        tally.counters.fetch_add(1, Ordering::SeqCst);
+        CounterImpl {
+            value: Cell::new(start),
+            tally: tally.clone(),
+        }
+    }
+}
+
+impl Drop for CounterImpl {
+    fn drop(&mut self) {
+        self.tally.counters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl counter::Server for CounterImpl {
+    async fn increment(
+        self: Rc<Self>,
+        params: counter::IncrementParams,
+        mut results: counter::IncrementResults,
+    ) -> Result<(), capnp::Error> {
+        let by = params.get()?.get_by();
+        self.value.set(self.value.get() + by);
+        results.get().set_value(self.value.get());
+        Ok(())
+    }
+
+    async fn get(
+        self: Rc<Self>,
+        _: counter::GetParams,
+        mut results: counter::GetResults,
+    ) -> Result<(), capnp::Error> {
+        results.get().set_value(self.value.get());
+        Ok(())
+    }
+}
+
+pub struct SequencerImpl {
+    count: Cell<u32>,
+}
+
+impl sequencer::Server for SequencerImpl {
+    async fn next(
+        self: Rc<Self>,
+        params: sequencer::NextParams,
+        mut results: sequencer::NextResults,
+    ) -> Result<(), capnp::Error> {
+        let expected = params.get()?.get_expected();
+        let n = self.count.get();
+        self.count.set(n + 1);
+        if n != expected {
+            return Err(capnp::Error::failed(format!(
+                "call {expected} arrived as number {n}"
+            )));
+        }
+        results.get().set_n(n);
+        Ok(())
+    }
+}
+
+/// Counts the calls it sees and can call back into a capability.
+pub struct CallbackImpl {
+    /// Called during `call`, to prove a handler can call back.
+    pub test: Option<test::Client>,
+}
+
+impl callback::Server for CallbackImpl {
+    async fn call(
+        self: Rc<Self>,
+        params: callback::CallParams,
+        mut results: callback::CallResults,
+    ) -> Result<(), capnp::Error> {
+        let value = params.get()?.get_value();
+        let mut add = 0;
+        if let Some(test) = &self.test {
+            let mut req = test.echo_request();
+            req.get().set_text("from the callback");
+            let reply = req.send().promise.await?;
+            add = reply.get()?.get_text()?.to_str()?.len() as i64;
+        }
+        results.get().set_result(value * 2 + add);
+        Ok(())
+    }
+}
+
+pub struct TestImpl {
+    tally: Tally,
+    held: RefCell<Option<counter::Client>>,
+}
+
+impl TestImpl {
+    pub fn new(tally: &Tally) -> Self {
+        TestImpl {
+            tally: tally.clone(),
+            held: RefCell::new(None),
+        }
+    }
+}
+
+impl Drop for TestImpl {
+    fn drop(&mut self) {
+        self.tally.servers_dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Increments a counter when dropped: the work of a cancelled call.
+struct CancelGuard(Arc<AtomicUsize>);
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl test::Server for TestImpl {
+    async fn echo(
+        self: Rc<Self>,
+        params: test::EchoParams,
+        mut results: test::EchoResults,
+    ) -> Result<(), capnp::Error> {
+        let text = params.get()?.get_text()?.to_str()?.to_string();
+        results.get().set_text(text.as_str());
+        Ok(())
+    }
+
+    async fn fail(
+        self: Rc<Self>,
+        params: test::FailParams,
+        _: test::FailResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let reason = p.get_reason()?.to_str()?.to_string();
+        Err(match p.get_kind()? {
+            FailureKind::Failed => capnp::Error::failed(reason),
+            FailureKind::Overloaded => capnp::Error::overloaded(reason),
+            FailureKind::Disconnected => capnp::Error::disconnected(reason),
+            FailureKind::Unimplemented => capnp::Error::unimplemented(reason),
+        })
+    }
+
+    async fn hang(
+        self: Rc<Self>,
+        _: test::HangParams,
+        _: test::HangResults,
+    ) -> Result<(), capnp::Error> {
+        let guard = CancelGuard(self.tally.cancellations.clone());
+        futures::future::pending::<()>().await;
+        drop(guard);
+        Ok(())
+    }
+
+    async fn new_counter(
+        self: Rc<Self>,
+        params: test::NewCounterParams,
+        mut results: test::NewCounterResults,
+    ) -> Result<(), capnp::Error> {
+        let start = params.get()?.get_start();
+        let counter: counter::Client =
+            capnp_actix::new_client(CounterImpl::new(start, &self.tally));
+        results.get().set_counter(counter);
+        Ok(())
+    }
+
+    async fn echo_cap(
+        self: Rc<Self>,
+        params: test::EchoCapParams,
+        mut results: test::EchoCapResults,
+    ) -> Result<(), capnp::Error> {
+        let cap = params.get()?.get_cap()?;
+        results.get().set_cap(cap);
+        Ok(())
+    }
+
+    async fn call_back(
+        self: Rc<Self>,
+        params: test::CallBackParams,
+        mut results: test::CallBackResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let cb = p.get_cb()?;
+        let mut req = cb.call_request();
+        req.get().set_value(p.get_value());
+        let reply = req.send().promise.await?;
+        results.get().set_result(reply.get()?.get_result());
+        Ok(())
+    }
+
+    async fn blob(
+        self: Rc<Self>,
+        params: test::BlobParams,
+        mut results: test::BlobResults,
+    ) -> Result<(), capnp::Error> {
+        let data = params.get()?.get_data()?;
+        let mut r = results.get();
+        r.set_size(data.len() as u64);
+        r.set_data(data);
+        Ok(())
+    }
+
+    async fn hold(
+        self: Rc<Self>,
+        params: test::HoldParams,
+        _: test::HoldResults,
+    ) -> Result<(), capnp::Error> {
+        *self.held.borrow_mut() = Some(params.get()?.get_cap()?);
+        Ok(())
+    }
+
+    async fn call_held(
+        self: Rc<Self>,
+        params: test::CallHeldParams,
+        mut results: test::CallHeldResults,
+    ) -> Result<(), capnp::Error> {
+        let held = self.held.borrow().clone();
+        let Some(held) = held else {
+            return Err(capnp::Error::failed("nothing held".into()));
+        };
+        let mut req = held.increment_request();
+        req.get().set_by(params.get()?.get_by());
+        let reply = req.send().promise.await?;
+        results.get().set_value(reply.get()?.get_value());
+        Ok(())
+    }
+
+    async fn release_held(
+        self: Rc<Self>,
+        _: test::ReleaseHeldParams,
+        _: test::ReleaseHeldResults,
+    ) -> Result<(), capnp::Error> {
+        self.held.borrow_mut().take();
+        Ok(())
+    }
+
+    async fn sequencer(
+        self: Rc<Self>,
+        _: test::SequencerParams,
+        mut results: test::SequencerResults,
+    ) -> Result<(), capnp::Error> {
+        let seq: sequencer::Client = capnp_actix::new_client(SequencerImpl {
+            count: Cell::new(0),
+        });
+        results.get().set_seq(seq);
+        Ok(())
+    }
+
+    async fn echo_seq(
+        self: Rc<Self>,
+        params: test::EchoSeqParams,
+        mut results: test::EchoSeqResults,
+    ) -> Result<(), capnp::Error> {
+        results.get().set_seq(params.get()?.get_seq()?);
+        Ok(())
+    }
+
+    async fn cancellations(
+        self: Rc<Self>,
+        _: test::CancellationsParams,
+        mut results: test::CancellationsResults,
+    ) -> Result<(), capnp::Error> {
+        results
+            .get()
+            .set_count(self.tally.cancellations.load(Ordering::SeqCst) as u32);
+        Ok(())
+    }
+
+    async fn nested(
+        self: Rc<Self>,
+        _: test::NestedParams,
+        mut results: test::NestedResults,
+    ) -> Result<(), capnp::Error> {
+        let left: counter::Client = capnp_actix::new_client(CounterImpl::new(10, &self.tally));
+        let mut pair: pair::Builder = results.get().init_pair();
+        pair.set_left(left);
+        // `right` stays null on purpose.
+        Ok(())
+    }
+}
+
+/// How a test reaches the `Test` server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// In this process, no connection.
+    Local,
+    /// Through two connection actors over an in-memory duplex.
+    Pair,
+    /// Through two connection actors over loopback TCP.
+    Tcp,
+}
+
+pub const ALL_MODES: [Mode; 3] = [Mode::Local, Mode::Pair, Mode::Tcp];
+
+/// A reachable `Test` server and what keeps it reachable.
+pub struct Harness {
+    pub test: test::Client,
+    pub tally: Tally,
+    /// The client's connection, if any.
+    pub client_conn: Option<actix::Addr<ConnActor>>,
+    /// The server's connection, if any (known for `Pair` only).
+    pub server_conn: Option<actix::Addr<ConnActor>>,
+}
+
+pub async fn harness(mode: Mode) -> Harness {
+    let tally = Tally::default();
+    let main = Capability::from_server::<test::Client, _>(TestImpl::new(&tally));
+    match mode {
+        Mode::Local => Harness {
+            test: main.client(),
+            tally,
+            client_conn: None,
+            server_conn: None,
+        },
+        Mode::Pair => {
+            let (client, server) =
+                ConnActor::pair(ConnOptions::new(), ConnOptions::new().main_interface(main));
+            let cap = client.send(Bootstrap).await.unwrap().unwrap();
+            Harness {
+                test: cap.client(),
+                tally,
+                client_conn: Some(client),
+                server_conn: Some(server),
+            }
+        }
+        Mode::Tcp => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let options = ConnOptions::new().main_interface(main);
+            let (server_tx, server_rx) = futures::channel::oneshot::channel();
+            actix::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                let _ = server_tx.send(ConnActor::from_tcp(stream, options));
+            });
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let client = ConnActor::from_tcp(stream, ConnOptions::new());
+            let server = server_rx.await.unwrap();
+            let cap = client.send(Bootstrap).await.unwrap().unwrap();
+            Harness {
+                test: cap.client(),
+                tally,
+                client_conn: Some(client),
+                server_conn: Some(server),
+            }
+        }
+    }
+}
+
+/// Polls `check` until it holds, failing the test after `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs `f` against every mode, each in a fresh actix system.
+pub fn for_each_mode<F, Fut>(f: F)
+where
+    F: Fn(Mode) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for mode in ALL_MODES {
+        let system = actix::System::new();
+        system.block_on(async {
+            let run = f(mode);
+            match actix_rt::time::timeout(Duration::from_secs(20), run).await {
+                Ok(()) => {}
+                Err(_) => panic!("scenario timed out in mode {mode:?}"),
+            }
+        });
+    }
+}
+
+pub fn typed<C: FromClientHook>(cap: &Capability) -> C {
+    cap.client()
+}
