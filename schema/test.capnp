@@ -42,6 +42,11 @@ interface Test {
   cancellations @12 () -> (count :UInt32);
   # How many `hang` calls were cancelled so far.
   nested @13 () -> (pair :Pair);
+  delayedSeq @14 (seq :Sequencer, millis :UInt32) -> (seq :Sequencer);
+  # Returns `seq` after a delay: a promise that settles later.
+  holdSeq @15 (seq :Sequencer) -> ();
+  callHeldSeq @16 (expected :UInt32) -> (n :UInt32);
+  delayedCounter @17 (millis :UInt32, start :Int64) -> (counter :Counter);
 }
 
 struct Pair {

@@ -14,6 +14,7 @@ use actix::Addr;
 use capnp::any_pointer;
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -49,25 +50,47 @@ enum Guard {
     Remote(#[allow(dead_code)] QuestionRef),
 }
 
-/// A call waiting for its target's results.
-struct Queued {
-    /// Where in the results the target capability is.
-    transform: Arc<[u16]>,
+/// A call waiting for its target to be known (or for an embargo to lift).
+pub(crate) struct Queued {
     /// The call itself.
-    call: OutCall,
+    pub(crate) call: OutCall,
     /// Its state; gone if its caller lost interest meanwhile.
-    state: Weak<CallState>,
+    pub(crate) state: Weak<CallState>,
+}
+
+impl Queued {
+    /// Delivers the call to `target`, unless its caller lost interest.
+    pub(crate) fn deliver_to(self, target: &Capability) {
+        if let Some(state) = self.state.upgrade() {
+            target.deliver(self.call, &state);
+        }
+    }
+}
+
+/// Where a remote call went.
+#[derive(Clone)]
+pub(crate) struct Remote {
+    /// The connection.
+    pub(crate) conn: Addr<ConnActor>,
+    /// The caller's key of the question.
+    pub(crate) key: u64,
 }
 
 /// The mutable part of a call's state.
 struct Inner {
     /// The outcome, once known.
     result: Option<Result<Arc<Payload>, Error>>,
-    /// Set when the call went to a connection: pipelined calls are then
-    /// sent to the peer at once (promisedAnswer targets).
-    remote: Option<(Addr<ConnActor>, u64)>,
+    /// Set when the call went to a connection: until the `Return`, calls
+    /// pipelined on it go to the peer at once (promisedAnswer targets).
+    remote: Option<Remote>,
+    /// Pipeline paths that carried calls to the peer before the `Return`:
+    /// if one resolves to a capability the peer does not host, calls on it
+    /// wait for an embargo.
+    sent_paths: HashSet<Arc<[u16]>>,
+    /// Paths under embargo, with the calls waiting for it to lift.
+    embargoed: HashMap<Arc<[u16]>, Vec<Queued>>,
     /// Calls pipelined on a local call that has not returned yet.
-    queued: Vec<Queued>,
+    queued: Vec<(Arc<[u16]>, Queued)>,
     /// Futures waiting for the outcome.
     waiters: Vec<oneshot::Sender<Result<Arc<Payload>, Error>>>,
     /// Ends the call when the state is dropped.
@@ -86,6 +109,8 @@ impl CallState {
             inner: Mutex::new(Inner {
                 result: None,
                 remote: None,
+                sent_paths: HashSet::new(),
+                embargoed: HashMap::new(),
                 queued: Vec::new(),
                 waiters: Vec::new(),
                 guard: None,
@@ -121,17 +146,18 @@ impl CallState {
     pub(crate) fn set_remote(&self, conn: &Addr<ConnActor>, key: u64) {
         let mut inner = self.lock();
         inner.guard = Some(Guard::Remote(QuestionRef::new(conn.clone(), key)));
-        inner.remote = Some((conn.clone(), key));
+        inner.remote = Some(Remote {
+            conn: conn.clone(),
+            key,
+        });
         // Forward while holding the lock so that no later pipelined call
         // overtakes the queued ones.
-        for queued in std::mem::take(&mut inner.queued) {
+        for (transform, queued) in std::mem::take(&mut inner.queued) {
             if let Some(state) = queued.state.upgrade() {
+                inner.sent_paths.insert(transform.clone());
                 send_call(
                     conn,
-                    CallTarget::Promised {
-                        key,
-                        transform: queued.transform,
-                    },
+                    CallTarget::Promised { key, transform },
                     queued.call,
                     &state,
                 );
@@ -139,12 +165,44 @@ impl CallState {
         }
     }
 
+    /// Where the call went, if it went to a peer.
+    pub(crate) fn remote(&self) -> Option<Remote> {
+        self.lock().remote.clone()
+    }
+
+    /// The outcome, if known.
+    pub(crate) fn result(&self) -> Option<Result<Arc<Payload>, Error>> {
+        self.lock().result.clone()
+    }
+
     /// Settles the call. The first outcome wins; later ones are ignored.
     pub(crate) fn resolve(&self, result: Result<Arc<Payload>, Error>) {
+        self.settle(result, |_| false);
+    }
+
+    /// Settles a remote call with its `Return`. Every pipeline path that
+    /// carried calls to the peer and now leads to a capability for which
+    /// `needs_embargo` holds is put under embargo: calls on it wait until
+    /// [`CallState::lift_embargo`]. Gives those paths.
+    pub(crate) fn settle(
+        &self,
+        result: Result<Arc<Payload>, Error>,
+        needs_embargo: impl Fn(&Capability) -> bool,
+    ) -> Vec<Arc<[u16]>> {
+        let mut embargoed = Vec::new();
         let (waiters, queued) = {
             let mut inner = self.lock();
             if inner.result.is_some() {
-                return;
+                return embargoed;
+            }
+            if let Ok(payload) = &result {
+                for path in std::mem::take(&mut inner.sent_paths) {
+                    let target = payload.cap_at(&path);
+                    if needs_embargo(&target) {
+                        inner.embargoed.insert(path.clone(), Vec::new());
+                        embargoed.push(path);
+                    }
+                }
             }
             inner.result = Some(result.clone());
             (
@@ -155,62 +213,84 @@ impl CallState {
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
-        for queued in queued {
-            let Some(state) = queued.state.upgrade() else {
-                continue;
-            };
+        for (transform, queued) in queued {
             match &result {
-                Ok(payload) => payload
-                    .cap_at(&queued.transform)
-                    .deliver(queued.call, &state),
-                Err(e) => state.resolve(Err(e.clone())),
+                Ok(payload) => queued.deliver_to(&payload.cap_at(&transform)),
+                Err(e) => {
+                    if let Some(state) = queued.state.upgrade() {
+                        state.resolve(Err(e.clone()));
+                    }
+                }
             }
+        }
+        embargoed
+    }
+
+    /// Lifts the embargo on `transform`: the calls that waited go to their
+    /// target, in order, before any new call can.
+    pub(crate) fn lift_embargo(&self, transform: &[u16]) {
+        let mut inner = self.lock();
+        let Some(waiting) = inner.embargoed.remove(transform) else {
+            return;
+        };
+        let target = match &inner.result {
+            Some(Ok(payload)) => payload.cap_at(transform),
+            _ => return,
+        };
+        for queued in waiting {
+            queued.deliver_to(&target);
         }
     }
 
     /// Delivers `call` to the capability at `transform` in this call's
-    /// results: now if they are known, to the peer if the call is remote,
-    /// or later, in order, when they arrive.
+    /// results: to the peer while a remote call has not returned, in order
+    /// after an embargo, directly once the results are known, or later,
+    /// in order, when a local call returns.
     pub(crate) fn pipeline(&self, transform: Arc<[u16]>, call: OutCall, state: &Arc<CallState>) {
         let mut inner = self.lock();
-        if let Some((conn, key)) = &inner.remote {
-            send_call(
-                conn,
-                CallTarget::Promised {
-                    key: *key,
-                    transform,
-                },
+        if let Some(waiting) = inner.embargoed.get_mut(&transform) {
+            waiting.push(Queued {
                 call,
-                state,
-            );
+                state: Arc::downgrade(state),
+            });
             return;
         }
-        match &inner.result {
-            Some(Ok(payload)) => {
+        match (&inner.result, &inner.remote) {
+            (Some(Ok(payload)), _) => {
                 let payload = payload.clone();
                 drop(inner);
                 payload.cap_at(&transform).deliver(call, state);
             }
-            Some(Err(e)) => {
+            (Some(Err(e)), _) => {
                 let e = e.clone();
                 drop(inner);
                 state.resolve(Err(e));
             }
-            None => inner.queued.push(Queued {
+            (None, Some(remote)) => {
+                let remote = remote.clone();
+                inner.sent_paths.insert(transform.clone());
+                send_call(
+                    &remote.conn,
+                    CallTarget::Promised {
+                        key: remote.key,
+                        transform,
+                    },
+                    call,
+                    state,
+                );
+            }
+            (None, None) => inner.queued.push((
                 transform,
-                call,
-                state: Arc::downgrade(state),
-            }),
+                Queued {
+                    call,
+                    state: Arc::downgrade(state),
+                },
+            )),
         }
     }
 
-    /// The key of the question this call became, if it went to a peer.
-    pub(crate) fn remote_key(&self) -> Option<u64> {
-        self.lock().remote.as_ref().map(|(_, key)| *key)
-    }
-
     /// A receiver for the outcome.
-    fn wait(&self) -> oneshot::Receiver<Result<Arc<Payload>, Error>> {
+    pub(crate) fn wait(&self) -> oneshot::Receiver<Result<Arc<Payload>, Error>> {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
         match &inner.result {

@@ -11,6 +11,7 @@ use crate::call::{CallState, OutCall, PendingCall};
 use crate::conn::{ConnActor, ImportDropped};
 use crate::export::{Deliver, ExportActor};
 use crate::payload::Body;
+use crate::promise::PromiseImport;
 use actix::Addr;
 use capnp::any_pointer;
 use capnp::message::Builder;
@@ -45,6 +46,8 @@ pub(crate) enum CapKind {
     Local(Arc<LocalRef>),
     /// An object the peer of a connection exported to us.
     Import(Arc<ImportRef>),
+    /// A promise the peer of a connection exported to us.
+    Promise(Arc<PromiseImport>),
     /// The capability at `transform` in the results of a call.
     Pipelined {
         /// The call whose results hold the capability.
@@ -139,6 +142,7 @@ impl Capability {
             CapKind::Null | CapKind::Broken(_) => None,
             CapKind::Local(local) => Some(local.id),
             CapKind::Import(import) => Some(Arc::as_ptr(import) as u64),
+            CapKind::Promise(promise) => Some(Arc::as_ptr(promise) as u64),
             CapKind::Pipelined { .. } => None,
         }
     }
@@ -192,11 +196,36 @@ impl Capability {
                     state,
                 );
             }
+            CapKind::Promise(promise) => promise.deliver(call, state),
             CapKind::Pipelined {
                 call: parent,
                 transform,
             } => parent.pipeline(transform.clone(), call, state),
         }
+    }
+
+    /// Whether calls on this capability go to the peer of `conn` (so that
+    /// the peer orders them itself, and no embargo is needed).
+    pub(crate) fn is_hosted_by_peer_of(&self, conn: &Addr<ConnActor>) -> bool {
+        match &self.kind {
+            CapKind::Import(import) => import.conn == *conn,
+            CapKind::Promise(promise) => match promise.resolution() {
+                Some(resolved) => resolved.is_hosted_by_peer_of(conn),
+                None => promise.import().is_some_and(|i| i.conn == *conn),
+            },
+            CapKind::Pipelined { call, transform } => match call.result() {
+                Some(Ok(payload)) => payload.cap_at(transform).is_hosted_by_peer_of(conn),
+                Some(Err(_)) => false,
+                None => call.remote().is_some_and(|r| r.conn == *conn),
+            },
+            CapKind::Null | CapKind::Broken(_) | CapKind::Local(_) => false,
+        }
+    }
+
+    /// Whether calls on this capability would fail without going anywhere
+    /// (no embargo is needed for them).
+    pub(crate) fn is_null_or_broken(&self) -> bool {
+        matches!(self.kind, CapKind::Null | CapKind::Broken(_))
     }
 }
 
@@ -206,6 +235,7 @@ impl std::fmt::Debug for Capability {
             CapKind::Null => write!(f, "Capability(null)"),
             CapKind::Broken(e) => write!(f, "Capability(broken: {e})"),
             CapKind::Local(l) => write!(f, "Capability(local #{})", l.id),
+            CapKind::Promise(_) => write!(f, "Capability(promise import)"),
             CapKind::Import(i) => write!(
                 f,
                 "Capability(import {} of conn {})",

@@ -37,6 +37,7 @@ mod conn;
 mod export;
 mod hooks;
 mod payload;
+mod promise;
 mod question;
 mod stats;
 mod supervisor;

@@ -8,9 +8,10 @@
 //! that it never keeps a question open by itself.
 
 use crate::call::CallState;
+use crate::conn::{ConnActor, StartEmbargoes};
 use crate::payload::Payload;
 use crate::stats;
-use actix::{Actor, ActorContext, Context, Handler, Message};
+use actix::{Actor, ActorContext, Addr, Context, Handler, Message};
 use capnp_actix_proto::Error;
 use std::sync::{Arc, Weak};
 
@@ -18,11 +19,15 @@ use std::sync::{Arc, Weak};
 pub struct QuestionActor {
     /// The caller's view of the call; gone if the caller lost interest.
     state: Weak<CallState>,
+    /// The connection that asked, for embargoes.
+    conn: Addr<ConnActor>,
+    /// The caller's key of the question.
+    key: u64,
 }
 
 impl QuestionActor {
-    pub(crate) fn new(state: Weak<CallState>) -> Self {
-        QuestionActor { state }
+    pub(crate) fn new(state: Weak<CallState>, conn: Addr<ConnActor>, key: u64) -> Self {
+        QuestionActor { state, conn, key }
     }
 }
 
@@ -48,7 +53,19 @@ impl Handler<Returned> for QuestionActor {
 
     fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
         if let Some(state) = self.state.upgrade() {
-            state.resolve(msg.0);
+            // Paths that carried calls to the peer and now lead back here
+            // (or elsewhere) wait for an embargo (E-order).
+            let conn = &self.conn;
+            let paths = state.settle(msg.0, |target| {
+                !target.is_null_or_broken() && !target.is_hosted_by_peer_of(conn)
+            });
+            if !paths.is_empty() {
+                self.conn.do_send(StartEmbargoes {
+                    key: self.key,
+                    state: Arc::downgrade(&state),
+                    paths,
+                });
+            }
         }
         ctx.stop();
     }

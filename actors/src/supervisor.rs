@@ -32,6 +32,10 @@ pub(crate) fn tear_down(conn: &mut ConnActor, reason: Error) {
             cancel_answer(actor);
         }
     }
+    // Calls held back by an embargo go on to their (local) targets.
+    for waiter in conn.embargoes.drain() {
+        waiter.lift();
+    }
     drop(conn.exports.drain());
     drop(conn.imports.drain());
     drop(conn.main.take());

@@ -146,6 +146,19 @@ impl<T> ExportTable<T> {
         self.entries.get(id).map(|export| &export.value)
     }
 
+    /// The value exported under `id`, to change it.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::ExportTable;
+    /// let mut exports = ExportTable::new();
+    /// let id = exports.export(1, || 10);
+    /// *exports.get_mut(id).unwrap() += 1;
+    /// assert_eq!(exports.get(id), Some(&11));
+    /// ```
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+        self.entries.get_mut(id).map(|export| &mut export.value)
+    }
+
     /// The id under which `key` is exported, if it is.
     ///
     /// ```

@@ -75,6 +75,20 @@ pub struct SequencerImpl {
     count: Cell<u32>,
 }
 
+impl SequencerImpl {
+    pub fn new() -> Self {
+        SequencerImpl {
+            count: Cell::new(0),
+        }
+    }
+}
+
+impl Default for SequencerImpl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl sequencer::Server for SequencerImpl {
     async fn next(
         self: Rc<Self>,
@@ -122,6 +136,7 @@ impl callback::Server for CallbackImpl {
 pub struct TestImpl {
     tally: Tally,
     held: RefCell<Option<counter::Client>>,
+    held_seq: RefCell<Option<sequencer::Client>>,
 }
 
 impl TestImpl {
@@ -129,6 +144,7 @@ impl TestImpl {
         TestImpl {
             tally: tally.clone(),
             held: RefCell::new(None),
+            held_seq: RefCell::new(None),
         }
     }
 }
@@ -308,6 +324,56 @@ impl test::Server for TestImpl {
         let mut pair: pair::Builder = results.get().init_pair();
         pair.set_left(left);
         // `right` stays null on purpose.
+        Ok(())
+    }
+
+    async fn delayed_seq(
+        self: Rc<Self>,
+        params: test::DelayedSeqParams,
+        mut results: test::DelayedSeqResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let seq = p.get_seq()?;
+        actix_rt::time::sleep(Duration::from_millis(p.get_millis().into())).await;
+        results.get().set_seq(seq);
+        Ok(())
+    }
+
+    async fn hold_seq(
+        self: Rc<Self>,
+        params: test::HoldSeqParams,
+        _: test::HoldSeqResults,
+    ) -> Result<(), capnp::Error> {
+        *self.held_seq.borrow_mut() = Some(params.get()?.get_seq()?);
+        Ok(())
+    }
+
+    async fn call_held_seq(
+        self: Rc<Self>,
+        params: test::CallHeldSeqParams,
+        mut results: test::CallHeldSeqResults,
+    ) -> Result<(), capnp::Error> {
+        let held = self.held_seq.borrow().clone();
+        let Some(held) = held else {
+            return Err(capnp::Error::failed("no sequencer held".into()));
+        };
+        let mut req = held.next_request();
+        req.get().set_expected(params.get()?.get_expected());
+        let reply = req.send().promise.await?;
+        results.get().set_n(reply.get()?.get_n());
+        Ok(())
+    }
+
+    async fn delayed_counter(
+        self: Rc<Self>,
+        params: test::DelayedCounterParams,
+        mut results: test::DelayedCounterResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        actix_rt::time::sleep(Duration::from_millis(p.get_millis().into())).await;
+        let counter: counter::Client =
+            capnp_actix::new_client(CounterImpl::new(p.get_start(), &self.tally));
+        results.get().set_counter(counter);
         Ok(())
     }
 }

@@ -2,17 +2,22 @@
 //! kind. An `Err` from any of them is a protocol error: the connection
 //! aborts with it.
 
-use super::{AnswerEntry, ConnActor, ImportDropped, ImportEntry, QuestionDropped};
+use super::{
+    AnswerEntry, ConnActor, EmbargoWaiter, ImportDropped, ImportEntry, QuestionDropped,
+    StartEmbargoes,
+};
 use crate::answer::{AnswerActor, CancelAnswer, ReturnOutcome, ReturnReady};
 use crate::call::{CallState, OutCall, PendingCall};
 use crate::capability::{CapKind, Capability, ImportRef};
 use crate::payload::{Body, Payload};
+use crate::promise::PromiseImport;
 use crate::question::Returned;
 use actix::{Actor, AsyncContext, Context, Handler};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
 use capnp_actix_proto::frame::Frame;
-use capnp_actix_proto::rpc_capnp::{call, message, payload, return_};
-use capnp_actix_proto::{message as out, CapDescriptor, Error};
+use capnp_actix_proto::message::DisembargoContext;
+use capnp_actix_proto::rpc_capnp::{call, disembargo, message, payload, resolve, return_};
+use capnp_actix_proto::{message as out, CapDescriptor, Error, PromisedAnswer};
 use std::sync::Arc;
 
 /// The parts of a `Call` needed once its frame has moved into the params.
@@ -56,6 +61,14 @@ enum Inbound {
         id: u32,
         count: u32,
     },
+    Resolve {
+        promise_id: u32,
+        resolution: Result<CapDescriptor, Error>,
+    },
+    Disembargo {
+        target: MessageTarget,
+        context: DisembargoContext,
+    },
     /// Anything we answer with `unimplemented`.
     NotHandled,
 }
@@ -63,7 +76,8 @@ enum Inbound {
 /// What an `unimplemented` message echoed back to us.
 enum Unechoed {
     Question(u32),
-    Resolve,
+    /// A `Resolve` we sent, with the export it carried.
+    Resolve(Option<u32>),
     Other,
 }
 
@@ -78,7 +92,13 @@ fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> {
         Ok(message::Unimplemented(inner)) => Inbound::Unimplemented(match inner?.which() {
             Ok(message::Call(c)) => Unechoed::Question(c?.get_question_id()),
             Ok(message::Bootstrap(b)) => Unechoed::Question(b?.get_question_id()),
-            Ok(message::Resolve(_)) => Unechoed::Resolve,
+            Ok(message::Resolve(r)) => Unechoed::Resolve(match r?.which() {
+                Ok(resolve::Cap(d)) => match CapDescriptor::read(d?)? {
+                    CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) => Some(id),
+                    _ => None,
+                },
+                _ => None,
+            }),
             _ => Unechoed::Other,
         }),
         Ok(message::Abort(e)) => Inbound::Abort(Error::read(e?)),
@@ -136,7 +156,34 @@ fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> {
                 count: r.get_reference_count(),
             }
         }
-        // Not yet supported (level 1 promises, level 3 and 4): answered
+        Ok(message::Resolve(r)) => {
+            let r = r?;
+            let resolution = match r.which()? {
+                resolve::Cap(d) => Ok(CapDescriptor::read(d?)?),
+                resolve::Exception(e) => Err(Error::read(e?)),
+            };
+            Inbound::Resolve {
+                promise_id: r.get_promise_id(),
+                resolution,
+            }
+        }
+        Ok(message::Disembargo(d)) => {
+            let d = d?;
+            let target = MessageTarget::read(d.get_target()?)?;
+            match d.get_context().which()? {
+                disembargo::context::SenderLoopback(id) => Inbound::Disembargo {
+                    target,
+                    context: DisembargoContext::SenderLoopback(id),
+                },
+                disembargo::context::ReceiverLoopback(id) => Inbound::Disembargo {
+                    target,
+                    context: DisembargoContext::ReceiverLoopback(id),
+                },
+                // Level 3 contexts.
+                _ => Inbound::NotHandled,
+            }
+        }
+        // Not yet supported (level 3 and 4): answered
         // with `unimplemented`, which the protocol lets a peer recover from.
         Ok(_) => Inbound::NotHandled,
     })
@@ -173,6 +220,11 @@ impl ConnActor {
                 release_result_caps,
             } => self.handle_finish(question_id, release_result_caps),
             Inbound::Release { id, count } => self.handle_release(id, count),
+            Inbound::Resolve {
+                promise_id,
+                resolution,
+            } => self.handle_resolve(promise_id, resolution, ctx),
+            Inbound::Disembargo { target, context } => self.handle_disembargo(target, context, ctx),
             Inbound::NotHandled => Ok(()),
         }
     }
@@ -183,8 +235,12 @@ impl ConnActor {
                 let error = Error::unimplemented("the peer does not implement this message");
                 self.settle_question(id, false, false, Err(error))
             }
-            // We send no Resolve yet; nothing to release.
-            Unechoed::Resolve => Ok(()),
+            // The peer will never use what the Resolve carried (P-08).
+            Unechoed::Resolve(Some(export)) => {
+                let _ = self.exports.release(export, 1);
+                Ok(())
+            }
+            Unechoed::Resolve(None) => Ok(()),
             Unechoed::Other => Err(Error::failed(
                 "the peer echoed as unimplemented a message that must be implemented",
             )),
@@ -245,7 +301,7 @@ impl ConnActor {
         }
         let target = match &header.target {
             MessageTarget::ImportedCap(export_id) => match self.exports.get(*export_id) {
-                Some(cap) => cap.clone(),
+                Some(entry) => entry.cap.clone(),
                 None => {
                     return Err(Error::failed(format!(
                         "call to export {export_id}, which does not exist"
@@ -387,12 +443,11 @@ impl ConnActor {
     fn import(&mut self, descriptor: &CapDescriptor) -> Option<Capability> {
         Some(match descriptor {
             CapDescriptor::None => return None,
-            CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) => {
-                self.import_ref(*id)
-            }
+            CapDescriptor::SenderHosted(id) => self.import_ref(*id),
+            CapDescriptor::SenderPromise(id) => self.import_promise(*id),
             CapDescriptor::ThirdPartyHosted { vine_id } => self.import_ref(*vine_id),
             CapDescriptor::ReceiverHosted(id) => match self.exports.get(*id) {
-                Some(cap) => cap.clone(),
+                Some(entry) => entry.cap.clone(),
                 None => Capability::broken(Error::failed(format!(
                     "the peer named our export {id}, which does not exist"
                 ))),
@@ -418,6 +473,7 @@ impl ConnActor {
         let entry = self.imports.receive(id, || ImportEntry {
             local: std::sync::Weak::new(),
             generation: 0,
+            promise: None,
         });
         let local = match entry.local.upgrade() {
             Some(local) => local,
@@ -443,10 +499,220 @@ impl ConnActor {
     }
 }
 
+impl ConnActor {
+    /// One more reference to import `id`, which the peer says is a
+    /// promise: calls go to it until its `Resolve`.
+    fn import_promise(&mut self, id: u32) -> Capability {
+        let existing = self
+            .imports
+            .get(id)
+            .and_then(|entry| entry.promise.as_ref())
+            .and_then(|promise| promise.upgrade());
+        let promise = match existing {
+            Some(promise) => {
+                // Count the reference the peer just sent.
+                self.import_ref(id);
+                promise
+            }
+            None => {
+                let CapKind::Import(import) = self.import_ref(id).kind else {
+                    return Capability::broken(Error::disconnected("connection not started"));
+                };
+                let promise = PromiseImport::new(import);
+                if let Some(entry) = self.imports.get_mut(id) {
+                    entry.promise = Some(Arc::downgrade(&promise));
+                }
+                promise
+            }
+        };
+        Capability {
+            kind: CapKind::Promise(promise),
+        }
+    }
+
+    /// Whether calls on `target` after a resolution must wait for an
+    /// embargo: they would not go through the peer, so they could overtake
+    /// calls still on their way through it.
+    pub(crate) fn needs_embargo(target: &Capability, me: &actix::Addr<ConnActor>) -> bool {
+        !target.is_null_or_broken() && !target.is_hosted_by_peer_of(me)
+    }
+
+    fn handle_resolve(
+        &mut self,
+        promise_id: u32,
+        resolution: Result<CapDescriptor, Error>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Error> {
+        // Import what the resolution names first: even when nobody waits
+        // for the promise any more, the reference must be counted (and then
+        // released) (F-02).
+        let target = match &resolution {
+            Ok(descriptor) => self.import(descriptor).unwrap_or_else(Capability::null),
+            Err(e) => Capability::broken(e.clone()),
+        };
+        self.counts.resolves_received += 1;
+        let Some(entry) = self.imports.get(promise_id) else {
+            return Ok(()); // released already: dropping `target` releases it
+        };
+        let Some(promise) = &entry.promise else {
+            return Err(Error::failed(format!(
+                "Resolve for import {promise_id}, which is not a promise"
+            )));
+        };
+        let Some(promise) = promise.upgrade() else {
+            return Ok(());
+        };
+        let me = ctx.address();
+        let (embargo, import) = promise.resolve(target, |t| Self::needs_embargo(t, &me));
+        if embargo {
+            self.counts.embargoes_started += 1;
+            let id = self
+                .embargoes
+                .start(EmbargoWaiter::Promise(Arc::downgrade(&promise)));
+            self.write(&out::disembargo(
+                &MessageTarget::ImportedCap(promise_id),
+                DisembargoContext::SenderLoopback(id),
+            ));
+        }
+        // The peer's promise export is no longer needed: release it (after
+        // the Disembargo, which still names it).
+        drop(import);
+        Ok(())
+    }
+
+    fn handle_disembargo(
+        &mut self,
+        target: MessageTarget,
+        context: DisembargoContext,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Error> {
+        match context {
+            DisembargoContext::ReceiverLoopback(id) => match self.embargoes.lift(id) {
+                Some(waiter) => {
+                    waiter.lift();
+                    Ok(())
+                }
+                None => Err(Error::failed(format!(
+                    "Disembargo receiverLoopback for embargo {id}, which we never started"
+                ))),
+            },
+            DisembargoContext::SenderLoopback(id) => {
+                // The peer resolved a promise we gave it to something of
+                // its own, and calls it made through us may still be on
+                // their way back. Reflect the Disembargo behind them.
+                let resolved = match &target {
+                    MessageTarget::ImportedCap(export_id) => self
+                        .exports
+                        .get(*export_id)
+                        .and_then(|entry| entry.resolved.clone()),
+                    MessageTarget::PromisedAnswer(promised) => self
+                        .answers
+                        .get(promised.question_id)
+                        .and_then(|entry| entry.state.result())
+                        .and_then(|result| result.ok())
+                        .map(|payload| payload.cap_at(&promised.transform)),
+                };
+                let Some(reflected) = resolved.and_then(|cap| self.peer_target(&cap)) else {
+                    return Err(Error::failed(
+                        "Disembargo senderLoopback whose target does not resolve back to the sender",
+                    ));
+                };
+                // Through our own mailbox: calls forwarded to the peer before
+                // this point are queued there, and go out first.
+                ctx.address().do_send(Reflect {
+                    target: reflected,
+                    embargo_id: id,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// How the peer names `cap`, if `cap` is the peer's own.
+    fn peer_target(&self, cap: &Capability) -> Option<MessageTarget> {
+        match &cap.kind {
+            CapKind::Import(import) if import.conn_id == self.id => {
+                Some(MessageTarget::ImportedCap(import.import_id))
+            }
+            CapKind::Promise(promise) => match promise.resolution() {
+                Some(resolved) => self.peer_target(&resolved),
+                None => promise
+                    .import()
+                    .filter(|i| i.conn_id == self.id)
+                    .map(|i| MessageTarget::ImportedCap(i.import_id)),
+            },
+            CapKind::Pipelined { call, transform } => {
+                if let Some(Ok(payload)) = call.result() {
+                    return self.peer_target(&payload.cap_at(transform));
+                }
+                let remote = call.remote()?;
+                let id = self.question_ids.get(&remote.key)?;
+                Some(MessageTarget::PromisedAnswer(PromisedAnswer {
+                    question_id: *id,
+                    transform: transform.to_vec(),
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A `Disembargo{receiverLoopback}` to send once every call queued before
+/// it has gone out.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Reflect {
+    /// The peer's own object that the embargoed promise resolved to.
+    target: MessageTarget,
+    /// The peer's embargo id.
+    embargo_id: u32,
+}
+
+impl Handler<Reflect> for ConnActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reflect, _ctx: &mut Context<Self>) {
+        if self.closing.is_none() {
+            self.write(&out::disembargo(
+                &msg.target,
+                DisembargoContext::ReceiverLoopback(msg.embargo_id),
+            ));
+        }
+    }
+}
+
+impl Handler<StartEmbargoes> for ConnActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StartEmbargoes, _ctx: &mut Context<Self>) {
+        let question = self.question_ids.get(&msg.key).copied();
+        for path in msg.paths {
+            let waiter = EmbargoWaiter::Pipelined(msg.state.clone(), path.clone());
+            match (question, &self.closing) {
+                (Some(question_id), None) => {
+                    self.counts.embargoes_started += 1;
+                    let id = self.embargoes.start(waiter);
+                    let target = MessageTarget::PromisedAnswer(PromisedAnswer {
+                        question_id,
+                        transform: path.to_vec(),
+                    });
+                    self.write(&out::disembargo(
+                        &target,
+                        DisembargoContext::SenderLoopback(id),
+                    ));
+                }
+                // The question is finished or the connection is closing:
+                // nothing can still be on its way; go on at once.
+                _ => waiter.lift(),
+            }
+        }
+    }
+}
+
 impl Handler<ReturnReady> for ConnActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ReturnReady, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ReturnReady, ctx: &mut Context<Self>) {
         let id = msg.answer_id;
         let Some(entry) = self.answers.get_mut(id) else {
             return;
@@ -457,7 +723,7 @@ impl Handler<ReturnReady> for ConnActor {
         entry.returned = true;
         entry.actor = None;
         let exports = match msg.outcome {
-            ReturnOutcome::Results(payload) => self.send_results(id, &payload),
+            ReturnOutcome::Results(payload) => self.send_results(id, &payload, ctx),
             ReturnOutcome::Exception(e) => {
                 self.write(&out::return_exception(id, &e));
                 Vec::new()

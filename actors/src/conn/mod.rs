@@ -15,12 +15,14 @@ mod transport;
 use crate::answer::{AnswerActor, CancelAnswer};
 use crate::call::{CallState, OutCall};
 use crate::capability::{Capability, ImportRef};
+use crate::promise::PromiseImport;
 use crate::question::{QuestionActor, Returned};
 use crate::stats;
 use actix::{
     Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult,
     StreamHandler,
 };
+use capnp_actix_proto::embargo::EmbargoTable;
 use capnp_actix_proto::frame::{Frame, Limits};
 use capnp_actix_proto::table::{ExportTable, ImportTable, PeerTable, QuestionTable};
 use capnp_actix_proto::Error;
@@ -140,12 +142,48 @@ pub(crate) struct AnswerEntry {
     pub(crate) result_exports: Vec<u32>,
 }
 
+/// One of our exports.
+pub(crate) struct ExportEntry {
+    /// What calls on the export go to.
+    pub(crate) cap: Capability,
+    /// What the promise resolved to, once we sent its `Resolve`.
+    pub(crate) resolved: Option<Capability>,
+}
+
+/// What waits for an embargo we started.
+pub(crate) enum EmbargoWaiter {
+    /// Calls on a path into the results of one of our questions.
+    Pipelined(Weak<CallState>, Arc<[u16]>),
+    /// Calls on a promise the peer exported to us.
+    Promise(Weak<PromiseImport>),
+}
+
+impl EmbargoWaiter {
+    /// The embargo is over: the waiting calls go on.
+    pub(crate) fn lift(self) {
+        match self {
+            EmbargoWaiter::Pipelined(state, path) => {
+                if let Some(state) = state.upgrade() {
+                    state.lift_embargo(&path);
+                }
+            }
+            EmbargoWaiter::Promise(promise) => {
+                if let Some(promise) = promise.upgrade() {
+                    promise.lift_embargo();
+                }
+            }
+        }
+    }
+}
+
 /// One import, while the peer's export is referenced here.
 pub(crate) struct ImportEntry {
     /// The local reference, shared by every capability for this import.
     pub(crate) local: Weak<ImportRef>,
     /// Which reference is current (see [`ImportRef::generation`]).
     pub(crate) generation: u64,
+    /// For a `senderPromise` import: the promise, which a `Resolve` settles.
+    pub(crate) promise: Option<Weak<PromiseImport>>,
 }
 
 /// The actor of one connection.
@@ -165,11 +203,15 @@ pub struct ConnActor {
     /// The peer's questions.
     pub(crate) answers: PeerTable<AnswerEntry>,
     /// Our exports.
-    pub(crate) exports: ExportTable<Capability>,
+    pub(crate) exports: ExportTable<ExportEntry>,
     /// Export identities for capabilities that have none of their own.
     pub(crate) next_anonymous_export: u64,
     /// The peer's exports that we hold.
     pub(crate) imports: ImportTable<ImportEntry>,
+    /// Cumulative protocol counts, for [`Stats`].
+    pub(crate) counts: ConnStats,
+    /// Embargoes we started, until the peer reflects them.
+    pub(crate) embargoes: EmbargoTable<EmbargoWaiter>,
     /// Generations for import references.
     pub(crate) next_generation: u64,
     /// This actor's own address, for the imports it hands out.
@@ -222,6 +264,8 @@ impl ConnActor {
                 exports: ExportTable::new(),
                 next_anonymous_export: 1 << 63,
                 imports: ImportTable::new(),
+                embargoes: EmbargoTable::new(),
+                counts: ConnStats::default(),
                 next_generation: 0,
                 self_addr: Some(ctx.address()),
                 closing: None,
@@ -360,7 +404,7 @@ impl Handler<Bootstrap> for ConnActor {
         let key = next_question_key();
         let id = self.questions.insert(QuestionEntry {
             key: Some(key),
-            actor: Some(QuestionActor::new(Arc::downgrade(&state)).start()),
+            actor: Some(QuestionActor::new(Arc::downgrade(&state), ctx.address(), key).start()),
             param_exports: Vec::new(),
         });
         self.question_ids.insert(key, id);
@@ -442,6 +486,12 @@ pub struct ConnStats {
     pub exports: usize,
     /// The peer's exports we hold.
     pub imports: usize,
+    /// `Resolve` messages sent so far.
+    pub resolves_sent: u64,
+    /// `Resolve` messages received so far.
+    pub resolves_received: u64,
+    /// Embargoes started so far (`Disembargo{senderLoopback}` sent).
+    pub embargoes_started: u64,
 }
 
 impl Handler<Stats> for ConnActor {
@@ -453,6 +503,7 @@ impl Handler<Stats> for ConnActor {
             answers: self.answers.len(),
             exports: self.exports.len(),
             imports: self.imports.len(),
+            ..self.counts
         }
     }
 }
@@ -518,6 +569,19 @@ pub(crate) struct ImportDropped {
     pub(crate) import_id: u32,
     /// Which reference (a newer one may have replaced it).
     pub(crate) generation: u64,
+}
+
+/// Sent by a question whose `Return` put pipeline paths under embargo:
+/// send a `Disembargo` for each.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StartEmbargoes {
+    /// The caller's key of the question.
+    pub(crate) key: u64,
+    /// The question's state, which holds the waiting calls.
+    pub(crate) state: Weak<CallState>,
+    /// The paths under embargo.
+    pub(crate) paths: Vec<Arc<[u16]>>,
 }
 
 /// The writer task could not write.

@@ -1,13 +1,14 @@
 //! What a connection sends: calls (with their cap tables), returns, and the
 //! translation of capabilities into cap descriptors.
 
-use super::{ConnActor, QuestionEntry, SendCall};
+use super::{ConnActor, ExportEntry, QuestionEntry, SendCall};
 use crate::call::{CallState, OutCall};
 use crate::capability::{CapKind, Capability};
 use crate::hooks::{cap_table, capabilities_of};
 use crate::payload::{Body, Payload};
+use crate::promise::PromiseImport;
 use crate::question::QuestionActor;
-use actix::{Actor, Addr, Context, Handler};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
 use capnp::message::{Builder, HeapAllocator};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
 use capnp_actix_proto::rpc_capnp::{message, payload};
@@ -49,7 +50,7 @@ pub(crate) fn send_call(
 impl Handler<SendCall> for ConnActor {
     type Result = ();
 
-    fn handle(&mut self, mut msg: SendCall, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut msg: SendCall, ctx: &mut Context<Self>) {
         let Some(call) = msg.call.take() else { return };
         let Some(state) = msg.state.upgrade() else {
             return; // the caller lost interest before the call went out
@@ -75,7 +76,7 @@ impl Handler<SendCall> for ConnActor {
                 }
             },
         };
-        match self.send_call_message(call, target, msg.key, &state) {
+        match self.send_call_message(call, target, msg.key, &state, ctx) {
             Ok(()) => {}
             Err(e) => state.resolve(Err(e)),
         }
@@ -112,6 +113,7 @@ impl ConnActor {
         target: MessageTarget,
         key: u64,
         state: &Arc<CallState>,
+        ctx: &mut Context<Self>,
     ) -> Result<(), Error> {
         let OutCall {
             interface_id,
@@ -141,11 +143,11 @@ impl ConnActor {
         self.check_size(&message)?;
         let id = self.questions.insert(QuestionEntry {
             key: Some(key),
-            actor: Some(QuestionActor::new(Arc::downgrade(state)).start()),
+            actor: Some(QuestionActor::new(Arc::downgrade(state), ctx.address(), key).start()),
             param_exports: Vec::new(),
         });
         self.question_ids.insert(key, id);
-        let (descriptors, exports) = self.describe_all(&caps);
+        let (descriptors, exports) = self.describe_all(&caps, ctx);
         {
             let root: message::Builder = message.get_root()?;
             let mut call = match root.which()? {
@@ -166,8 +168,13 @@ impl ConnActor {
 
     /// Sends the `Return` for answer `answer_id` with these results, or an
     /// exception if they cannot be sent. Gives the exports it made.
-    pub(crate) fn send_results(&mut self, answer_id: u32, results: &Payload) -> Vec<u32> {
-        match self.build_results(answer_id, results) {
+    pub(crate) fn send_results(
+        &mut self,
+        answer_id: u32,
+        results: &Payload,
+        ctx: &mut Context<Self>,
+    ) -> Vec<u32> {
+        match self.build_results(answer_id, results, ctx) {
             Ok((message, exports)) => {
                 self.write(&message);
                 exports
@@ -183,6 +190,7 @@ impl ConnActor {
         &mut self,
         answer_id: u32,
         results: &Payload,
+        ctx: &mut Context<Self>,
     ) -> Result<(Builder<HeapAllocator>, Vec<u32>), Error> {
         let mut message = Builder::new_default();
         let caps = {
@@ -192,7 +200,7 @@ impl ConnActor {
             copy_content(results, ret.init_results())?
         };
         self.check_size(&message)?;
-        let (descriptors, exports) = self.describe_all(&caps);
+        let (descriptors, exports) = self.describe_all(&caps, ctx);
         {
             let root: message::Builder = message.get_root()?;
             if let message::Return(ret) = root.which()? {
@@ -206,15 +214,19 @@ impl ConnActor {
 
     /// Descriptors for a cap table, and the export ids they added a
     /// reference to.
-    fn describe_all(&mut self, caps: &[Option<Capability>]) -> (Vec<CapDescriptor>, Vec<u32>) {
+    pub(crate) fn describe_all(
+        &mut self,
+        caps: &[Option<Capability>],
+        ctx: &mut Context<Self>,
+    ) -> (Vec<CapDescriptor>, Vec<u32>) {
         let mut exports = Vec::new();
         let descriptors = caps
             .iter()
             .map(|cap| match cap {
                 None => CapDescriptor::None,
                 Some(cap) => {
-                    let d = self.describe(cap);
-                    if let CapDescriptor::SenderHosted(id) = d {
+                    let d = self.describe(cap, ctx);
+                    if let CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) = d {
                         exports.push(id);
                     }
                     d
@@ -225,34 +237,128 @@ impl ConnActor {
     }
 
     /// How to name `cap` to the peer: its own objects by their ids, answers
-    /// to its questions by their paths (P-12), anything else as an export.
-    fn describe(&mut self, cap: &Capability) -> CapDescriptor {
+    /// to its questions by their paths (P-12), settled promises by what
+    /// they settled to, unsettled ones as promises (P-10), anything else
+    /// as an export.
+    pub(crate) fn describe(&mut self, cap: &Capability, ctx: &mut Context<Self>) -> CapDescriptor {
+        let me = ctx.address();
         match &cap.kind {
             CapKind::Null => return CapDescriptor::None,
-            CapKind::Import(import) if import.conn_id == self.id => {
+            CapKind::Import(import) if import.conn == me => {
                 return CapDescriptor::ReceiverHosted(import.import_id);
             }
+            CapKind::Promise(promise) => {
+                if let Some(resolved) = promise.resolution() {
+                    return self.describe(&resolved, ctx);
+                }
+                if let Some(import) = promise.import().filter(|i| i.conn == me) {
+                    return CapDescriptor::ReceiverHosted(import.import_id);
+                }
+                return self.export_promise(cap, Resolution::Promise(promise.clone()), ctx);
+            }
             CapKind::Pipelined { call, transform } => {
-                if let Some(key) = call.remote_key() {
-                    if let Some(id) = self.question_ids.get(&key) {
+                if let Some(result) = call.result() {
+                    let target = match result {
+                        Ok(payload) => payload.cap_at(transform),
+                        Err(e) => Capability::broken(e),
+                    };
+                    return self.describe(&target, ctx);
+                }
+                if let Some(remote) = call.remote().filter(|r| r.conn == me) {
+                    if let Some(id) = self.question_ids.get(&remote.key) {
                         return CapDescriptor::ReceiverAnswer(PromisedAnswer {
                             question_id: *id,
                             transform: transform.to_vec(),
                         });
                     }
                 }
+                let resolution = Resolution::Pipelined(call.clone(), transform.clone());
+                return self.export_promise(cap, resolution, ctx);
             }
             _ => {}
         }
-        let key = match cap.identity() {
+        let key = self.export_key(cap);
+        CapDescriptor::SenderHosted(self.exports.export(key, || ExportEntry {
+            cap: cap.clone(),
+            resolved: None,
+        }))
+    }
+
+    fn export_key(&mut self, cap: &Capability) -> u64 {
+        match cap.identity() {
             Some(key) => key,
             None => {
                 self.next_anonymous_export += 1;
                 self.next_anonymous_export
             }
-        };
-        CapDescriptor::SenderHosted(self.exports.export(key, || cap.clone()))
+        }
     }
+
+    /// Exports an unsettled promise as `senderPromise`, and arranges for
+    /// its one `Resolve`.
+    fn export_promise(
+        &mut self,
+        cap: &Capability,
+        resolution: Resolution,
+        ctx: &mut Context<Self>,
+    ) -> CapDescriptor {
+        let key = self.export_key(cap);
+        let known = self.exports.id_of(key).is_some();
+        let id = self.exports.export(key, || ExportEntry {
+            cap: cap.clone(),
+            resolved: None,
+        });
+        if !known {
+            let settled = async move {
+                match resolution {
+                    Resolution::Pipelined(call, transform) => match call.wait().await {
+                        Ok(Ok(payload)) => payload.cap_at(&transform),
+                        Ok(Err(e)) => Capability::broken(e),
+                        Err(_) => Capability::broken(Error::failed("the promise was dropped")),
+                    },
+                    Resolution::Promise(promise) => match promise.wait().await {
+                        Ok(cap) => cap,
+                        Err(_) => Capability::broken(Error::failed("the promise was dropped")),
+                    },
+                }
+            };
+            ctx.spawn(
+                settled
+                    .into_actor(self)
+                    .map(move |target, conn, ctx| conn.send_resolve(id, key, target, ctx)),
+            );
+        }
+        CapDescriptor::SenderPromise(id)
+    }
+
+    /// Sends the `Resolve` of promise export `id`, if it is still the
+    /// export it was.
+    fn send_resolve(&mut self, id: u32, key: u64, target: Capability, ctx: &mut Context<Self>) {
+        if self.closing.is_some() || self.exports.id_of(key) != Some(id) {
+            return; // released meanwhile: nobody to tell
+        }
+        let resolution = match &target.kind {
+            CapKind::Broken(e) => Err(e.clone()),
+            _ => Ok(self.describe(&target, ctx)),
+        };
+        if let Some(entry) = self.exports.get_mut(id) {
+            entry.resolved = Some(target);
+        }
+        let message = match &resolution {
+            Ok(descriptor) => capnp_actix_proto::message::resolve(id, Ok(descriptor)),
+            Err(e) => capnp_actix_proto::message::resolve(id, Err(e)),
+        };
+        self.counts.resolves_sent += 1;
+        self.write(&message);
+    }
+}
+
+/// What a promise export waits on.
+enum Resolution {
+    /// A path into a call's results.
+    Pipelined(Arc<CallState>, Arc<[u16]>),
+    /// A promise another connection imported.
+    Promise(Arc<PromiseImport>),
 }
 
 /// Copies the content of `source` into `target`'s content, with its

@@ -1,0 +1,146 @@
+//! [`PromiseImport`]: a capability the peer exported as a promise
+//! (`senderPromise`). Calls go to the peer's promise until its `Resolve`
+//! arrives; then they go to what it resolved to. If calls went to the peer
+//! and the promise resolves to something the peer does not host, new calls
+//! wait for an embargo, so that they cannot overtake the ones still on
+//! their way back (E-order).
+
+use crate::call::{CallState, OutCall, Queued};
+use crate::capability::{Capability, ImportRef};
+use crate::conn::{send_call, CallTarget};
+use futures::channel::oneshot;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The mutable part of a promise import.
+struct Inner {
+    /// The peer's promise export, until the promise resolves.
+    import: Option<Arc<ImportRef>>,
+    /// Whether any call went to the peer's promise.
+    calls_sent: bool,
+    /// What the promise resolved to, once it has.
+    resolution: Option<Capability>,
+    /// Whether new calls wait for an embargo to lift.
+    embargoed: bool,
+    /// The calls waiting for it.
+    queue: Vec<Queued>,
+    /// Who waits for the resolution.
+    waiters: Vec<oneshot::Sender<Capability>>,
+}
+
+/// A promise the peer exported to us.
+pub(crate) struct PromiseImport {
+    /// Guarded by a mutex: capabilities are used from any thread.
+    inner: Mutex<Inner>,
+}
+
+impl PromiseImport {
+    pub(crate) fn new(import: Arc<ImportRef>) -> Arc<PromiseImport> {
+        Arc::new(PromiseImport {
+            inner: Mutex::new(Inner {
+                import: Some(import),
+                calls_sent: false,
+                resolution: None,
+                embargoed: false,
+                queue: Vec::new(),
+                waiters: Vec::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The peer's promise export, while unresolved.
+    pub(crate) fn import(&self) -> Option<Arc<ImportRef>> {
+        self.lock().import.clone()
+    }
+
+    /// What the promise resolved to, if it has.
+    pub(crate) fn resolution(&self) -> Option<Capability> {
+        self.lock().resolution.clone()
+    }
+
+    /// Delivers a call made on the promise.
+    pub(crate) fn deliver(&self, call: OutCall, state: &Arc<CallState>) {
+        let mut inner = self.lock();
+        if inner.embargoed {
+            inner.queue.push(Queued {
+                call,
+                state: Arc::downgrade(state),
+            });
+            return;
+        }
+        if let Some(target) = inner.resolution.clone() {
+            drop(inner);
+            target.deliver(call, state);
+            return;
+        }
+        let Some(import) = inner.import.clone() else {
+            drop(inner);
+            state.resolve(Err(capnp_actix_proto::Error::failed(
+                "promise has neither a target nor a resolution",
+            )));
+            return;
+        };
+        inner.calls_sent = true;
+        // Sent under the lock: a resolution cannot slip between the check
+        // and the send.
+        send_call(
+            &import.conn,
+            CallTarget::Import(import.import_id),
+            call,
+            state,
+        );
+    }
+
+    /// Resolves the promise. Gives whether an embargo started (calls went
+    /// to the peer and `needs_embargo` holds for the resolution), and the
+    /// reference to the peer's promise export, to drop once any
+    /// `Disembargo` is written.
+    pub(crate) fn resolve(
+        &self,
+        resolution: Capability,
+        needs_embargo: impl Fn(&Capability) -> bool,
+    ) -> (bool, Option<Arc<ImportRef>>) {
+        let mut inner = self.lock();
+        if inner.resolution.is_some() {
+            return (false, None);
+        }
+        let embargo = inner.calls_sent && needs_embargo(&resolution);
+        inner.embargoed = embargo;
+        for waiter in inner.waiters.drain(..) {
+            let _ = waiter.send(resolution.clone());
+        }
+        inner.resolution = Some(resolution);
+        (embargo, inner.import.take())
+    }
+
+    /// Lifts the embargo: waiting calls go to the resolution, in order,
+    /// before any new call can.
+    pub(crate) fn lift_embargo(&self) {
+        let mut inner = self.lock();
+        inner.embargoed = false;
+        let Some(target) = inner.resolution.clone() else {
+            return;
+        };
+        for queued in std::mem::take(&mut inner.queue) {
+            queued.deliver_to(&target);
+        }
+    }
+
+    /// A receiver for the resolution.
+    pub(crate) fn wait(&self) -> oneshot::Receiver<Capability> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        match &inner.resolution {
+            Some(cap) => {
+                let _ = tx.send(cap.clone());
+            }
+            None => inner.waiters.push(tx),
+        }
+        rx
+    }
+}
