@@ -12,24 +12,10 @@ use support::*;
 
 const REMOTE_MODES: [Mode; 2] = [Mode::Pair, Mode::Tcp];
 
-fn for_remote_modes<F, Fut>(f: F)
-where
-    F: Fn(Mode) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for mode in REMOTE_MODES {
-        actix::System::new().block_on(async {
-            actix_rt::time::timeout(Duration::from_secs(20), f(mode))
-                .await
-                .unwrap_or_else(|_| panic!("scenario timed out in mode {mode:?}"));
-        });
-    }
-}
-
 // covers: P-11, P-12
 #[test]
 fn calls_keep_their_order_when_an_echoed_capability_resolves_back_home() {
-    for_remote_modes(|mode| async move {
+    for_modes(&REMOTE_MODES, |mode| async move {
         let h = harness(mode).await;
         let client = h.client_conn.clone().unwrap();
         let seq: sequencer::Client = capnp_actix::new_client(support::SequencerImpl::new());
@@ -72,7 +58,7 @@ fn calls_keep_their_order_when_an_echoed_capability_resolves_back_home() {
 // covers: P-10
 #[test]
 fn a_promise_sent_to_the_peer_resolves_there() {
-    for_remote_modes(|mode| async move {
+    for_modes(&REMOTE_MODES, |mode| async move {
         let h = harness(mode).await;
         let client = h.client_conn.clone().unwrap();
         let server = h.server_conn.clone().unwrap();
@@ -120,7 +106,7 @@ fn a_promise_sent_to_the_peer_resolves_there() {
 // covers: P-10, P-11
 #[test]
 fn a_promise_that_resolves_to_the_peers_own_object_keeps_call_order_there() {
-    for_remote_modes(|mode| async move {
+    for_modes(&REMOTE_MODES, |mode| async move {
         let h = harness(mode).await;
         let server = h.server_conn.clone().unwrap();
         let tally = Tally::default();

@@ -342,3 +342,31 @@ fn a_bootstrap_factory_gives_each_connection_its_own_object() {
         assert_eq!(tally.counters.load(Ordering::SeqCst), 2);
     });
 }
+
+// covers: P-02
+#[test]
+fn the_call_message_calls_like_a_typed_client() {
+    actix::System::new().block_on(async {
+        let h = harness(Mode::Pair).await;
+        let conn = h.client_conn.clone().unwrap();
+        let target = Capability::from_client(&h.test);
+        let mut params = capnp::message::Builder::new_default();
+        params
+            .init_root::<support::test_capnp::test::echo_params::Builder>()
+            .set_text("by message");
+        let pending = conn
+            .send(capnp_actix::Call {
+                target,
+                interface_id:
+                    <support::test_capnp::test::Client as capnp::traits::HasTypeId>::TYPE_ID,
+                method_id: 0,
+                params,
+            })
+            .await
+            .unwrap();
+        let response = pending.await.unwrap();
+        let results: support::test_capnp::test::echo_results::Reader =
+            response.content().unwrap().get_as().unwrap();
+        assert_eq!(results.get_text().unwrap().to_str().unwrap(), "by message");
+    });
+}

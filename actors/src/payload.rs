@@ -23,7 +23,7 @@ pub(crate) enum Body {
 }
 
 /// A call's params or a call's results, with their capabilities.
-pub struct Payload {
+pub(crate) struct Payload {
     /// The `Message{call}` or `Message{return}` that holds the content.
     pub(crate) body: Body,
     /// The cap table: index `i` is what a capability pointer with index `i`

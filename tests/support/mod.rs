@@ -462,11 +462,20 @@ where
     F: Fn(Mode) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    for mode in ALL_MODES {
+    for_modes(&ALL_MODES, f)
+}
+
+/// Runs `f` against each of `modes`, each in a fresh actix system, with a
+/// time limit.
+pub fn for_modes<F, Fut>(modes: &[Mode], f: F)
+where
+    F: Fn(Mode) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for &mode in modes {
         let system = actix::System::new();
         system.block_on(async {
-            let run = f(mode);
-            match actix_rt::time::timeout(Duration::from_secs(20), run).await {
+            match actix_rt::time::timeout(Duration::from_secs(20), f(mode)).await {
                 Ok(()) => {}
                 Err(_) => panic!("scenario timed out in mode {mode:?}"),
             }

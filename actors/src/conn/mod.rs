@@ -13,7 +13,7 @@ mod outbound;
 mod transport;
 
 use crate::answer::{AnswerActor, CancelAnswer};
-use crate::call::{CallState, OutCall};
+use crate::call::{CallState, OutCall, PendingCall};
 use crate::capability::{Capability, ImportRef};
 use crate::promise::PromiseImport;
 use crate::question::{QuestionActor, Returned};
@@ -411,6 +411,51 @@ impl Handler<Bootstrap> for ConnActor {
         state.set_remote(&ctx.address(), key);
         self.write(&capnp_actix_proto::message::bootstrap(id));
         Ok(Capability::pipelined(state, Arc::from([])))
+    }
+}
+
+/// Calls method `method_id` of interface `interface_id` on `target`, with
+/// `params` (a message whose root is the params struct; it carries no
+/// capabilities), and gives the pending call. The untyped, message-based
+/// way to call; typed code uses generated clients instead.
+///
+/// ```no_run
+/// # async fn f(conn: actix::Addr<capnp_actix::ConnActor>, cap: capnp_actix::Capability) {
+/// let mut params = capnp::message::Builder::new_default();
+/// params.set_root(capnp::text::Reader::from("hi")).unwrap();
+/// let pending = conn
+///     .send(capnp_actix::Call { target: cap, interface_id: 0xabcd, method_id: 0, params })
+///     .await
+///     .unwrap();
+/// let response = pending.await;
+/// # }
+/// ```
+#[derive(Message)]
+#[rtype(result = "PendingCall")]
+pub struct Call {
+    /// The capability to call.
+    pub target: Capability,
+    /// The method's interface id.
+    pub interface_id: u64,
+    /// The method's ordinal in the interface.
+    pub method_id: u16,
+    /// The params: the message's root is the params struct.
+    pub params: capnp::message::Builder<capnp::message::HeapAllocator>,
+}
+
+impl Handler<Call> for ConnActor {
+    type Result = MessageResult<Call>;
+
+    fn handle(&mut self, msg: Call, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut request = msg.target.new_call(msg.interface_id, msg.method_id);
+        let copied = msg
+            .params
+            .get_root_as_reader::<capnp::any_pointer::Reader>()
+            .and_then(|root| request.params().set_as(root));
+        MessageResult(match copied {
+            Ok(()) => request.send(),
+            Err(e) => PendingCall::new(CallState::settled(Err(e.into()))),
+        })
     }
 }
 

@@ -1,0 +1,659 @@
+//! Wire-level tests: a hand-driven "raw peer" writes frames built byte by
+//! byte (or with the core's message builders) to a `ConnActor` serving the
+//! `Test` interface, and reads back and decodes what the actor sends. No
+//! RPC runtime on the peer's side: what is asserted is exactly what crosses
+//! the stream.
+
+mod support;
+
+use capnp::any_pointer;
+use capnp::private::layout::CapTable;
+use capnp::traits::{HasTypeId, Imbue, IntoInternalStructReader};
+use capnp_actix::{Capability, ConnActor, ConnOptions, Stats, Watch};
+use capnp_actix_proto::frame::{encode, Frame, FrameDecoder, Limits};
+use capnp_actix_proto::message::{self as out, OutMessage};
+use capnp_actix_proto::rpc_capnp::{bootstrap, message, return_};
+use capnp_actix_proto::{CapDescriptor, Error, MessageTarget, PromisedAnswer};
+use futures::channel::oneshot;
+use std::cell::Cell;
+use std::future::Future;
+use std::time::Duration;
+// The generated code names its own types as `crate::test_capnp::...`.
+use support::test_capnp;
+use support::{Tally, TestImpl};
+use test_capnp::test::{self, echo_params, echo_results, hang_params};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+/// How long any single wait on the connection may take.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// How long the connection may stay silent before a fuzz case hangs up.
+const QUIET: Duration = Duration::from_millis(10);
+
+/// The interface id of `Test` in schema/test.capnp.
+const TEST_ID: u64 = <test::Client as HasTypeId>::TYPE_ID;
+
+/// Method ordinals of `Test`.
+const ECHO: u16 = 0;
+const HANG: u16 = 2;
+
+/// Runs one test in a fresh actix system, bounded in time.
+fn run(test: impl Future<Output = ()>) {
+    actix::System::new().block_on(async {
+        actix_rt::time::timeout(Duration::from_secs(15), test)
+            .await
+            .expect("the test timed out");
+    });
+}
+
+/// The test's end of a connection whose other end is a `ConnActor`.
+struct Peer {
+    conn: actix::Addr<ConnActor>,
+    io: DuplexStream,
+    decoder: FrameDecoder,
+    /// Resolves with why the connection ended.
+    ended: oneshot::Receiver<Error>,
+}
+
+impl Peer {
+    /// Starts a connection serving a `Test` main interface.
+    async fn start() -> Peer {
+        let main = Capability::from_server::<test::Client, _>(TestImpl::new(&Tally::default()));
+        let (conn_end, peer_end) = tokio::io::duplex(1 << 20);
+        let (read, write) = tokio::io::split(conn_end);
+        let conn = ConnActor::start(read, write, ConnOptions::new().main_interface(main));
+        let ended = conn.send(Watch).await.expect("the new connection is alive");
+        Peer {
+            conn,
+            io: peer_end,
+            decoder: FrameDecoder::new(Limits::default()),
+            ended,
+        }
+    }
+
+    async fn send(&mut self, message: &OutMessage) {
+        let mut bytes = Vec::new();
+        encode(message, &mut bytes);
+        self.send_raw(&bytes).await;
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.io
+            .write_all(bytes)
+            .await
+            .expect("write to the connection");
+    }
+
+    /// The next frame the connection sends, or `None` at a clean EOF.
+    async fn next(&mut self) -> Option<Frame> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(frame) = self.decoder.next_frame().expect("a well-formed frame") {
+                return Some(frame);
+            }
+            let read = actix_rt::time::timeout(WAIT, self.io.read(&mut buf))
+                .await
+                .expect("timed out waiting for the connection to send")
+                .expect("read from the connection");
+            if read == 0 {
+                assert_eq!(self.decoder.buffered(), 0, "EOF in the middle of a frame");
+                return None;
+            }
+            self.decoder.push(&buf[..read]);
+        }
+    }
+
+    async fn recv(&mut self) -> Frame {
+        self.next().await.expect("EOF where a message was expected")
+    }
+
+    /// Asks for the bootstrap capability under `question_id`; gives the
+    /// export id it arrived as.
+    async fn bootstrap(&mut self, question_id: u32) -> u32 {
+        self.send(&out::bootstrap(question_id)).await;
+        bootstrap_export(&self.recv().await, question_id)
+    }
+
+    /// Why the connection ended, as `Watch` reports it.
+    async fn ended(&mut self) -> Error {
+        actix_rt::time::timeout(WAIT, &mut self.ended)
+            .await
+            .expect("timed out waiting for the connection to end")
+            .expect("the connection went away without saying why")
+    }
+
+    /// The next message must be an `Abort` with a reason, then EOF, and
+    /// the connection must report its end. Gives the abort's exception.
+    async fn expect_abort_and_close(&mut self) -> Error {
+        let frame = self.recv().await;
+        let abort = expect_abort(&frame);
+        assert!(!abort.reason().is_empty(), "an Abort without a reason");
+        assert!(self.next().await.is_none(), "a message after the Abort");
+        let ended = self.ended().await;
+        assert_eq!(ended, abort, "Watch names another reason than the Abort");
+        abort
+    }
+}
+
+/// The union discriminant of a message, for diagnostics.
+fn tag(frame: &Frame) -> u16 {
+    let root: message::Reader = frame.get_root().unwrap();
+    root.into_internal_struct_reader().get_data_field::<u16>(0)
+}
+
+fn expect_return(frame: &Frame, answer_id: u32) -> return_::Reader<'_> {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Return(ret) = root.which().unwrap() else {
+        panic!("expected a Return, got message tag {}", tag(frame));
+    };
+    let ret = ret.unwrap();
+    assert_eq!(ret.get_answer_id(), answer_id);
+    ret
+}
+
+fn expect_results(
+    frame: &Frame,
+    answer_id: u32,
+) -> capnp_actix_proto::rpc_capnp::payload::Reader<'_> {
+    match expect_return(frame, answer_id).which().unwrap() {
+        return_::Results(results) => results.unwrap(),
+        return_::Exception(e) => panic!("exception: {}", Error::read(e.unwrap())),
+        _ => panic!("a Return of another kind than results"),
+    }
+}
+
+fn expect_abort(frame: &Frame) -> Error {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Abort(e) = root.which().unwrap() else {
+        panic!("expected an Abort, got message tag {}", tag(frame));
+    };
+    Error::read(e.unwrap())
+}
+
+fn expect_unimplemented(frame: &Frame) -> message::Reader<'_> {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Unimplemented(echo) = root.which().unwrap() else {
+        panic!("expected Unimplemented, got message tag {}", tag(frame));
+    };
+    echo.unwrap()
+}
+
+/// Whether `content` is a capability pointer with cap-table index 0: read
+/// against a table of exactly one entry, only index 0 resolves.
+fn is_cap_index_zero(content: any_pointer::Reader<'_>) -> bool {
+    let table: CapTable = vec![Some(
+        Capability::null()
+            .client::<capnp::capability::Client>()
+            .hook,
+    )];
+    let mut content = content;
+    content.imbue(&table);
+    content
+        .get_as_capability::<capnp::capability::Client>()
+        .is_ok()
+}
+
+/// Checks a bootstrap `Return`: results whose cap table holds one
+/// `senderHosted` descriptor and whose content is capability pointer 0.
+/// Gives the export id.
+fn bootstrap_export(frame: &Frame, answer_id: u32) -> u32 {
+    let results = expect_results(frame, answer_id);
+    let table = results.get_cap_table().unwrap();
+    assert_eq!(table.len(), 1, "cap table of the bootstrap Return");
+    let CapDescriptor::SenderHosted(id) = CapDescriptor::read(table.get(0)).unwrap() else {
+        panic!("the bootstrap capability is not senderHosted");
+    };
+    assert!(
+        is_cap_index_zero(results.get_content()),
+        "the bootstrap content is not capability pointer 0"
+    );
+    id
+}
+
+/// `Call{questionId, target, Test, method}` with `echo` params holding
+/// `text`, or empty `hang` params.
+fn call(question_id: u32, target: MessageTarget, method_id: u16, text: &str) -> OutMessage {
+    let mut m = OutMessage::new_default();
+    let mut c = m.init_root::<message::Builder>().init_call();
+    c.set_question_id(question_id);
+    target.write(c.reborrow().init_target());
+    c.set_interface_id(TEST_ID);
+    c.set_method_id(method_id);
+    let content = c.init_params().get_content();
+    if method_id == ECHO {
+        content.init_as::<echo_params::Builder>().set_text(text);
+    } else {
+        content.init_as::<hang_params::Builder>();
+    }
+    m
+}
+
+fn echo_call(question_id: u32, export_id: u32, text: &str) -> OutMessage {
+    call(
+        question_id,
+        MessageTarget::ImportedCap(export_id),
+        ECHO,
+        text,
+    )
+}
+
+fn encoded(message: &OutMessage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode(message, &mut bytes);
+    bytes
+}
+
+/// The byte offset, in an encoded single-segment frame, of the root
+/// struct's data section: where `Message`'s union discriminant lives
+/// (`which()` reads `get_data_field::<u16>(0)`).
+fn discriminant_offset(bytes: &[u8]) -> usize {
+    assert_eq!(&bytes[..4], &[0; 4], "a single-segment frame");
+    let root = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+    assert_eq!(root & 3, 0, "the root is a struct pointer");
+    let offset = (root as u32 as i32) >> 2;
+    8 + 8 * usize::try_from(1 + offset).unwrap()
+}
+
+// covers: W-01, P-01
+#[test]
+fn raw_bootstrap_and_echo_call() {
+    run(async {
+        let mut peer = Peer::start().await;
+        let export = peer.bootstrap(0).await;
+        peer.send(&echo_call(1, export, "raw")).await;
+        let frame = peer.recv().await;
+        let results = expect_results(&frame, 1);
+        let echoed = results
+            .get_content()
+            .get_as::<echo_results::Reader>()
+            .unwrap();
+        assert_eq!(echoed.get_text().unwrap().to_str().unwrap(), "raw");
+        peer.send(&out::finish(0, false)).await;
+        peer.send(&out::finish(1, false)).await;
+        // Both answers are gone once the Finishes are handled.
+        let deadline = std::time::Instant::now() + WAIT;
+        while peer.conn.send(Stats).await.unwrap().answers != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "answers kept after Finish"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+}
+
+// covers: P-08
+#[test]
+fn unknown_message_type_is_echoed_as_unimplemented() {
+    run(async {
+        let mut peer = Peer::start().await;
+        let mut bytes = encoded(&out::bootstrap(7));
+        let at = discriminant_offset(&bytes);
+        assert_eq!(&bytes[at..at + 2], &8u16.to_le_bytes(), "Bootstrap is @8");
+        bytes[at..at + 2].copy_from_slice(&99u16.to_le_bytes());
+        peer.send_raw(&bytes).await;
+
+        let frame = peer.recv().await;
+        let echo = expect_unimplemented(&frame);
+        assert!(matches!(echo.which(), Err(capnp::NotInSchema(99))));
+        // The echo carries the original body too (the Bootstrap struct
+        // under the union's pointer).
+        let inner = echo.into_internal_struct_reader();
+        let body = any_pointer::Reader::new(inner.get_pointer_field(0));
+        assert_eq!(
+            body.get_as::<bootstrap::Reader>()
+                .unwrap()
+                .get_question_id(),
+            7
+        );
+
+        peer.bootstrap(0).await;
+    });
+}
+
+// covers: P-16
+#[test]
+fn level_three_and_four_messages_are_unimplemented() {
+    run(async {
+        let mut peer = Peer::start().await;
+        for (name, question_id) in [("provide", 1), ("accept", 2), ("join", 3)] {
+            let mut m = OutMessage::new_default();
+            let root = m.init_root::<message::Builder>();
+            match name {
+                "provide" => {
+                    let mut p = root.init_provide();
+                    p.set_question_id(question_id);
+                    MessageTarget::ImportedCap(0).write(p.init_target());
+                }
+                "accept" => root.init_accept().set_question_id(question_id),
+                _ => {
+                    let mut j = root.init_join();
+                    j.set_question_id(question_id);
+                    MessageTarget::ImportedCap(0).write(j.init_target());
+                }
+            }
+            peer.send(&m).await;
+            let frame = peer.recv().await;
+            let echoed_id = match expect_unimplemented(&frame).which().unwrap() {
+                message::Provide(p) if name == "provide" => p.unwrap().get_question_id(),
+                message::Accept(a) if name == "accept" => a.unwrap().get_question_id(),
+                message::Join(j) if name == "join" => j.unwrap().get_question_id(),
+                _ => panic!("{name}: the echo holds another message"),
+            };
+            assert_eq!(echoed_id, question_id, "{name}");
+        }
+        // The connection still serves.
+        let export = peer.bootstrap(0).await;
+        peer.send(&echo_call(1, export, "still up")).await;
+        expect_results(&peer.recv().await, 1);
+    });
+}
+
+/// Protocol errors that must make the connection abort (F-01).
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// A second Call with the id of a call still running.
+    DuplicateCallId,
+    /// A second Bootstrap with the id of one not finished.
+    DuplicateBootstrapId,
+    /// A Call to an export id that was never handed out.
+    CallToUnknownExport,
+    /// Release 5 references of an export the peer holds once.
+    ReleaseBelowZero,
+    /// A Return for a question the connection never asked.
+    ReturnForUnknownQuestion,
+    /// `unimplemented` echoing a Finish (which must be implemented).
+    UnimplementedFinish,
+}
+
+/// Provokes `fault` on a fresh connection, then checks for Abort, EOF and
+/// the end report.
+fn abort_on(fault: Fault) {
+    run(async move {
+        let mut peer = Peer::start().await;
+        match fault {
+            Fault::DuplicateCallId => {
+                let export = peer.bootstrap(0).await;
+                peer.send(&out::finish(0, false)).await;
+                let hang = call(1, MessageTarget::ImportedCap(export), HANG, "");
+                peer.send(&hang).await;
+                peer.send(&echo_call(1, export, "again")).await;
+            }
+            Fault::DuplicateBootstrapId => {
+                peer.bootstrap(0).await;
+                peer.send(&out::bootstrap(0)).await;
+            }
+            Fault::CallToUnknownExport => peer.send(&echo_call(0, 42, "nobody")).await,
+            Fault::ReleaseBelowZero => {
+                let export = peer.bootstrap(0).await;
+                peer.send(&out::release(export, 5)).await;
+            }
+            Fault::ReturnForUnknownQuestion => {
+                let never_asked = Error::failed("an answer to nothing");
+                peer.send(&out::return_exception(7, &never_asked)).await;
+            }
+            Fault::UnimplementedFinish => {
+                let finish = out::finish(3, false);
+                let echo = out::unimplemented(finish.get_root_as_reader().unwrap()).unwrap();
+                peer.send(&echo).await;
+            }
+        }
+        let abort = peer.expect_abort_and_close().await;
+        eprintln!("{fault:?}: aborted with {abort}");
+    });
+}
+
+// covers: F-01, P-09
+#[test]
+fn duplicate_call_id_aborts() {
+    abort_on(Fault::DuplicateCallId);
+}
+
+// covers: F-01, P-09
+#[test]
+fn duplicate_bootstrap_id_aborts() {
+    abort_on(Fault::DuplicateBootstrapId);
+}
+
+// covers: F-01, P-09
+#[test]
+fn call_to_unknown_export_aborts() {
+    abort_on(Fault::CallToUnknownExport);
+}
+
+// covers: F-01, T-04, P-09
+#[test]
+fn release_below_zero_aborts() {
+    abort_on(Fault::ReleaseBelowZero);
+}
+
+// covers: F-01, P-09
+#[test]
+fn return_for_unknown_question_aborts() {
+    abort_on(Fault::ReturnForUnknownQuestion);
+}
+
+// covers: F-01, P-09
+#[test]
+fn unimplemented_echo_of_finish_aborts() {
+    abort_on(Fault::UnimplementedFinish);
+}
+
+// covers: F-02
+#[test]
+fn finish_for_unknown_question_is_tolerated() {
+    run(async {
+        let mut peer = Peer::start().await;
+        peer.send(&out::finish(99, true)).await;
+        // Handled in order: an Abort for the Finish would come first.
+        let export = peer.bootstrap(0).await;
+        peer.send(&echo_call(1, export, "fine")).await;
+        expect_results(&peer.recv().await, 1);
+    });
+}
+
+/// A segment table (count, sizes, padding) with no body.
+fn header_only(sizes: &[u32]) -> Vec<u8> {
+    let mut bytes = (sizes.len() as u32 - 1).to_le_bytes().to_vec();
+    for size in sizes {
+        bytes.extend(size.to_le_bytes());
+    }
+    if sizes.len() % 2 == 0 {
+        bytes.extend([0; 4]);
+    }
+    bytes
+}
+
+// covers: W-02, P-09
+#[test]
+fn too_many_segments_aborts_without_waiting_for_the_body() {
+    run(async {
+        let mut peer = Peer::start().await;
+        peer.send_raw(&header_only(&[1; 600])).await;
+        let abort = peer.expect_abort_and_close().await;
+        assert!(abort.reason().contains("segments"), "{abort}");
+    });
+}
+
+// covers: W-02, P-09
+#[test]
+fn oversized_message_aborts_without_waiting_for_the_body() {
+    let max = Limits::default().max_message_words as u32;
+    for sizes in [vec![max + 1], vec![max / 2 + 1, max / 2 + 1]] {
+        run(async {
+            let mut peer = Peer::start().await;
+            peer.send_raw(&header_only(&sizes)).await;
+            let abort = peer.expect_abort_and_close().await;
+            eprintln!("{sizes:?}: {abort}");
+        });
+    }
+}
+
+// covers: P-09
+#[test]
+fn abort_from_the_peer_ends_the_connection() {
+    run(async {
+        let mut peer = Peer::start().await;
+        peer.bootstrap(0).await;
+        peer.send(&out::abort(&Error::failed("bye"))).await;
+        let why = peer.ended().await;
+        assert!(why.reason().contains("bye"), "{why}");
+        assert!(
+            peer.next().await.is_none(),
+            "a message after the peer's Abort"
+        );
+    });
+}
+
+/// A deterministic xorshift64 generator.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> usize {
+        (self.next() % n) as usize
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+thread_local! {
+    /// Panics seen on this thread (the actix system of a test runs on it).
+    static PANICS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts panics per thread, still printing them as before.
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.set(p.get() + 1));
+            previous(info);
+        }));
+    });
+}
+
+/// A valid session to mutate: bootstrap, calls pipelined on it (one that
+/// returns, one that hangs), finishes.
+fn session() -> Vec<u8> {
+    let on_bootstrap = || {
+        MessageTarget::PromisedAnswer(PromisedAnswer {
+            question_id: 0,
+            transform: vec![],
+        })
+    };
+    let mut bytes = Vec::new();
+    for m in [
+        out::bootstrap(0),
+        call(1, on_bootstrap(), ECHO, "fuzz"),
+        call(2, on_bootstrap(), HANG, ""),
+        out::finish(1, false),
+        out::finish(2, false),
+        out::finish(0, false),
+    ] {
+        encode(&m, &mut bytes);
+    }
+    bytes
+}
+
+/// One fuzz input: pure noise, a plausible header with a noisy body, or a
+/// valid session with a few bytes changed (maybe cut short).
+fn blob(rng: &mut XorShift, case: usize, session: &[u8]) -> Vec<u8> {
+    match case % 3 {
+        0 => {
+            let len = rng.below(300);
+            rng.bytes(len)
+        }
+        1 => {
+            let sizes: Vec<u32> = (0..1 + rng.below(3)).map(|_| rng.below(8) as u32).collect();
+            let mut bytes = header_only(&sizes);
+            let body = sizes.iter().sum::<u32>() as usize * 8;
+            bytes.extend(rng.bytes(body));
+            bytes
+        }
+        _ => {
+            let mut bytes = session.to_vec();
+            for _ in 0..1 + rng.below(6) {
+                let at = rng.below(bytes.len() as u64);
+                bytes[at] ^= 1 + rng.below(255) as u8;
+            }
+            if rng.below(4) == 0 {
+                bytes.truncate(rng.below(bytes.len() as u64));
+            }
+            bytes
+        }
+    }
+}
+
+// covers: F-06
+#[test]
+fn random_input_never_panics_nor_hangs() {
+    count_panics();
+    run(async {
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let session = session();
+        let (mut aborted, mut answered) = (0, 0);
+        for case in 0..200 {
+            let bytes = blob(&mut rng, case, &session);
+            let mut peer = Peer::start().await;
+            // The connection may abort and close before all is written.
+            let _ = peer.io.write_all(&bytes).await;
+            // Take what the connection answers; once it falls quiet, hang
+            // up (a blob may end mid-frame) and take the rest until EOF.
+            let mut frames = Vec::new();
+            let mut hung_up = false;
+            loop {
+                let limit = if hung_up { WAIT } else { QUIET };
+                match actix_rt::time::timeout(limit, peer.next()).await {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(_) => {
+                        assert!(!hung_up, "case {case}: no EOF after the peer hung up");
+                        let _ = peer.io.shutdown().await;
+                        hung_up = true;
+                    }
+                }
+            }
+            let mut abort_seen = false;
+            for frame in frames {
+                assert!(!abort_seen, "case {case}: a message after the Abort");
+                let root: message::Reader = frame.get_root().unwrap();
+                match root.which() {
+                    Ok(message::Abort(_)) => abort_seen = true,
+                    Ok(message::Return(_)) => answered += 1,
+                    Ok(_) => {}
+                    Err(e) => panic!("case {case}: the connection sent a bad message: {e:?}"),
+                }
+            }
+            aborted += usize::from(abort_seen);
+            let why = peer.ended().await;
+            assert!(
+                !why.reason().is_empty(),
+                "case {case}: ended without a reason"
+            );
+            assert_eq!(
+                PANICS.with(Cell::get),
+                0,
+                "case {case}: panicked on {bytes:02x?}"
+            );
+        }
+        eprintln!("random input: {aborted} aborts, {answered} returns");
+        assert!(aborted > 0 && answered > 0, "the inputs reach too little");
+        // A fresh connection in the same system still works.
+        let mut peer = Peer::start().await;
+        let export = peer.bootstrap(0).await;
+        peer.send(&echo_call(1, export, "after the storm")).await;
+        expect_results(&peer.recv().await, 1);
+    });
+}
