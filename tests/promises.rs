@@ -10,8 +10,6 @@ use std::time::Duration;
 use support::test_capnp::{sequencer, test};
 use support::*;
 
-const REMOTE_MODES: [Mode; 2] = [Mode::Pair, Mode::Tcp];
-
 // covers: P-11, P-12
 #[test]
 fn calls_keep_their_order_when_an_echoed_capability_resolves_back_home() {

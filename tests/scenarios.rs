@@ -1,5 +1,5 @@
-//! Capability scenarios, each run three times: against a local object, and
-//! through a pair of connections (in memory, and over TCP). A local and a
+//! Capability scenarios, each run four times: against a local object, and
+//! through a pair of connections (in memory, over TCP, over a Unix socket). A local and a
 //! remote capability must behave the same to a caller.
 
 mod support;
@@ -368,5 +368,38 @@ fn the_call_message_calls_like_a_typed_client() {
         let results: support::test_capnp::test::echo_results::Reader =
             response.content().unwrap().get_as().unwrap();
         assert_eq!(results.get_text().unwrap().to_str().unwrap(), "by message");
+    });
+}
+
+// covers: W-04
+#[test]
+fn a_capability_works_from_another_arbiter_thread() {
+    for_each_mode(|mode| async move {
+        let h = harness(mode).await;
+        let cap = Capability::from_client(&h.test);
+        let other = actix::Arbiter::new();
+        let (tx, rx) = futures::channel::oneshot::channel();
+        // The closure crosses threads; the calls run on the other one.
+        other.spawn_fn(move || {
+            actix::spawn(async move {
+                let test: support::test_capnp::test::Client = cap.client();
+                let mut req = test.echo_request();
+                req.get().set_text("from another thread");
+                let reply = req.send().promise.await.map(|r| {
+                    r.get()
+                        .unwrap()
+                        .get_text()
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_string()
+                });
+                let _ = tx.send((std::thread::current().id(), reply));
+            });
+        });
+        let (thread, reply) = rx.await.unwrap();
+        assert_ne!(thread, std::thread::current().id());
+        assert_eq!(reply.unwrap(), "from another thread", "{mode:?}");
+        other.stop();
     });
 }

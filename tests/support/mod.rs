@@ -3,6 +3,8 @@
 //! through an in-memory connection pair, and over TCP.
 #![allow(dead_code)]
 
+pub mod raw;
+
 #[allow(dead_code, clippy::all)]
 pub mod test_capnp {
     include!(concat!(env!("OUT_DIR"), "/test_capnp.rs"));
@@ -387,9 +389,14 @@ pub enum Mode {
     Pair,
     /// Through two connection actors over loopback TCP.
     Tcp,
+    /// Through two connection actors over a Unix-domain socket.
+    Unix,
 }
 
-pub const ALL_MODES: [Mode; 3] = [Mode::Local, Mode::Pair, Mode::Tcp];
+pub const ALL_MODES: [Mode; 4] = [Mode::Local, Mode::Pair, Mode::Tcp, Mode::Unix];
+
+/// The modes that go through a connection.
+pub const REMOTE_MODES: [Mode; 3] = [Mode::Pair, Mode::Tcp, Mode::Unix];
 
 /// A reachable `Test` server and what keeps it reachable.
 pub struct Harness {
@@ -434,6 +441,33 @@ pub async fn harness(mode: Mode) -> Harness {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let client = ConnActor::from_tcp(stream, ConnOptions::new());
             let server = server_rx.await.unwrap();
+            let cap = client.send(Bootstrap).await.unwrap().unwrap();
+            Harness {
+                test: cap.client(),
+                tally,
+                client_conn: Some(client),
+                server_conn: Some(server),
+            }
+        }
+        Mode::Unix => {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "capnp-actix-test-{}-{}.sock",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            let options = ConnOptions::new().main_interface(main);
+            let (server_tx, server_rx) = futures::channel::oneshot::channel();
+            actix::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                let _ = server_tx.send(ConnActor::from_unix(stream, options));
+            });
+            let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+            let client = ConnActor::from_unix(stream, ConnOptions::new());
+            let server = server_rx.await.unwrap();
+            let _ = std::fs::remove_file(&path);
             let cap = client.send(Bootstrap).await.unwrap().unwrap();
             Harness {
                 test: cap.client(),

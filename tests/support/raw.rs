@@ -1,0 +1,255 @@
+//! A hand-driven "raw peer" for wire-level tests: it writes frames to a
+//! `ConnActor` and decodes what the actor sends back.
+#![allow(dead_code)]
+
+use capnp::any_pointer;
+use capnp::private::layout::CapTable;
+use capnp::traits::{HasTypeId, Imbue, IntoInternalStructReader};
+use capnp_actix::{Capability, ConnActor, ConnOptions, Watch};
+use capnp_actix_proto::frame::{encode, Frame, FrameDecoder, Limits};
+use capnp_actix_proto::message::{self as out, OutMessage};
+use capnp_actix_proto::rpc_capnp::{message, return_};
+use capnp_actix_proto::{CapDescriptor, Error, MessageTarget};
+use futures::channel::oneshot;
+use std::future::Future;
+use std::time::Duration;
+// The generated code names its own types as `crate::test_capnp::...`.
+use super::test_capnp;
+use super::{Tally, TestImpl};
+use test_capnp::test::{self, echo_params, hang_params};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+/// How long any single wait on the connection may take.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// How long the connection may stay silent before a fuzz case hangs up.
+pub const QUIET: Duration = Duration::from_millis(10);
+
+/// The interface id of `Test` in schema/test.capnp.
+pub const TEST_ID: u64 = <test::Client as HasTypeId>::TYPE_ID;
+
+/// Method ordinals of `Test`.
+pub const ECHO: u16 = 0;
+pub const HANG: u16 = 2;
+
+/// Runs one test in a fresh actix system, bounded in time.
+pub fn run(test: impl Future<Output = ()>) {
+    actix::System::new().block_on(async {
+        actix_rt::time::timeout(Duration::from_secs(15), test)
+            .await
+            .expect("the test timed out");
+    });
+}
+
+/// The test's end of a connection whose other end is a `ConnActor`.
+pub struct Peer {
+    pub conn: actix::Addr<ConnActor>,
+    pub io: DuplexStream,
+    pub decoder: FrameDecoder,
+    /// Resolves with why the connection ended.
+    pub ended: oneshot::Receiver<Error>,
+}
+
+impl Peer {
+    /// Starts a connection serving a `Test` main interface.
+    pub async fn start() -> Peer {
+        let main = Capability::from_server::<test::Client, _>(TestImpl::new(&Tally::default()));
+        Peer::connect(ConnOptions::new().main_interface(main)).await
+    }
+
+    /// Starts a connection with `options`; the test plays its peer.
+    pub async fn connect(options: ConnOptions) -> Peer {
+        let (conn_end, peer_end) = tokio::io::duplex(1 << 20);
+        let (read, write) = tokio::io::split(conn_end);
+        let conn = ConnActor::start(read, write, options);
+        let ended = conn.send(Watch).await.expect("the new connection is alive");
+        Peer {
+            conn,
+            io: peer_end,
+            decoder: FrameDecoder::new(Limits::default()),
+            ended,
+        }
+    }
+
+    pub async fn send(&mut self, message: &OutMessage) {
+        let mut bytes = Vec::new();
+        encode(message, &mut bytes);
+        self.send_raw(&bytes).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.io
+            .write_all(bytes)
+            .await
+            .expect("write to the connection");
+    }
+
+    /// The next frame the connection sends, or `None` at a clean EOF.
+    pub async fn next(&mut self) -> Option<Frame> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(frame) = self.decoder.next_frame().expect("a well-formed frame") {
+                return Some(frame);
+            }
+            let read = actix_rt::time::timeout(WAIT, self.io.read(&mut buf))
+                .await
+                .expect("timed out waiting for the connection to send")
+                .expect("read from the connection");
+            if read == 0 {
+                assert_eq!(self.decoder.buffered(), 0, "EOF in the middle of a frame");
+                return None;
+            }
+            self.decoder.push(&buf[..read]);
+        }
+    }
+
+    pub async fn recv(&mut self) -> Frame {
+        self.next().await.expect("EOF where a message was expected")
+    }
+
+    /// Asks for the bootstrap capability under `question_id`; gives the
+    /// export id it arrived as.
+    pub async fn bootstrap(&mut self, question_id: u32) -> u32 {
+        self.send(&out::bootstrap(question_id)).await;
+        bootstrap_export(&self.recv().await, question_id)
+    }
+
+    /// Why the connection ended, as `Watch` reports it.
+    pub async fn ended(&mut self) -> Error {
+        actix_rt::time::timeout(WAIT, &mut self.ended)
+            .await
+            .expect("timed out waiting for the connection to end")
+            .expect("the connection went away without saying why")
+    }
+
+    /// The next message must be an `Abort` with a reason, then EOF, and
+    /// the connection must report its end. Gives the abort's exception.
+    pub async fn expect_abort_and_close(&mut self) -> Error {
+        let frame = self.recv().await;
+        let abort = expect_abort(&frame);
+        assert!(!abort.reason().is_empty(), "an Abort without a reason");
+        assert!(self.next().await.is_none(), "a message after the Abort");
+        let ended = self.ended().await;
+        assert_eq!(ended, abort, "Watch names another reason than the Abort");
+        abort
+    }
+}
+
+/// The union discriminant of a message, for diagnostics.
+pub fn tag(frame: &Frame) -> u16 {
+    let root: message::Reader = frame.get_root().unwrap();
+    root.into_internal_struct_reader().get_data_field::<u16>(0)
+}
+
+pub fn expect_return(frame: &Frame, answer_id: u32) -> return_::Reader<'_> {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Return(ret) = root.which().unwrap() else {
+        panic!("expected a Return, got message tag {}", tag(frame));
+    };
+    let ret = ret.unwrap();
+    assert_eq!(ret.get_answer_id(), answer_id);
+    ret
+}
+
+pub fn expect_results(
+    frame: &Frame,
+    answer_id: u32,
+) -> capnp_actix_proto::rpc_capnp::payload::Reader<'_> {
+    match expect_return(frame, answer_id).which().unwrap() {
+        return_::Results(results) => results.unwrap(),
+        return_::Exception(e) => panic!("exception: {}", Error::read(e.unwrap())),
+        _ => panic!("a Return of another kind than results"),
+    }
+}
+
+pub fn expect_abort(frame: &Frame) -> Error {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Abort(e) = root.which().unwrap() else {
+        panic!("expected an Abort, got message tag {}", tag(frame));
+    };
+    Error::read(e.unwrap())
+}
+
+pub fn expect_unimplemented(frame: &Frame) -> message::Reader<'_> {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Unimplemented(echo) = root.which().unwrap() else {
+        panic!("expected Unimplemented, got message tag {}", tag(frame));
+    };
+    echo.unwrap()
+}
+
+/// Whether `content` is a capability pointer with cap-table index 0: read
+/// against a table of exactly one entry, only index 0 resolves.
+pub fn is_cap_index_zero(content: any_pointer::Reader<'_>) -> bool {
+    let table: CapTable = vec![Some(
+        Capability::null()
+            .client::<capnp::capability::Client>()
+            .hook,
+    )];
+    let mut content = content;
+    content.imbue(&table);
+    content
+        .get_as_capability::<capnp::capability::Client>()
+        .is_ok()
+}
+
+/// Checks a bootstrap `Return`: results whose cap table holds one
+/// `senderHosted` descriptor and whose content is capability pointer 0.
+/// Gives the export id.
+pub fn bootstrap_export(frame: &Frame, answer_id: u32) -> u32 {
+    let results = expect_results(frame, answer_id);
+    let table = results.get_cap_table().unwrap();
+    assert_eq!(table.len(), 1, "cap table of the bootstrap Return");
+    let CapDescriptor::SenderHosted(id) = CapDescriptor::read(table.get(0)).unwrap() else {
+        panic!("the bootstrap capability is not senderHosted");
+    };
+    assert!(
+        is_cap_index_zero(results.get_content()),
+        "the bootstrap content is not capability pointer 0"
+    );
+    id
+}
+
+/// `Call{questionId, target, Test, method}` with `echo` params holding
+/// `text`, or empty `hang` params.
+pub fn call(question_id: u32, target: MessageTarget, method_id: u16, text: &str) -> OutMessage {
+    let mut m = OutMessage::new_default();
+    let mut c = m.init_root::<message::Builder>().init_call();
+    c.set_question_id(question_id);
+    target.write(c.reborrow().init_target());
+    c.set_interface_id(TEST_ID);
+    c.set_method_id(method_id);
+    let content = c.init_params().get_content();
+    if method_id == ECHO {
+        content.init_as::<echo_params::Builder>().set_text(text);
+    } else {
+        content.init_as::<hang_params::Builder>();
+    }
+    m
+}
+
+pub fn echo_call(question_id: u32, export_id: u32, text: &str) -> OutMessage {
+    call(
+        question_id,
+        MessageTarget::ImportedCap(export_id),
+        ECHO,
+        text,
+    )
+}
+
+pub fn encoded(message: &OutMessage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode(message, &mut bytes);
+    bytes
+}
+
+/// The byte offset, in an encoded single-segment frame, of the root
+/// struct's data section: where `Message`'s union discriminant lives
+/// (`which()` reads `get_data_field::<u16>(0)`).
+pub fn discriminant_offset(bytes: &[u8]) -> usize {
+    assert_eq!(&bytes[..4], &[0; 4], "a single-segment frame");
+    let root = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+    assert_eq!(root & 3, 0, "the root is a struct pointer");
+    let offset = (root as u32 as i32) >> 2;
+    8 + 8 * usize::try_from(1 + offset).unwrap()
+}

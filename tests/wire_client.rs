@@ -1,0 +1,424 @@
+//! Wire-level tests of the calling side: a `ConnActor` that makes the calls,
+//! and the test playing the server byte by byte. What is asserted is what
+//! our side sends: questions, finishes, releases, disembargoes.
+
+mod support;
+
+use capnp::private::layout::CapTable;
+use capnp::traits::ImbueMut;
+use capnp_actix::{Bootstrap, Capability, ConnOptions, Stats};
+use capnp_actix_proto::frame::Frame;
+use capnp_actix_proto::message::{self as out, DisembargoContext, OutMessage};
+use capnp_actix_proto::rpc_capnp::{call, disembargo, message};
+use capnp_actix_proto::{CapDescriptor, Error, MessageTarget};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::raw::*;
+use support::test_capnp;
+use support::{CounterImpl, Tally};
+use test_capnp::{counter, test};
+
+/// A `Return` whose results are one capability, named by `descriptor`.
+fn return_cap(answer_id: u32, descriptor: CapDescriptor) -> OutMessage {
+    let mut m = capnp::message::Builder::new_default();
+    let mut table: CapTable = Vec::new();
+    {
+        let mut ret = m.init_root::<message::Builder>().init_return();
+        ret.set_answer_id(answer_id);
+        ret.set_release_param_caps(false);
+        let mut results = ret.init_results();
+        {
+            let mut content = results.reborrow().get_content();
+            content.imbue_mut(&mut table);
+            content.set_as_capability(
+                Capability::null()
+                    .client::<capnp::capability::Client>()
+                    .hook,
+            );
+        }
+        descriptor.write(results.init_cap_table(1).get(0));
+    }
+    m
+}
+
+/// A `Return` with empty results; `release_param_caps` as given.
+fn return_empty(answer_id: u32, release_param_caps: bool) -> OutMessage {
+    let mut m = capnp::message::Builder::new_default();
+    {
+        let mut ret = m.init_root::<message::Builder>().init_return();
+        ret.set_answer_id(answer_id);
+        ret.set_release_param_caps(release_param_caps);
+        ret.init_results();
+    }
+    m
+}
+
+fn expect_bootstrap(frame: &Frame) -> u32 {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Bootstrap(b) = root.which().unwrap() else {
+        panic!("expected a Bootstrap, got message tag {}", tag(frame));
+    };
+    b.unwrap().get_question_id()
+}
+
+fn expect_call(frame: &Frame) -> call::Reader<'_> {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Call(c) = root.which().unwrap() else {
+        panic!("expected a Call, got message tag {}", tag(frame));
+    };
+    c.unwrap()
+}
+
+/// What a message is, in a few words, for matching sequences.
+#[derive(Debug, PartialEq, Eq, Clone)]
+enum Seen {
+    Finish(u32),
+    Release(u32, u32),
+    Call(u32, MessageTarget),
+    Disembargo(MessageTarget, DisembargoContext),
+    Other(u16),
+}
+
+fn seen(frame: &Frame) -> Seen {
+    let root: message::Reader = frame.get_root().unwrap();
+    match root.which().unwrap() {
+        message::Finish(f) => Seen::Finish(f.unwrap().get_question_id()),
+        message::Release(r) => {
+            let r = r.unwrap();
+            Seen::Release(r.get_id(), r.get_reference_count())
+        }
+        message::Call(c) => {
+            let c = c.unwrap();
+            Seen::Call(
+                c.get_question_id(),
+                MessageTarget::read(c.get_target().unwrap()).unwrap(),
+            )
+        }
+        message::Disembargo(d) => {
+            let d = d.unwrap();
+            let target = MessageTarget::read(d.get_target().unwrap()).unwrap();
+            let context = match d.get_context().which().unwrap() {
+                disembargo::context::SenderLoopback(id) => DisembargoContext::SenderLoopback(id),
+                disembargo::context::ReceiverLoopback(id) => {
+                    DisembargoContext::ReceiverLoopback(id)
+                }
+                _ => panic!("a level 3 disembargo"),
+            };
+            Seen::Disembargo(target, context)
+        }
+        _ => Seen::Other(tag(frame)),
+    }
+}
+
+/// Everything our side sends within `window`.
+async fn collect(peer: &mut Peer, window: Duration) -> Vec<Seen> {
+    let mut all = Vec::new();
+    let deadline = std::time::Instant::now() + window;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match actix_rt::time::timeout(left, peer.next()).await {
+            Ok(Some(frame)) => all.push(seen(&frame)),
+            Ok(None) | Err(_) => return all,
+        }
+    }
+}
+
+/// A client connection with a bootstrap capability the test answered as
+/// `descriptor`. Gives the peer, the capability and the question id.
+async fn bootstrapped(descriptor: CapDescriptor) -> (Peer, Capability, u32) {
+    let mut peer = Peer::connect(ConnOptions::new()).await;
+    let cap = peer.conn.send(Bootstrap).await.unwrap().unwrap();
+    let question = expect_bootstrap(&peer.recv().await);
+    peer.send(&return_cap(question, descriptor)).await;
+    // Let the connection read the Return.
+    actix_rt::time::sleep(Duration::from_millis(30)).await;
+    (peer, cap, question)
+}
+
+fn echo(
+    cap: &Capability,
+    text: &str,
+) -> capnp::capability::RemotePromise<test::echo_results::Owned> {
+    let client: test::Client = cap.client();
+    let mut req = client.echo_request();
+    req.get().set_text(text);
+    req.send()
+}
+
+// covers: P-05
+#[test]
+fn an_import_received_twice_is_released_once_with_count_two() {
+    run(async {
+        let mut peer = Peer::connect(ConnOptions::new()).await;
+        let first = peer.conn.send(Bootstrap).await.unwrap().unwrap();
+        let q0 = expect_bootstrap(&peer.recv().await);
+        let second = peer.conn.send(Bootstrap).await.unwrap().unwrap();
+        let q1 = expect_bootstrap(&peer.recv().await);
+        peer.send(&return_cap(q0, CapDescriptor::SenderHosted(5)))
+            .await;
+        peer.send(&return_cap(q1, CapDescriptor::SenderHosted(5)))
+            .await;
+        actix_rt::time::sleep(Duration::from_millis(30)).await;
+        drop((first, second));
+        let sent = collect(&mut peer, Duration::from_millis(200)).await;
+        let releases: Vec<_> = sent
+            .iter()
+            .filter(|s| matches!(s, Seen::Release(..)))
+            .collect();
+        assert_eq!(releases, vec![&Seen::Release(5, 2)], "{sent:?}");
+        assert!(
+            sent.contains(&Seen::Finish(q0)) && sent.contains(&Seen::Finish(q1)),
+            "{sent:?}"
+        );
+    });
+}
+
+// covers: P-06
+#[test]
+fn param_caps_are_released_as_the_return_says() {
+    for release_param_caps in [true, false] {
+        run(async move {
+            let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderHosted(3)).await;
+            let tally = Tally::default();
+            let mine: counter::Client = capnp_actix::new_client(CounterImpl::new(0, &tally));
+            let client: test::Client = cap.client();
+            let mut req = client.hold_request();
+            req.get().set_cap(mine);
+            let pending = req.send();
+            let frame = peer.recv().await;
+            let call = expect_call(&frame);
+            let question = call.get_question_id();
+            let table = call.get_params().unwrap().get_cap_table().unwrap();
+            assert_eq!(table.len(), 1);
+            let CapDescriptor::SenderHosted(export) = CapDescriptor::read(table.get(0)).unwrap()
+            else {
+                panic!("a local capability goes out as senderHosted");
+            };
+            assert_eq!(peer.conn.send(Stats).await.unwrap().exports, 1);
+            peer.send(&return_empty(question, release_param_caps)).await;
+            pending.promise.await.unwrap();
+            let exports = peer.conn.send(Stats).await.unwrap().exports;
+            if release_param_caps {
+                assert_eq!(exports, 0, "releaseParamCaps released the export");
+            } else {
+                assert_eq!(exports, 1, "the export stays until a Release");
+                peer.send(&out::release(export, 1)).await;
+                let conn = peer.conn.clone();
+                let mut left = 1;
+                for _ in 0..100 {
+                    left = conn.send(Stats).await.unwrap().exports;
+                    if left == 0 {
+                        break;
+                    }
+                    actix_rt::time::sleep(Duration::from_millis(5)).await;
+                }
+                assert_eq!(left, 0, "the Release released the export");
+            }
+            let t = tally.clone();
+            support::eventually("the counter is dropped", Duration::from_secs(2), || {
+                t.counters.load(Ordering::SeqCst) == 0
+            })
+            .await;
+        });
+    }
+}
+
+// covers: P-07, T-03
+#[test]
+fn a_dropped_call_sends_finish_and_its_id_waits_for_the_return() {
+    run(async {
+        let (mut peer, cap, bootstrap_question) =
+            bootstrapped(CapDescriptor::SenderHosted(1)).await;
+        let dropped = echo(&cap, "a");
+        let a = expect_call(&peer.recv().await).get_question_id();
+        drop(dropped);
+        let sent = collect(&mut peer, Duration::from_millis(100)).await;
+        assert_eq!(sent, vec![Seen::Finish(a)]);
+        // No Return yet: a new question must take another id.
+        let _b_pending = echo(&cap, "b");
+        let b = expect_call(&peer.recv().await).get_question_id();
+        assert_ne!(a, b);
+        assert_ne!(b, bootstrap_question);
+        // Once the Return arrives, the id is free again: the lowest one.
+        peer.send(&return_empty(a, false)).await;
+        actix_rt::time::sleep(Duration::from_millis(30)).await;
+        let _c_pending = echo(&cap, "c");
+        let c = expect_call(&peer.recv().await).get_question_id();
+        assert_eq!(c, a, "the freed id is the lowest free one");
+    });
+}
+
+// covers: P-10, P-12
+#[test]
+fn a_promise_import_is_called_until_resolve_then_its_resolution() {
+    run(async {
+        let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderPromise(7)).await;
+        let _first = echo(&cap, "before");
+        let sent = collect(&mut peer, Duration::from_millis(50)).await;
+        assert!(
+            matches!(&sent[..], [Seen::Call(_, MessageTarget::ImportedCap(7))]),
+            "{sent:?}"
+        );
+        peer.send(&out::resolve(7, Ok(&CapDescriptor::SenderHosted(8))))
+            .await;
+        actix_rt::time::sleep(Duration::from_millis(30)).await;
+        let _second = echo(&cap, "after");
+        let sent = collect(&mut peer, Duration::from_millis(100)).await;
+        // The promise export is released, and the call goes to what it
+        // resolved to; no embargo (the peer hosts it).
+        assert!(sent.contains(&Seen::Release(7, 1)), "{sent:?}");
+        assert!(
+            sent.iter()
+                .any(|s| matches!(s, Seen::Call(_, MessageTarget::ImportedCap(8)))),
+            "{sent:?}"
+        );
+        assert!(
+            !sent.iter().any(|s| matches!(s, Seen::Disembargo(..))),
+            "{sent:?}"
+        );
+    });
+}
+
+// covers: F-01
+#[test]
+fn resolve_for_an_import_that_is_no_promise_aborts() {
+    run(async {
+        let (mut peer, _cap, _) = bootstrapped(CapDescriptor::SenderHosted(4)).await;
+        peer.send(&out::resolve(4, Ok(&CapDescriptor::SenderHosted(9))))
+            .await;
+        let abort = peer.expect_abort_and_close().await;
+        assert!(abort.reason().contains("not a promise"), "{abort}");
+    });
+}
+
+// covers: F-02
+#[test]
+fn resolve_for_a_released_promise_releases_what_it_carries() {
+    run(async {
+        let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderPromise(7)).await;
+        drop(cap);
+        let sent = collect(&mut peer, Duration::from_millis(100)).await;
+        assert!(sent.contains(&Seen::Release(7, 1)), "{sent:?}");
+        peer.send(&out::resolve(7, Ok(&CapDescriptor::SenderHosted(8))))
+            .await;
+        let sent = collect(&mut peer, Duration::from_millis(100)).await;
+        assert_eq!(sent, vec![Seen::Release(8, 1)]);
+    });
+}
+
+// covers: P-11
+#[test]
+fn a_promise_resolved_back_to_us_holds_new_calls_until_the_disembargo_returns() {
+    run(async {
+        let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderPromise(7)).await;
+        // Export a counter of ours to the peer.
+        let tally = Tally::default();
+        let mine: counter::Client = capnp_actix::new_client(CounterImpl::new(0, &tally));
+        let client: test::Client = cap.client();
+        let mut req = client.hold_request();
+        req.get().set_cap(mine.clone());
+        let _hold = req.send();
+        let frame = peer.recv().await;
+        let table = expect_call(&frame)
+            .get_params()
+            .unwrap()
+            .get_cap_table()
+            .unwrap();
+        let CapDescriptor::SenderHosted(export) = CapDescriptor::read(table.get(0)).unwrap() else {
+            panic!("senderHosted expected");
+        };
+        // A call through the promise goes to the peer.
+        let as_counter: counter::Client = cap.client();
+        let mut req = as_counter.increment_request();
+        req.get().set_by(1);
+        let _in_flight = req.send();
+        let sent = collect(&mut peer, Duration::from_millis(50)).await;
+        assert!(
+            matches!(&sent[..], [Seen::Call(_, MessageTarget::ImportedCap(7))]),
+            "{sent:?}"
+        );
+        // The promise resolves to our own counter: we must embargo.
+        peer.send(&out::resolve(7, Ok(&CapDescriptor::ReceiverHosted(export))))
+            .await;
+        let sent = collect(&mut peer, Duration::from_millis(100)).await;
+        let embargo = sent
+            .iter()
+            .find_map(|s| match s {
+                Seen::Disembargo(
+                    MessageTarget::ImportedCap(7),
+                    DisembargoContext::SenderLoopback(id),
+                ) => Some(*id),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no senderLoopback Disembargo in {sent:?}"));
+        // A call made now waits for the embargo: it must not reach the
+        // counter yet.
+        let mut req = as_counter.increment_request();
+        req.get().set_by(10);
+        let held = req.send();
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let value = mine.get_request().send().promise.await.unwrap();
+        assert_eq!(
+            value.get().unwrap().get_value(),
+            0,
+            "a call overtook the embargo"
+        );
+        // The peer reflects the embargo: the held call goes on.
+        peer.send(&out::disembargo(
+            &MessageTarget::ImportedCap(export),
+            DisembargoContext::ReceiverLoopback(embargo),
+        ))
+        .await;
+        let reply = held.promise.await.unwrap();
+        assert_eq!(reply.get().unwrap().get_value(), 10);
+    });
+}
+
+// covers: P-11
+#[test]
+fn no_embargo_for_a_broken_resolution() {
+    run(async {
+        let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderPromise(7)).await;
+        let _in_flight = echo(&cap, "x");
+        let _ = collect(&mut peer, Duration::from_millis(50)).await;
+        peer.send(&out::resolve(7, Err(&Error::failed("gone"))))
+            .await;
+        actix_rt::time::sleep(Duration::from_millis(30)).await;
+        let err = echo(&cap, "y").promise.await.err().unwrap();
+        assert!(err.extra.contains("gone"), "{err}");
+        let sent = collect(&mut peer, Duration::from_millis(100)).await;
+        assert!(
+            !sent.iter().any(|s| matches!(s, Seen::Disembargo(..))),
+            "{sent:?}"
+        );
+    });
+}
+
+// covers: F-01
+#[test]
+fn a_receiver_loopback_for_an_unknown_embargo_aborts() {
+    run(async {
+        let (mut peer, _cap, _) = bootstrapped(CapDescriptor::SenderHosted(1)).await;
+        peer.send(&out::disembargo(
+            &MessageTarget::ImportedCap(1),
+            DisembargoContext::ReceiverLoopback(42),
+        ))
+        .await;
+        peer.expect_abort_and_close().await;
+    });
+}
+
+// covers: F-01
+#[test]
+fn a_sender_loopback_that_does_not_point_back_aborts() {
+    run(async {
+        let (mut peer, _cap, _) = bootstrapped(CapDescriptor::SenderHosted(1)).await;
+        peer.send(&out::disembargo(
+            &MessageTarget::ImportedCap(0),
+            DisembargoContext::SenderLoopback(3),
+        ))
+        .await;
+        let abort = peer.expect_abort_and_close().await;
+        assert!(abort.reason().contains("senderLoopback"), "{abort}");
+    });
+}
