@@ -422,3 +422,61 @@ fn a_sender_loopback_that_does_not_point_back_aborts() {
         assert!(abort.reason().contains("senderLoopback"), "{abort}");
     });
 }
+
+// covers: F-06
+#[test]
+fn new_calls_fail_overloaded_while_the_send_buffer_is_full() {
+    run(async {
+        // A peer that reads nothing yet: our writes pile up.
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let (read, write) = tokio::io::split(ours);
+        let conn =
+            capnp_actix::ConnActor::start(read, write, ConnOptions::new().send_buffer_size(4096));
+        let cap = conn.send(Bootstrap).await.unwrap().unwrap();
+        let text = "x".repeat(500);
+        let mut went_out = 0;
+        let mut refused = None;
+        for _ in 0..100 {
+            let call = echo(&cap, &text);
+            // Each call is handled before the next is made.
+            conn.send(Stats).await.unwrap();
+            match futures::FutureExt::now_or_never(call.promise) {
+                Some(Err(e)) => {
+                    refused = Some(e);
+                    break;
+                }
+                Some(Ok(_)) => panic!("no reply can have arrived"),
+                None => went_out += 1,
+            }
+        }
+        let refused = refused.expect("calls beyond the send buffer must fail");
+        assert_eq!(refused.kind, capnp::ErrorKind::Overloaded, "{refused}");
+        assert!(refused.extra.contains("send_buffer_size"), "{refused}");
+        assert!(
+            went_out >= 4,
+            "calls within the buffer went out: {went_out}"
+        );
+        // Once the peer reads, the buffer drains and calls go out again.
+        let drain = actix::spawn(async move {
+            let mut buf = vec![0u8; 1 << 16];
+            use tokio::io::AsyncReadExt;
+            while let Ok(n) = theirs.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let mut accepted = false;
+        for _ in 0..200 {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+            let call = echo(&cap, "small");
+            conn.send(Stats).await.unwrap();
+            if futures::FutureExt::now_or_never(call.promise).is_none() {
+                accepted = true;
+                break;
+            }
+        }
+        assert!(accepted, "calls go out again once the buffer drains");
+        drain.abort();
+    });
+}

@@ -46,7 +46,10 @@ pub use answer::AnswerActor;
 pub use call::{PendingCall, Pipeline, Response};
 pub use capability::{Capability, Request};
 pub use capnp_actix_proto::{Error, ErrorKind};
-pub use conn::{Bootstrap, Call, Close, ConnActor, ConnOptions, ConnStats, Stats, Watch};
+pub use conn::{
+    Bootstrap, Call, Close, ConnActor, ConnOptions, ConnStats, Stats, Watch,
+    DEFAULT_SEND_BUFFER_SIZE,
+};
 pub use export::{new_client, ExportActor};
 pub use question::QuestionActor;
 pub use stats::{live_actors, LiveActors};

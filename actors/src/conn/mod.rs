@@ -28,7 +28,7 @@ use capnp_actix_proto::table::{ExportTable, ImportTable, PeerTable, QuestionTabl
 use capnp_actix_proto::Error;
 use futures::channel::{mpsc, oneshot};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::io::{AsyncRead, AsyncWrite};
 use transport::ReadFailure;
@@ -61,13 +61,28 @@ enum BootstrapSource {
 /// use capnp_actix::{Capability, ConnOptions};
 /// let options = ConnOptions::new().main_interface(Capability::null());
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ConnOptions {
     /// What a peer's `Bootstrap` gets; `None` answers it with an exception.
     bootstrap: Option<BootstrapSource>,
     /// Limits on inbound messages and on what we send.
     limits: Limits,
+    /// How many bytes may wait for the transport before new calls fail.
+    send_buffer_size: usize,
 }
+
+impl Default for ConnOptions {
+    fn default() -> Self {
+        ConnOptions {
+            bootstrap: None,
+            limits: Limits::default(),
+            send_buffer_size: DEFAULT_SEND_BUFFER_SIZE,
+        }
+    }
+}
+
+/// The default of [`ConnOptions::send_buffer_size`]: 64 MiB.
+pub const DEFAULT_SEND_BUFFER_SIZE: usize = 64 << 20;
 
 impl ConnOptions {
     /// Options with no bootstrap capability and default limits.
@@ -100,6 +115,19 @@ impl ConnOptions {
         factory: impl Fn() -> Capability + Send + Sync + 'static,
     ) -> Self {
         self.bootstrap = Some(BootstrapSource::Factory(Arc::new(factory)));
+        self
+    }
+
+    /// How many bytes may wait for the transport (written by us, not yet
+    /// taken by the socket) before new calls on the connection fail with an
+    /// `overloaded` error instead of queueing more. Returns and other
+    /// replies are always queued. Default: [`DEFAULT_SEND_BUFFER_SIZE`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().send_buffer_size(1 << 20);
+    /// ```
+    pub fn send_buffer_size(mut self, bytes: usize) -> Self {
+        self.send_buffer_size = bytes;
         self
     }
 
@@ -196,6 +224,10 @@ pub struct ConnActor {
     pub(crate) limits: Limits,
     /// Frames for the writer task; `None` once the connection closes.
     pub(crate) writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    /// Bytes handed to the writer task and not yet written.
+    pub(crate) queued_bytes: Arc<AtomicUsize>,
+    /// Above this many queued bytes, new calls fail (`overloaded`).
+    pub(crate) send_buffer_size: usize,
     /// Our questions.
     pub(crate) questions: QuestionTable<QuestionEntry>,
     /// Question ids by caller key.
@@ -243,9 +275,11 @@ impl ConnActor {
         ConnActor::create(move |ctx| {
             ctx.add_stream(transport::frames(read, limits));
             let (tx, rx) = mpsc::unbounded();
+            let queued_bytes = Arc::new(AtomicUsize::new(0));
             actix_rt::spawn(transport::write_frames(
                 write,
                 rx,
+                queued_bytes.clone(),
                 ctx.address().downgrade(),
             ));
             let main = match options.bootstrap {
@@ -258,6 +292,8 @@ impl ConnActor {
                 main,
                 limits,
                 writer: Some(tx),
+                queued_bytes,
+                send_buffer_size: options.send_buffer_size,
                 questions: QuestionTable::new(),
                 question_ids: HashMap::new(),
                 answers: PeerTable::new(),

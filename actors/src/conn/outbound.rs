@@ -90,6 +90,8 @@ impl ConnActor {
         let mut bytes = Vec::new();
         frame::encode(message, &mut bytes);
         log::trace!("conn {}: sending {} bytes", self.id, bytes.len());
+        self.queued_bytes
+            .fetch_add(bytes.len(), std::sync::atomic::Ordering::Relaxed);
         if writer.unbounded_send(bytes).is_err() {
             self.writer = None;
         }
@@ -141,6 +143,13 @@ impl ConnActor {
             }
         };
         self.check_size(&message)?;
+        let queued = self.queued_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        if queued > self.send_buffer_size {
+            return Err(Error::overloaded(format!(
+                "{queued} bytes wait to be sent, over the limit of {} (send_buffer_size)",
+                self.send_buffer_size
+            )));
+        }
         let id = self.questions.insert(QuestionEntry {
             key: Some(key),
             actor: Some(QuestionActor::new(Arc::downgrade(state), ctx.address(), key).start()),

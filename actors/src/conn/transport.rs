@@ -10,6 +10,8 @@ use capnp_actix_proto::frame::{Frame, FrameDecoder, Limits};
 use capnp_actix_proto::Error;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// What ends the inbound stream.
@@ -55,6 +57,7 @@ where
 pub(crate) async fn write_frames<W>(
     mut write: W,
     mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
     conn: WeakAddr<ConnActor>,
 ) where
     W: AsyncWrite + Unpin + 'static,
@@ -67,7 +70,9 @@ pub(crate) async fn write_frames<W>(
             write.write_all(&batch).await?;
             write.flush().await
         };
-        if let Err(e) = written.await {
+        let result = written.await;
+        queued_bytes.fetch_sub(batch.len(), Ordering::Relaxed);
+        if let Err(e) = result {
             if let Some(conn) = conn.upgrade() {
                 conn.do_send(WriteFailed(Error::disconnected(format!(
                     "write failed: {e}"
