@@ -103,6 +103,21 @@ pub fn return_canceled(answer_id: u32) -> OutMessage {
     m
 }
 
+/// `Return{answerId, resultsSentElsewhere}`: the answer to a call made with
+/// `sendResultsTo.yourself`, whose results stay here for the caller to take.
+///
+/// ```
+/// let m = capnp_actix_proto::message::return_results_sent_elsewhere(4);
+/// ```
+pub fn return_results_sent_elsewhere(answer_id: u32) -> OutMessage {
+    let mut m = new_message();
+    let mut r = m.init_root::<message::Builder>().init_return();
+    r.set_answer_id(answer_id);
+    r.set_release_param_caps(false);
+    r.set_results_sent_elsewhere(());
+    m
+}
+
 /// `Resolve{promiseId, cap}` or `Resolve{promiseId, exception}`.
 ///
 /// ```

@@ -480,3 +480,93 @@ fn new_calls_fail_overloaded_while_the_send_buffer_is_full() {
         drain.abort();
     });
 }
+
+// covers: P-13
+#[test]
+fn a_tail_call_from_the_peer_hands_its_results_to_our_question() {
+    run(async {
+        let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderHosted(1)).await;
+        let tally = Tally::default();
+        let mine: counter::Client = capnp_actix::new_client(CounterImpl::new(0, &tally));
+        // Our question: Test.hold(mine), untyped, to read whatever it returns.
+        let mut request = cap.new_call(TEST_ID, 7);
+        request
+            .params()
+            .init_as::<test::hold_params::Builder>()
+            .set_cap(mine.clone());
+        let ours = request.send();
+        let frame = peer.recv().await;
+        let call = expect_call(&frame);
+        let our_question = call.get_question_id();
+        let table = call.get_params().unwrap().get_cap_table().unwrap();
+        let CapDescriptor::SenderHosted(export) = CapDescriptor::read(table.get(0)).unwrap() else {
+            panic!("senderHosted expected");
+        };
+        // The peer tail-calls our counter with `sendResultsTo.yourself`...
+        let mut m = OutMessage::new_default();
+        {
+            let mut c = m.init_root::<message::Builder>().init_call();
+            c.set_question_id(0);
+            MessageTarget::ImportedCap(export).write(c.reborrow().init_target());
+            c.set_interface_id(<counter::Client as capnp::traits::HasTypeId>::TYPE_ID);
+            c.set_method_id(0);
+            c.reborrow().init_send_results_to().set_yourself(());
+            c.init_params()
+                .get_content()
+                .init_as::<counter::increment_params::Builder>()
+                .set_by(5);
+        }
+        peer.send(&m).await;
+        // ...and answers our question with that call's results.
+        let mut m = OutMessage::new_default();
+        {
+            let mut r = m.init_root::<message::Builder>().init_return();
+            r.set_answer_id(our_question);
+            r.set_release_param_caps(false);
+            r.set_take_from_other_question(0);
+        }
+        peer.send(&m).await;
+        let response = ours.await.expect("the taken results");
+        let results: counter::increment_results::Reader =
+            response.content().unwrap().get_as().unwrap();
+        assert_eq!(results.get_value(), 5);
+        // Our answer to the tail call says where its results went.
+        let frame = peer.recv().await;
+        let ret = expect_return(&frame, 0);
+        assert!(matches!(
+            ret.which().unwrap(),
+            capnp_actix_proto::rpc_capnp::return_::ResultsSentElsewhere(())
+        ));
+        drop(response);
+        peer.send(&out::finish(0, false)).await;
+        let sent = collect(&mut peer, Duration::from_millis(100)).await;
+        assert!(sent.contains(&Seen::Finish(our_question)), "{sent:?}");
+        assert_eq!(peer.conn.send(Stats).await.unwrap().answers, 0);
+    });
+}
+
+// covers: F-01, P-13
+#[test]
+fn take_from_an_answer_that_was_no_tail_call_aborts() {
+    run(async {
+        let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderHosted(1)).await;
+        let _ours = echo(&cap, "x");
+        let our_question = expect_call(&peer.recv().await).get_question_id();
+        // A normal call from the peer, then a Return that takes its results.
+        peer.send(&out::bootstrap(3)).await;
+        let mut m = OutMessage::new_default();
+        {
+            let mut r = m.init_root::<message::Builder>().init_return();
+            r.set_answer_id(our_question);
+            r.set_take_from_other_question(3);
+        }
+        peer.send(&m).await;
+        // Our Return for the bootstrap may come first.
+        let mut frame = peer.recv().await;
+        if tag(&frame) == 3 {
+            frame = peer.recv().await;
+        }
+        let abort = expect_abort(&frame);
+        assert!(abort.reason().contains("sendResultsTo.yourself"), "{abort}");
+    });
+}

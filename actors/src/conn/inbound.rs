@@ -26,8 +26,18 @@ struct CallHeader {
     target: MessageTarget,
     interface_id: u64,
     method_id: u16,
-    results_to_caller: bool,
+    results_to: ResultsTo,
     descriptors: Vec<CapDescriptor>,
+}
+
+/// Where a call's results go (`Call.sendResultsTo`).
+enum ResultsTo {
+    /// Back to the caller, as usual.
+    Caller,
+    /// Nowhere yet: the caller will take them for another question.
+    Yourself,
+    /// To a third vat (level 3).
+    ThirdParty,
 }
 
 /// How a `Return` ended its question.
@@ -35,6 +45,8 @@ enum ReturnKind {
     Results(Vec<CapDescriptor>),
     Exception(Error),
     Canceled,
+    /// The results of a call the peer made to us with `yourself`.
+    TakeFrom(u32),
     Unsupported(&'static str),
 }
 
@@ -105,36 +117,37 @@ fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> {
         Ok(message::Bootstrap(b)) => Inbound::Bootstrap(b?.get_question_id()),
         Ok(message::Call(c)) => {
             let c = c?;
-            let results_to_caller = matches!(
-                c.get_send_results_to().which(),
-                Ok(call::send_results_to::Caller(()))
-            );
+            let results_to = match c.get_send_results_to().which()? {
+                call::send_results_to::Caller(()) => ResultsTo::Caller,
+                call::send_results_to::Yourself(()) => ResultsTo::Yourself,
+                call::send_results_to::ThirdParty(_) => ResultsTo::ThirdParty,
+            };
             Inbound::Call(CallHeader {
                 question_id: c.get_question_id(),
                 target: MessageTarget::read(c.get_target()?)?,
                 interface_id: c.get_interface_id(),
                 method_id: c.get_method_id(),
-                results_to_caller,
+                results_to,
                 descriptors: descriptors(c.get_params()?)?,
             })
         }
         Ok(message::Return(r)) => {
             let r = r?;
-            let kind = match r.which() {
-                Ok(return_::Results(p)) => ReturnKind::Results(descriptors(p?)?),
-                Ok(return_::Exception(e)) => ReturnKind::Exception(Error::read(e?)),
-                Ok(return_::Canceled(())) => ReturnKind::Canceled,
-                Ok(return_::ResultsSentElsewhere(())) => {
-                    ReturnKind::Unsupported("resultsSentElsewhere")
-                }
-                Ok(return_::TakeFromOtherQuestion(_)) => {
-                    ReturnKind::Unsupported("takeFromOtherQuestion")
-                }
-                Ok(return_::AcceptFromThirdParty(_)) => {
-                    ReturnKind::Unsupported("acceptFromThirdParty")
-                }
-                Err(_) => ReturnKind::Unsupported("an unknown kind of return"),
-            };
+            let kind =
+                match r.which() {
+                    Ok(return_::Results(p)) => ReturnKind::Results(descriptors(p?)?),
+                    Ok(return_::Exception(e)) => ReturnKind::Exception(Error::read(e?)),
+                    Ok(return_::Canceled(())) => ReturnKind::Canceled,
+                    // We never send `sendResultsTo.yourself`.
+                    Ok(return_::ResultsSentElsewhere(())) => return Err(Error::failed(
+                        "Return says resultsSentElsewhere for a call that asked for its results",
+                    )),
+                    Ok(return_::TakeFromOtherQuestion(id)) => ReturnKind::TakeFrom(id),
+                    Ok(return_::AcceptFromThirdParty(_)) => {
+                        ReturnKind::Unsupported("acceptFromThirdParty")
+                    }
+                    Err(_) => ReturnKind::Unsupported("an unknown kind of return"),
+                };
             Inbound::Return(ReturnHeader {
                 answer_id: r.get_answer_id(),
                 release_param_caps: r.get_release_param_caps(),
@@ -189,6 +202,14 @@ fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> {
     })
 }
 
+/// What a question's answer is.
+enum Outcome {
+    /// Known now.
+    Now(Result<Arc<Payload>, Error>),
+    /// The outcome of one of our answers, once it settles.
+    Later(Arc<CallState>),
+}
+
 impl ConnActor {
     /// Handles one inbound frame.
     pub(crate) fn handle_frame(
@@ -233,7 +254,7 @@ impl ConnActor {
         match what {
             Unechoed::Question(id) => {
                 let error = Error::unimplemented("the peer does not implement this message");
-                self.settle_question(id, false, false, Err(error))
+                self.settle_question(id, false, false, Outcome::Now(Err(error)))
             }
             // The peer will never use what the Resolve carried (P-08).
             Unechoed::Resolve(Some(export)) => {
@@ -251,6 +272,7 @@ impl ConnActor {
         &mut self,
         id: u32,
         pending: PendingCall,
+        results_elsewhere: bool,
         ctx: &mut Context<Self>,
     ) -> Result<(), Error> {
         let state = pending.state().clone();
@@ -261,6 +283,7 @@ impl ConnActor {
             finished: false,
             release_result_caps: false,
             result_exports: Vec::new(),
+            results_elsewhere,
         };
         if self.answers.insert(id, entry).is_err() {
             return Err(Error::failed(format!(
@@ -284,7 +307,7 @@ impl ConnActor {
             Some(main) => Ok(Arc::new(Payload::single_cap(main.clone()))),
             None => Err(Error::failed("this vat serves no bootstrap interface")),
         };
-        self.start_answer(id, PendingCall::new(CallState::settled(result)), ctx)
+        self.start_answer(id, PendingCall::new(CallState::settled(result)), false, ctx)
     }
 
     fn handle_call(
@@ -322,19 +345,19 @@ impl ConnActor {
             }
         };
         let caps = self.import_all(&header.descriptors);
-        let pending = if header.results_to_caller {
-            target.dispatch(OutCall {
+        let pending = match header.results_to {
+            ResultsTo::Caller | ResultsTo::Yourself => target.dispatch(OutCall {
                 interface_id: header.interface_id,
                 method_id: header.method_id,
                 body: Body::Frame(frame),
                 caps,
-            })
-        } else {
-            PendingCall::new(CallState::settled(Err(Error::unimplemented(
-                "sendResultsTo other than the caller is not supported yet",
-            ))))
+            }),
+            ResultsTo::ThirdParty => PendingCall::new(CallState::settled(Err(
+                Error::unimplemented("sendResultsTo.thirdParty (level 3) is not supported"),
+            ))),
         };
-        self.start_answer(id, pending, ctx)
+        let results_elsewhere = matches!(header.results_to, ResultsTo::Yourself);
+        self.start_answer(id, pending, results_elsewhere, ctx)
     }
 
     fn handle_return(&mut self, header: ReturnHeader, frame: Frame) -> Result<(), Error> {
@@ -343,16 +366,32 @@ impl ConnActor {
                 // The peer's answer may name its own exports and our
                 // exports; import them before anything else.
                 let caps = self.import_all(&descriptors);
-                Ok(Arc::new(Payload {
+                Outcome::Now(Ok(Arc::new(Payload {
                     body: Body::Frame(frame),
                     caps,
-                }))
+                })))
             }
-            ReturnKind::Exception(e) => Err(e),
-            ReturnKind::Canceled => Err(Error::failed("the call was canceled")),
-            ReturnKind::Unsupported(what) => Err(Error::unimplemented(format!(
+            ReturnKind::Exception(e) => Outcome::Now(Err(e)),
+            ReturnKind::Canceled => Outcome::Now(Err(Error::failed("the call was canceled"))),
+            ReturnKind::TakeFrom(other) => {
+                // The peer made a tail call back to us (P-13): the results
+                // of its call `other` are this question's.
+                let Some(answer) = self.answers.get(other) else {
+                    return Err(Error::failed(format!(
+                        "Return.takeFromOtherQuestion names answer {other}, which does not exist"
+                    )));
+                };
+                if !answer.results_elsewhere {
+                    return Err(Error::failed(format!(
+                        "Return.takeFromOtherQuestion names answer {other}, \
+                         whose call did not say sendResultsTo.yourself"
+                    )));
+                }
+                Outcome::Later(answer.state.clone())
+            }
+            ReturnKind::Unsupported(what) => Outcome::Now(Err(Error::unimplemented(format!(
                 "the peer returned {what}, which is not supported yet"
-            ))),
+            )))),
         };
         self.settle_question(
             header.answer_id,
@@ -368,7 +407,7 @@ impl ConnActor {
         id: u32,
         release_param_caps: bool,
         no_finish_needed: bool,
-        result: Result<Arc<Payload>, Error>,
+        outcome: Outcome,
     ) -> Result<(), Error> {
         let freed = self
             .questions
@@ -394,7 +433,20 @@ impl ConnActor {
             }
         }
         if let Some(actor) = actor {
-            actor.do_send(Returned(result));
+            match outcome {
+                Outcome::Now(result) => actor.do_send(Returned(result)),
+                Outcome::Later(state) => {
+                    let settled = state.wait();
+                    actix_rt::spawn(async move {
+                        let result = settled.await.unwrap_or_else(|_| {
+                            Err(Error::failed(
+                                "the call whose results were taken was dropped",
+                            ))
+                        });
+                        actor.do_send(Returned(result));
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -723,6 +775,11 @@ impl Handler<ReturnReady> for ConnActor {
         entry.returned = true;
         entry.actor = None;
         let exports = match msg.outcome {
+            // A tail call from the peer: the results stay here (P-13).
+            _ if entry.results_elsewhere => {
+                self.write(&out::return_results_sent_elsewhere(id));
+                Vec::new()
+            }
             ReturnOutcome::Results(payload) => self.send_results(id, &payload, ctx),
             ReturnOutcome::Exception(e) => {
                 self.write(&out::return_exception(id, &e));

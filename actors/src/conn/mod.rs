@@ -168,6 +168,10 @@ pub(crate) struct AnswerEntry {
     pub(crate) release_result_caps: bool,
     /// Exports we sent in the results, released by such a `Finish`.
     pub(crate) result_exports: Vec<u32>,
+    /// The call said `sendResultsTo.yourself`: its results stay here until
+    /// the peer takes them with `Return.takeFromOtherQuestion`, and its own
+    /// `Return` says `resultsSentElsewhere`.
+    pub(crate) results_elsewhere: bool,
 }
 
 /// One of our exports.
@@ -665,6 +669,10 @@ pub(crate) struct StartEmbargoes {
     pub(crate) paths: Vec<Arc<[u16]>>,
 }
 
+/// How long a connection whose writes fail keeps reading, for the reason
+/// the peer may have sent before it closed.
+const WRITE_FAILURE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The writer task could not write.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -675,7 +683,9 @@ impl Handler<WriteFailed> for ConnActor {
 
     fn handle(&mut self, msg: WriteFailed, ctx: &mut Context<Self>) {
         self.writer = None;
-        self.end(msg.0, ctx);
+        // The peer may have closed after telling us why (an Abort still in
+        // our read buffer): give the reader a moment to deliver it.
+        ctx.run_later(WRITE_FAILURE_GRACE, move |conn, ctx| conn.end(msg.0, ctx));
     }
 }
 
