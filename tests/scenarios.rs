@@ -403,3 +403,26 @@ fn a_capability_works_from_another_arbiter_thread() {
         other.stop();
     });
 }
+
+// covers: P-03, F-03
+#[test]
+fn a_call_pipelined_on_a_dropped_call_still_gets_its_answer() {
+    for_each_mode(|mode| async move {
+        let h = harness(mode).await;
+        // The counter exists only after 50 ms; nobody keeps the call that
+        // makes it, only the call pipelined on it.
+        let mut req = h.test.delayed_counter_request();
+        req.get().set_millis(50);
+        req.get().set_start(7);
+        let parent = req.send();
+        let mut inc = parent.pipeline.get_counter().increment_request();
+        inc.get().set_by(1);
+        let child = inc.send();
+        drop(parent);
+        let reply = child
+            .promise
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!(reply.get().unwrap().get_value(), 8);
+    });
+}

@@ -424,3 +424,142 @@ fn random_input_never_panics_nor_hangs() {
         expect_results(&peer.recv().await, 1);
     });
 }
+
+/// A `Call` with hand-built params: `fill` writes the content (a capability
+/// pointer in it gets index `i` of `caps`).
+fn raw_call(
+    question_id: u32,
+    target: MessageTarget,
+    interface_id: u64,
+    method_id: u16,
+    caps: &[capnp_actix_proto::CapDescriptor],
+    fill: impl FnOnce(any_pointer::Builder<'_>),
+) -> OutMessage {
+    let mut m = OutMessage::new_default();
+    let mut table: capnp::private::layout::CapTable = Vec::new();
+    {
+        let mut c = m.init_root::<message::Builder>().init_call();
+        c.set_question_id(question_id);
+        target.write(c.reborrow().init_target());
+        c.set_interface_id(interface_id);
+        c.set_method_id(method_id);
+        let mut params = c.init_params();
+        {
+            let mut content = params.reborrow().get_content();
+            capnp::traits::ImbueMut::imbue_mut(&mut content, &mut table);
+            fill(content);
+        }
+        if !caps.is_empty() {
+            let mut list = params.init_cap_table(caps.len() as u32);
+            for (i, d) in caps.iter().enumerate() {
+                d.write(list.reborrow().get(i as u32));
+            }
+        }
+    }
+    m
+}
+
+/// A capability pointer's worth of client, to set in hand-built content.
+fn placeholder<C: capnp::capability::FromClientHook>() -> C {
+    capnp_actix::Capability::null().client()
+}
+
+/// Reads until the `Return` for `answer_id`, skipping anything else.
+async fn wait_for_return(peer: &mut Peer, answer_id: u32) -> capnp_actix_proto::frame::Frame {
+    loop {
+        let frame = peer.recv().await;
+        let root: message::Reader = frame.get_root().unwrap();
+        if let Ok(message::Return(Ok(r))) = root.which() {
+            if r.get_answer_id() == answer_id {
+                return frame;
+            }
+        }
+    }
+}
+
+fn promised(question_id: u32, transform: &[u16]) -> MessageTarget {
+    MessageTarget::PromisedAnswer(PromisedAnswer {
+        question_id,
+        transform: transform.to_vec(),
+    })
+}
+
+// covers: F-06
+#[test]
+fn a_pipeline_path_that_leads_back_to_itself_neither_hangs_nor_overflows() {
+    use capnp_actix_proto::CapDescriptor;
+    use test_capnp::{counter, test};
+    const COUNTER_ID: u64 = <counter::Client as capnp::traits::HasTypeId>::TYPE_ID;
+    run(async {
+        let mut peer = Peer::start().await;
+        let main = peer.bootstrap(0).await;
+        // q1: echoCap(the peer's object 100): its result is the peer's own.
+        let echo_cap = raw_call(
+            1,
+            MessageTarget::ImportedCap(main),
+            TEST_ID,
+            4,
+            &[CapDescriptor::SenderHosted(100)],
+            |c| {
+                c.init_as::<test::echo_cap_params::Builder>()
+                    .set_cap(placeholder());
+            },
+        );
+        peer.send(&echo_cap).await;
+        expect_results(&peer.recv().await, 1);
+        // q2 on q1's result: we forward it to the peer as question `forwarded`.
+        let get = |id, target| {
+            raw_call(id, target, COUNTER_ID, 1, &[], |c| {
+                c.init_as::<counter::get_params::Builder>();
+            })
+        };
+        peer.send(&get(2, promised(1, &[0]))).await;
+        let forwarded = {
+            let frame = peer.recv().await;
+            let root: message::Reader = frame.get_root().unwrap();
+            let message::Call(c) = root.which().unwrap() else {
+                panic!("expected the forwarded call")
+            };
+            c.unwrap().get_question_id()
+        };
+        // q3 on q2's result: pipelined to the peer on `forwarded`.
+        peer.send(&get(3, promised(2, &[0]))).await;
+        let _ = peer.recv().await;
+        // The peer answers `forwarded` with a capability that is... q2's
+        // result itself: a path that leads back to where it starts.
+        let mut ret = OutMessage::new_default();
+        let mut table: capnp::private::layout::CapTable = Vec::new();
+        {
+            let mut r = ret.init_root::<message::Builder>().init_return();
+            r.set_answer_id(forwarded);
+            r.set_release_param_caps(false);
+            let mut results = r.init_results();
+            {
+                let mut content = results.reborrow().get_content();
+                capnp::traits::ImbueMut::imbue_mut(&mut content, &mut table);
+                content
+                    .init_as::<test::echo_cap_results::Builder>()
+                    .set_cap(placeholder());
+            }
+            CapDescriptor::ReceiverAnswer(PromisedAnswer {
+                question_id: 2,
+                transform: vec![0],
+            })
+            .write(results.init_cap_table(1).get(0));
+        }
+        peer.send(&ret).await;
+        // Once q2 has returned (its state holds the cyclic result), a call
+        // on that path fails; the connection keeps serving.
+        wait_for_return(&mut peer, 2).await;
+        peer.send(&get(4, promised(2, &[0]))).await;
+        let frame = wait_for_return(&mut peer, 4).await;
+        let capnp_actix_proto::rpc_capnp::return_::Exception(e) =
+            expect_return(&frame, 4).which().unwrap()
+        else {
+            panic!("a call on a cyclic path must fail");
+        };
+        let e = Error::read(e.unwrap());
+        assert!(e.reason().contains("too many promises"), "{e}");
+        peer.bootstrap(5).await;
+    });
+}

@@ -10,6 +10,7 @@
 use crate::capability::Capability;
 use crate::conn::{send_call, CallTarget, ConnActor, QuestionRef};
 use crate::payload::{Body, Payload};
+use crate::promise::PromiseImport;
 use actix::Addr;
 use capnp::any_pointer;
 use capnp_actix_proto::Error;
@@ -50,6 +51,16 @@ enum Guard {
     Remote(#[allow(dead_code)] QuestionRef),
 }
 
+/// What a call keeps alive until it settles: the promise it was made on.
+/// A call pipelined on another call keeps that call going (and its question
+/// open) even when nothing else wants it any more.
+pub(crate) enum KeepAlive {
+    /// The call whose results hold the target.
+    Call(#[allow(dead_code)] Arc<CallState>),
+    /// The peer's promise the call was made on.
+    Promise(#[allow(dead_code)] Arc<PromiseImport>),
+}
+
 /// A call waiting for its target to be known (or for an embargo to lift).
 pub(crate) struct Queued {
     /// The call itself.
@@ -59,12 +70,28 @@ pub(crate) struct Queued {
 }
 
 impl Queued {
+    pub(crate) fn new(call: OutCall, state: &Arc<CallState>) -> Queued {
+        Queued {
+            call,
+            state: Arc::downgrade(state),
+        }
+    }
+
     /// Delivers the call to `target`, unless its caller lost interest.
     pub(crate) fn deliver_to(self, target: &Capability) {
         if let Some(state) = self.state.upgrade() {
             target.deliver(self.call, &state);
         }
     }
+}
+
+/// Calls held back on one pipeline path until its embargo lifts.
+#[derive(Default)]
+struct Embargo {
+    /// The calls, in the order they were made.
+    queue: Vec<Queued>,
+    /// Who waits for the path to be usable (promise exports of it).
+    waiters: Vec<oneshot::Sender<()>>,
 }
 
 /// Where a remote call went.
@@ -88,18 +115,26 @@ struct Inner {
     /// wait for an embargo.
     sent_paths: HashSet<Arc<[u16]>>,
     /// Paths under embargo, with the calls waiting for it to lift.
-    embargoed: HashMap<Arc<[u16]>, Vec<Queued>>,
-    /// Calls pipelined on a local call that has not returned yet.
+    embargoed: HashMap<Arc<[u16]>, Embargo>,
+    /// Calls pipelined on a local call that has not returned yet (and,
+    /// while `draining`, the ones made meanwhile).
     queued: Vec<(Arc<[u16]>, Queued)>,
+    /// The outcome is known and `queued` is being delivered: new calls
+    /// join the queue so as not to overtake it.
+    draining: bool,
     /// Futures waiting for the outcome.
     waiters: Vec<oneshot::Sender<Result<Arc<Payload>, Error>>>,
     /// Ends the call when the state is dropped.
     guard: Option<Guard>,
+    /// What this call keeps alive until it settles.
+    holds: Vec<KeepAlive>,
 }
 
 /// The state of one call, shared by everything that waits on it.
 pub(crate) struct CallState {
-    /// Guarded by a mutex: capabilities are used from any thread.
+    /// Guarded by a mutex: capabilities are used from any thread. The lock
+    /// is never held while calling into another state, except to send a
+    /// message (which never blocks).
     inner: Mutex<Inner>,
 }
 
@@ -112,8 +147,10 @@ impl CallState {
                 sent_paths: HashSet::new(),
                 embargoed: HashMap::new(),
                 queued: Vec::new(),
+                draining: false,
                 waiters: Vec::new(),
                 guard: None,
+                holds: Vec::new(),
             }),
         })
     }
@@ -141,6 +178,14 @@ impl CallState {
         rx
     }
 
+    /// Keeps `what` alive until this call settles.
+    pub(crate) fn hold(&self, what: KeepAlive) {
+        let mut inner = self.lock();
+        if inner.result.is_none() {
+            inner.holds.push(what);
+        }
+    }
+
     /// Records that the call went to a connection as question `key`, and
     /// forwards the calls that were waiting on it.
     pub(crate) fn set_remote(&self, conn: &Addr<ConnActor>, key: u64) {
@@ -150,8 +195,8 @@ impl CallState {
             conn: conn.clone(),
             key,
         });
-        // Forward while holding the lock so that no later pipelined call
-        // overtakes the queued ones.
+        // Forward while holding the lock (sending never blocks) so that no
+        // later pipelined call overtakes the queued ones.
         for (transform, queued) in std::mem::take(&mut inner.queued) {
             if let Some(state) = queued.state.upgrade() {
                 inner.sent_paths.insert(transform.clone());
@@ -175,53 +220,125 @@ impl CallState {
         self.lock().result.clone()
     }
 
+    /// The outcome, if known and if `transform` is not under embargo: what
+    /// the capability at `transform` has settled to, as far as anyone but
+    /// the calls held back may know.
+    pub(crate) fn settled_path(&self, transform: &[u16]) -> Option<Result<Arc<Payload>, Error>> {
+        let inner = self.lock();
+        if inner.embargoed.contains_key(transform) {
+            return None;
+        }
+        inner.result.clone()
+    }
+
+    /// Completes once the outcome is known and `transform` is not under
+    /// embargo.
+    pub(crate) fn path_settled(self: &Arc<Self>, transform: &[u16]) -> impl Future<Output = ()> {
+        let outcome = self.wait();
+        let state = Arc::downgrade(self);
+        let transform: Arc<[u16]> = transform.into();
+        async move {
+            let _ = outcome.await;
+            let lifted = match state.upgrade() {
+                Some(state) => {
+                    let mut inner = state.lock();
+                    match inner.embargoed.get_mut(&transform) {
+                        Some(embargo) => {
+                            let (tx, rx) = oneshot::channel();
+                            embargo.waiters.push(tx);
+                            Some(rx)
+                        }
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            if let Some(lifted) = lifted {
+                let _ = lifted.await;
+            }
+        }
+    }
+
     /// Settles the call. The first outcome wins; later ones are ignored.
     pub(crate) fn resolve(&self, result: Result<Arc<Payload>, Error>) {
         self.settle(result, |_| false);
     }
 
-    /// Settles a remote call with its `Return`. Every pipeline path that
-    /// carried calls to the peer and now leads to a capability for which
-    /// `needs_embargo` holds is put under embargo: calls on it wait until
-    /// [`CallState::lift_embargo`]. Gives those paths.
+    /// Settles a call. Every pipeline path that carried calls to the peer
+    /// and now leads to a capability for which `needs_embargo` holds is put
+    /// under embargo: calls on it wait until [`CallState::lift_embargo`].
+    /// Gives those paths.
     pub(crate) fn settle(
         &self,
         result: Result<Arc<Payload>, Error>,
         needs_embargo: impl Fn(&Capability) -> bool,
     ) -> Vec<Arc<[u16]>> {
-        let mut embargoed = Vec::new();
-        let (waiters, queued) = {
-            let mut inner = self.lock();
-            if inner.result.is_some() {
-                return embargoed;
+        // Decide the embargoes without holding the lock: deciding looks at
+        // other states, and a hostile peer can make a path lead back here.
+        let mut decided: HashMap<Arc<[u16]>, bool> = HashMap::new();
+        let mut inner = loop {
+            let undecided: Vec<Arc<[u16]>> = {
+                let inner = self.lock();
+                if inner.result.is_some() {
+                    return Vec::new();
+                }
+                let undecided: Vec<_> = inner
+                    .sent_paths
+                    .iter()
+                    .filter(|path| !decided.contains_key(*path))
+                    .cloned()
+                    .collect();
+                if undecided.is_empty() {
+                    break inner;
+                }
+                undecided
+            };
+            for path in undecided {
+                let needs = match &result {
+                    Ok(payload) => needs_embargo(&payload.cap_at(&path)),
+                    Err(_) => false,
+                };
+                decided.insert(path, needs);
             }
-            if let Ok(payload) = &result {
-                for path in std::mem::take(&mut inner.sent_paths) {
-                    let target = payload.cap_at(&path);
-                    if needs_embargo(&target) {
-                        inner.embargoed.insert(path.clone(), Vec::new());
-                        embargoed.push(path);
+        };
+        let mut embargoed = Vec::new();
+        for (path, needs) in decided {
+            if needs {
+                inner.embargoed.insert(path.clone(), Embargo::default());
+                embargoed.push(path);
+            }
+        }
+        inner.sent_paths.clear();
+        inner.result = Some(result.clone());
+        inner.draining = true;
+        let holds = std::mem::take(&mut inner.holds);
+        drop(inner);
+        drop(holds);
+        // Deliver what waited, in order; calls made meanwhile join the
+        // queue behind them.
+        loop {
+            let queued = {
+                let mut inner = self.lock();
+                if inner.queued.is_empty() {
+                    inner.draining = false;
+                    break;
+                }
+                std::mem::take(&mut inner.queued)
+            };
+            for (transform, queued) in queued {
+                match &result {
+                    Ok(payload) => queued.deliver_to(&payload.cap_at(&transform)),
+                    Err(e) => {
+                        if let Some(state) = queued.state.upgrade() {
+                            state.resolve(Err(e.clone()));
+                        }
                     }
                 }
             }
-            inner.result = Some(result.clone());
-            (
-                std::mem::take(&mut inner.waiters),
-                std::mem::take(&mut inner.queued),
-            )
-        };
+        }
+        let waiters = std::mem::take(&mut self.lock().waiters);
         for waiter in waiters {
             let _ = waiter.send(result.clone());
-        }
-        for (transform, queued) in queued {
-            match &result {
-                Ok(payload) => queued.deliver_to(&payload.cap_at(&transform)),
-                Err(e) => {
-                    if let Some(state) = queued.state.upgrade() {
-                        state.resolve(Err(e.clone()));
-                    }
-                }
-            }
         }
         embargoed
     }
@@ -229,16 +346,33 @@ impl CallState {
     /// Lifts the embargo on `transform`: the calls that waited go to their
     /// target, in order, before any new call can.
     pub(crate) fn lift_embargo(&self, transform: &[u16]) {
-        let mut inner = self.lock();
-        let Some(waiting) = inner.embargoed.remove(transform) else {
-            return;
-        };
-        let target = match &inner.result {
+        let target = match self.result() {
             Some(Ok(payload)) => payload.cap_at(transform),
-            _ => return,
+            _ => Capability::broken(Error::failed("embargo on a call without results")),
         };
-        for queued in waiting {
-            queued.deliver_to(&target);
+        loop {
+            let queue = {
+                let mut inner = self.lock();
+                let Some(embargo) = inner.embargoed.get_mut(transform) else {
+                    return;
+                };
+                if embargo.queue.is_empty() {
+                    let waiters = inner
+                        .embargoed
+                        .remove(transform)
+                        .map(|embargo| embargo.waiters)
+                        .unwrap_or_default();
+                    drop(inner);
+                    for waiter in waiters {
+                        let _ = waiter.send(());
+                    }
+                    return;
+                }
+                std::mem::take(&mut embargo.queue)
+            };
+            for queued in queue {
+                queued.deliver_to(&target);
+            }
         }
     }
 
@@ -248,11 +382,12 @@ impl CallState {
     /// in order, when a local call returns.
     pub(crate) fn pipeline(&self, transform: Arc<[u16]>, call: OutCall, state: &Arc<CallState>) {
         let mut inner = self.lock();
-        if let Some(waiting) = inner.embargoed.get_mut(&transform) {
-            waiting.push(Queued {
-                call,
-                state: Arc::downgrade(state),
-            });
+        if let Some(embargo) = inner.embargoed.get_mut(&transform) {
+            embargo.queue.push(Queued::new(call, state));
+            return;
+        }
+        if inner.draining {
+            inner.queued.push((transform, Queued::new(call, state)));
             return;
         }
         match (&inner.result, &inner.remote) {
@@ -279,13 +414,7 @@ impl CallState {
                     state,
                 );
             }
-            (None, None) => inner.queued.push((
-                transform,
-                Queued {
-                    call,
-                    state: Arc::downgrade(state),
-                },
-            )),
+            (None, None) => inner.queued.push((transform, Queued::new(call, state))),
         }
     }
 
@@ -294,10 +423,10 @@ impl CallState {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
         match &inner.result {
-            Some(result) => {
+            Some(result) if !inner.draining => {
                 let _ = tx.send(result.clone());
             }
-            None => inner.waiters.push(tx),
+            _ => inner.waiters.push(tx),
         }
         rx
     }

@@ -7,6 +7,7 @@
 //! or null. Callers do not need to know which: [`Capability::new_call`]
 //! works the same on all of them.
 
+use crate::call::KeepAlive;
 use crate::call::{CallState, OutCall, PendingCall};
 use crate::conn::{ConnActor, ImportDropped};
 use crate::export::{Deliver, ExportActor};
@@ -18,6 +19,15 @@ use capnp::message::Builder;
 use capnp_actix_proto::rpc_capnp::message;
 use capnp_actix_proto::Error;
 use std::sync::Arc;
+
+/// The longest chain of promises followed when resolving a capability;
+/// longer chains are treated as cycles.
+const MAX_RESOLUTION_DEPTH: u32 = 64;
+
+thread_local! {
+    /// How deep `deliver` is in following promises, on this thread.
+    static DELIVER_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
 
 /// A reference to a capability; cheap to clone, `Send + Sync`.
 ///
@@ -177,6 +187,21 @@ impl Capability {
 
     /// Delivers `call` to this capability; its outcome settles `state`.
     pub(crate) fn deliver(&self, call: OutCall, state: &Arc<CallState>) {
+        // Promises that resolve to promises are followed here; a chain that
+        // long is a cycle a hostile peer built (a path leading to itself).
+        let depth = DELIVER_DEPTH.with(|d| d.get());
+        if depth >= MAX_RESOLUTION_DEPTH {
+            state.resolve(Err(Error::failed(
+                "capability resolves through too many promises (a cycle?)",
+            )));
+            return;
+        }
+        DELIVER_DEPTH.with(|d| d.set(depth + 1));
+        self.deliver_now(call, state);
+        DELIVER_DEPTH.with(|d| d.set(depth));
+    }
+
+    fn deliver_now(&self, call: OutCall, state: &Arc<CallState>) {
         match &self.kind {
             CapKind::Null => state.resolve(Err(Error::failed("call on a null capability"))),
             CapKind::Broken(e) => state.resolve(Err(e.clone())),
@@ -196,30 +221,65 @@ impl Capability {
                     state,
                 );
             }
-            CapKind::Promise(promise) => promise.deliver(call, state),
+            CapKind::Promise(promise) => {
+                state.hold(KeepAlive::Promise(promise.clone()));
+                promise.deliver(call, state)
+            }
             CapKind::Pipelined {
                 call: parent,
                 transform,
-            } => parent.pipeline(transform.clone(), call, state),
+            } => {
+                state.hold(KeepAlive::Call(parent.clone()));
+                parent.pipeline(transform.clone(), call, state)
+            }
         }
     }
 
     /// Whether calls on this capability go to the peer of `conn` (so that
     /// the peer orders them itself, and no embargo is needed).
     pub(crate) fn is_hosted_by_peer_of(&self, conn: &Addr<ConnActor>) -> bool {
-        match &self.kind {
-            CapKind::Import(import) => import.conn == *conn,
-            CapKind::Promise(promise) => match promise.resolution() {
-                Some(resolved) => resolved.is_hosted_by_peer_of(conn),
-                None => promise.import().is_some_and(|i| i.conn == *conn),
-            },
-            CapKind::Pipelined { call, transform } => match call.result() {
-                Some(Ok(payload)) => payload.cap_at(transform).is_hosted_by_peer_of(conn),
-                Some(Err(_)) => false,
-                None => call.remote().is_some_and(|r| r.conn == *conn),
-            },
-            CapKind::Null | CapKind::Broken(_) | CapKind::Local(_) => false,
+        let mut cap = self.clone();
+        for _ in 0..MAX_RESOLUTION_DEPTH {
+            cap = match &cap.kind {
+                CapKind::Import(import) => return import.conn == *conn,
+                CapKind::Promise(promise) => match promise.resolution() {
+                    Some(resolved) => resolved,
+                    None => return promise.import().is_some_and(|i| i.conn == *conn),
+                },
+                CapKind::Pipelined { call, transform } => match call.settled_path(transform) {
+                    Some(Ok(payload)) => payload.cap_at(transform),
+                    Some(Err(_)) => return false,
+                    None => return call.remote().is_some_and(|r| r.conn == *conn),
+                },
+                CapKind::Null | CapKind::Broken(_) | CapKind::Local(_) => return false,
+            };
         }
+        false
+    }
+
+    /// What this capability has settled to so far: itself unless it is a
+    /// promise that settled (and whose embargo, if any, lifted). Gives up
+    /// on chains longer than any real one.
+    pub(crate) fn settled(&self) -> Capability {
+        let mut cap = self.clone();
+        for _ in 0..MAX_RESOLUTION_DEPTH {
+            let next = match &cap.kind {
+                CapKind::Promise(promise) => promise.resolution(),
+                CapKind::Pipelined { call, transform } => match call.settled_path(transform) {
+                    Some(Ok(payload)) => Some(payload.cap_at(transform)),
+                    Some(Err(e)) => Some(Capability::broken(e)),
+                    None => None,
+                },
+                _ => None,
+            };
+            match next {
+                Some(next) => cap = next,
+                None => return cap,
+            }
+        }
+        Capability::broken(Error::failed(
+            "capability resolves through too many promises (a cycle?)",
+        ))
     }
 
     /// Whether calls on this capability would fail without going anywhere

@@ -21,7 +21,8 @@ struct Inner {
     resolution: Option<Capability>,
     /// Whether new calls wait for an embargo to lift.
     embargoed: bool,
-    /// The calls waiting for it.
+    /// The calls waiting for it (and, while the embargo lifts, the ones
+    /// made meanwhile).
     queue: Vec<Queued>,
     /// Who waits for the resolution.
     waiters: Vec<oneshot::Sender<Capability>>,
@@ -58,19 +59,21 @@ impl PromiseImport {
         self.lock().import.clone()
     }
 
-    /// What the promise resolved to, if it has.
+    /// What the promise resolved to, once it has and any embargo lifted:
+    /// until then, only the calls held back may know.
     pub(crate) fn resolution(&self) -> Option<Capability> {
-        self.lock().resolution.clone()
+        let inner = self.lock();
+        if inner.embargoed {
+            return None;
+        }
+        inner.resolution.clone()
     }
 
     /// Delivers a call made on the promise.
     pub(crate) fn deliver(&self, call: OutCall, state: &Arc<CallState>) {
         let mut inner = self.lock();
         if inner.embargoed {
-            inner.queue.push(Queued {
-                call,
-                state: Arc::downgrade(state),
-            });
+            inner.queue.push(Queued::new(call, state));
             return;
         }
         if let Some(target) = inner.resolution.clone() {
@@ -105,29 +108,61 @@ impl PromiseImport {
         resolution: Capability,
         needs_embargo: impl Fn(&Capability) -> bool,
     ) -> (bool, Option<Arc<ImportRef>>) {
-        let mut inner = self.lock();
-        if inner.resolution.is_some() {
-            return (false, None);
-        }
-        let embargo = inner.calls_sent && needs_embargo(&resolution);
+        // Decided without the lock (it may look at other capabilities);
+        // decided again if a call went out meanwhile.
+        let mut decided: Option<(bool, bool)> = None;
+        let (mut inner, embargo) = loop {
+            let inner = self.lock();
+            if inner.resolution.is_some() {
+                return (false, None);
+            }
+            match decided {
+                Some((sent, embargo)) if sent == inner.calls_sent => break (inner, embargo),
+                _ => {}
+            }
+            let sent = inner.calls_sent;
+            drop(inner);
+            decided = Some((sent, sent && needs_embargo(&resolution)));
+        };
         inner.embargoed = embargo;
-        for waiter in inner.waiters.drain(..) {
+        inner.resolution = Some(resolution.clone());
+        let import = inner.import.take();
+        let waiters = if embargo {
+            Vec::new()
+        } else {
+            std::mem::take(&mut inner.waiters)
+        };
+        drop(inner);
+        for waiter in waiters {
             let _ = waiter.send(resolution.clone());
         }
-        inner.resolution = Some(resolution);
-        (embargo, inner.import.take())
+        (embargo, import)
     }
 
     /// Lifts the embargo: waiting calls go to the resolution, in order,
     /// before any new call can.
     pub(crate) fn lift_embargo(&self) {
-        let mut inner = self.lock();
-        inner.embargoed = false;
-        let Some(target) = inner.resolution.clone() else {
-            return;
-        };
-        for queued in std::mem::take(&mut inner.queue) {
-            queued.deliver_to(&target);
+        loop {
+            let (target, queue) = {
+                let mut inner = self.lock();
+                let Some(target) = inner.resolution.clone() else {
+                    return;
+                };
+                if inner.queue.is_empty() {
+                    inner.embargoed = false;
+                    let waiters = std::mem::take(&mut inner.waiters);
+                    drop(inner);
+                    for waiter in waiters {
+                        let _ = waiter.send(target.clone());
+                    }
+                    return;
+                }
+                (target, std::mem::take(&mut inner.queue))
+            };
+            // Delivered without the lock; calls made meanwhile queue behind.
+            for queued in queue {
+                queued.deliver_to(&target);
+            }
         }
     }
 
@@ -136,10 +171,10 @@ impl PromiseImport {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
         match &inner.resolution {
-            Some(cap) => {
+            Some(cap) if !inner.embargoed => {
                 let _ = tx.send(cap.clone());
             }
-            None => inner.waiters.push(tx),
+            _ => inner.waiters.push(tx),
         }
         rx
     }

@@ -12,6 +12,7 @@
 //!   shuts the stream down);
 //! - whoever waits on the connection ([`crate::Watch`]) learns why.
 
+use crate::capability::Capability;
 use crate::conn::{cancel_answer, fail_question, ConnActor};
 use capnp_actix_proto::{Error, ErrorKind};
 
@@ -37,7 +38,12 @@ pub(crate) fn tear_down(conn: &mut ConnActor, reason: Error) {
         waiter.lift();
     }
     drop(conn.exports.drain());
-    drop(conn.imports.drain());
+    // Promises the peer gave us will never hear their Resolve now.
+    for (_, import, _) in conn.imports.drain() {
+        if let Some(promise) = import.promise.and_then(|p| p.upgrade()) {
+            promise.resolve(Capability::broken(failure.clone()), |_| false);
+        }
+    }
     drop(conn.main.take());
     conn.writer = None;
     conn.self_addr = None;

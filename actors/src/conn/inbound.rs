@@ -12,7 +12,7 @@ use crate::capability::{CapKind, Capability, ImportRef};
 use crate::payload::{Body, Payload};
 use crate::promise::PromiseImport;
 use crate::question::Returned;
-use actix::{Actor, AsyncContext, Context, Handler};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
 use capnp_actix_proto::frame::Frame;
 use capnp_actix_proto::message::DisembargoContext;
@@ -253,8 +253,9 @@ impl ConnActor {
     fn handle_unimplemented(&mut self, what: Unechoed) -> Result<(), Error> {
         match what {
             Unechoed::Question(id) => {
+                // The peer never saw the params: release what they carried.
                 let error = Error::unimplemented("the peer does not implement this message");
-                self.settle_question(id, false, false, Outcome::Now(Err(error)))
+                self.settle_question(id, true, false, Outcome::Now(Err(error)))
             }
             // The peer will never use what the Resolve carried (P-08).
             Unechoed::Resolve(Some(export)) => {
@@ -621,13 +622,15 @@ impl ConnActor {
             let id = self
                 .embargoes
                 .start(EmbargoWaiter::Promise(Arc::downgrade(&promise)));
-            self.write(&out::disembargo(
-                &MessageTarget::ImportedCap(promise_id),
-                DisembargoContext::SenderLoopback(id),
-            ));
+            // Through the mailbox, behind calls other threads made on the
+            // promise before it resolved.
+            ctx.address().do_send(SendDisembargo {
+                target: MessageTarget::ImportedCap(promise_id),
+                context: DisembargoContext::SenderLoopback(id),
+            });
         }
-        // The peer's promise export is no longer needed: release it (after
-        // the Disembargo, which still names it).
+        // The peer's promise export is no longer needed: release it (the
+        // Release queues behind the Disembargo, which still names it).
         drop(import);
         Ok(())
     }
@@ -651,52 +654,70 @@ impl ConnActor {
             DisembargoContext::SenderLoopback(id) => {
                 // The peer resolved a promise we gave it to something of
                 // its own, and calls it made through us may still be on
-                // their way back. Reflect the Disembargo behind them.
+                // their way back. Reflect the Disembargo behind them, once
+                // the promise has settled here too (past any embargo of
+                // ours on the same path).
                 let resolved = match &target {
                     MessageTarget::ImportedCap(export_id) => self
                         .exports
                         .get(*export_id)
                         .and_then(|entry| entry.resolved.clone()),
-                    MessageTarget::PromisedAnswer(promised) => self
-                        .answers
-                        .get(promised.question_id)
-                        .and_then(|entry| entry.state.result())
-                        .and_then(|result| result.ok())
-                        .map(|payload| payload.cap_at(&promised.transform)),
+                    MessageTarget::PromisedAnswer(promised) => {
+                        match self.answers.get(promised.question_id) {
+                            Some(entry) => {
+                                let state = entry.state.clone();
+                                let path = promised.transform.clone();
+                                let settled = state.path_settled(&path);
+                                ctx.spawn(settled.into_actor(self).map(move |(), conn, ctx| {
+                                    let resolved = match state.settled_path(&path) {
+                                        Some(Ok(payload)) => Some(payload.cap_at(&path)),
+                                        _ => None,
+                                    };
+                                    conn.reflect(id, resolved, ctx);
+                                }));
+                                return Ok(());
+                            }
+                            None => None,
+                        }
+                    }
                 };
-                let Some(reflected) = resolved.and_then(|cap| self.peer_target(&cap)) else {
-                    return Err(Error::failed(
-                        "Disembargo senderLoopback whose target does not resolve back to the sender",
-                    ));
-                };
-                // Through our own mailbox: calls forwarded to the peer before
-                // this point are queued there, and go out first.
-                ctx.address().do_send(Reflect {
-                    target: reflected,
-                    embargo_id: id,
-                });
+                self.reflect(id, resolved, ctx);
                 Ok(())
             }
         }
     }
 
+    /// Sends `Disembargo{receiverLoopback: id}` to the peer's object that
+    /// `resolved` is, behind the calls already on their way; aborts if
+    /// `resolved` is not the peer's.
+    fn reflect(&mut self, id: u32, resolved: Option<Capability>, ctx: &mut Context<Self>) {
+        let Some(target) = resolved.and_then(|cap| self.peer_target(&cap)) else {
+            let e = Error::failed(
+                "Disembargo senderLoopback whose target does not resolve back to the sender",
+            );
+            self.abort(e, ctx);
+            return;
+        };
+        // Through our own mailbox: calls forwarded to the peer before this
+        // point are queued there, and go out first.
+        ctx.address().do_send(SendDisembargo {
+            target,
+            context: DisembargoContext::ReceiverLoopback(id),
+        });
+    }
+
     /// How the peer names `cap`, if `cap` is the peer's own.
     fn peer_target(&self, cap: &Capability) -> Option<MessageTarget> {
+        let cap = cap.settled();
         match &cap.kind {
             CapKind::Import(import) if import.conn_id == self.id => {
                 Some(MessageTarget::ImportedCap(import.import_id))
             }
-            CapKind::Promise(promise) => match promise.resolution() {
-                Some(resolved) => self.peer_target(&resolved),
-                None => promise
-                    .import()
-                    .filter(|i| i.conn_id == self.id)
-                    .map(|i| MessageTarget::ImportedCap(i.import_id)),
-            },
+            CapKind::Promise(promise) => promise
+                .import()
+                .filter(|i| i.conn_id == self.id)
+                .map(|i| MessageTarget::ImportedCap(i.import_id)),
             CapKind::Pipelined { call, transform } => {
-                if let Some(Ok(payload)) = call.result() {
-                    return self.peer_target(&payload.cap_at(transform));
-                }
                 let remote = call.remote()?;
                 let id = self.question_ids.get(&remote.key)?;
                 Some(MessageTarget::PromisedAnswer(PromisedAnswer {
@@ -709,26 +730,23 @@ impl ConnActor {
     }
 }
 
-/// A `Disembargo{receiverLoopback}` to send once every call queued before
-/// it has gone out.
+/// A `Disembargo` to send once every call queued before it in the
+/// connection's mailbox has gone out.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-struct Reflect {
-    /// The peer's own object that the embargoed promise resolved to.
+struct SendDisembargo {
+    /// What the Disembargo names.
     target: MessageTarget,
-    /// The peer's embargo id.
-    embargo_id: u32,
+    /// Which way it goes, with the embargo id.
+    context: DisembargoContext,
 }
 
-impl Handler<Reflect> for ConnActor {
+impl Handler<SendDisembargo> for ConnActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Reflect, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: SendDisembargo, _ctx: &mut Context<Self>) {
         if self.closing.is_none() {
-            self.write(&out::disembargo(
-                &msg.target,
-                DisembargoContext::ReceiverLoopback(msg.embargo_id),
-            ));
+            self.write(&out::disembargo(&msg.target, msg.context));
         }
     }
 }

@@ -251,28 +251,19 @@ impl ConnActor {
     /// as an export.
     pub(crate) fn describe(&mut self, cap: &Capability, ctx: &mut Context<Self>) -> CapDescriptor {
         let me = ctx.address();
+        let cap = cap.settled();
         match &cap.kind {
             CapKind::Null => return CapDescriptor::None,
             CapKind::Import(import) if import.conn == me => {
                 return CapDescriptor::ReceiverHosted(import.import_id);
             }
             CapKind::Promise(promise) => {
-                if let Some(resolved) = promise.resolution() {
-                    return self.describe(&resolved, ctx);
-                }
                 if let Some(import) = promise.import().filter(|i| i.conn == me) {
                     return CapDescriptor::ReceiverHosted(import.import_id);
                 }
-                return self.export_promise(cap, Resolution::Promise(promise.clone()), ctx);
+                return self.export_promise(&cap, Resolution::Promise(promise.clone()), ctx);
             }
             CapKind::Pipelined { call, transform } => {
-                if let Some(result) = call.result() {
-                    let target = match result {
-                        Ok(payload) => payload.cap_at(transform),
-                        Err(e) => Capability::broken(e),
-                    };
-                    return self.describe(&target, ctx);
-                }
                 if let Some(remote) = call.remote().filter(|r| r.conn == me) {
                     if let Some(id) = self.question_ids.get(&remote.key) {
                         return CapDescriptor::ReceiverAnswer(PromisedAnswer {
@@ -282,11 +273,11 @@ impl ConnActor {
                     }
                 }
                 let resolution = Resolution::Pipelined(call.clone(), transform.clone());
-                return self.export_promise(cap, resolution, ctx);
+                return self.export_promise(&cap, resolution, ctx);
             }
             _ => {}
         }
-        let key = self.export_key(cap);
+        let key = self.export_key(&cap);
         CapDescriptor::SenderHosted(self.exports.export(key, || ExportEntry {
             cap: cap.clone(),
             resolved: None,
@@ -320,11 +311,15 @@ impl ConnActor {
         if !known {
             let settled = async move {
                 match resolution {
-                    Resolution::Pipelined(call, transform) => match call.wait().await {
-                        Ok(Ok(payload)) => payload.cap_at(&transform),
-                        Ok(Err(e)) => Capability::broken(e),
-                        Err(_) => Capability::broken(Error::failed("the promise was dropped")),
-                    },
+                    Resolution::Pipelined(call, transform) => {
+                        // Settled, and past any embargo of ours on it.
+                        call.path_settled(&transform).await;
+                        match call.settled_path(&transform) {
+                            Some(Ok(payload)) => payload.cap_at(&transform),
+                            Some(Err(e)) => Capability::broken(e),
+                            None => Capability::broken(Error::failed("the promise was dropped")),
+                        }
+                    }
                     Resolution::Promise(promise) => match promise.wait().await {
                         Ok(cap) => cap,
                         Err(_) => Capability::broken(Error::failed("the promise was dropped")),
