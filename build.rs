@@ -10,6 +10,7 @@ const SCHEMAS: &[&str] = &[
     "schema/rpc-twoparty.capnp",
     "schema/stream.capnp",
     "schema/test.capnp",
+    "schema/calculator.capnp",
 ];
 
 fn main() {

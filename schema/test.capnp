@@ -47,6 +47,11 @@ interface Test {
   holdSeq @15 (seq :Sequencer) -> ();
   callHeldSeq @16 (expected :UInt32) -> (n :UInt32);
   delayedCounter @17 (millis :UInt32, start :Int64) -> (counter :Counter);
+  liveCounters @18 () -> (count :UInt32);
+  # How many counters this server made are still alive (release checks).
+  promisedCounter @19 (millis :UInt32, start :Int64) -> (counter :Counter);
+  # Returns at once a promise for a counter that exists only after a delay:
+  # the caller gets a senderPromise, then a Resolve.
 }
 
 struct Pair {

@@ -366,6 +366,31 @@ impl test::Server for TestImpl {
         Ok(())
     }
 
+    async fn live_counters(
+        self: Rc<Self>,
+        _: test::LiveCountersParams,
+        mut results: test::LiveCountersResults,
+    ) -> Result<(), capnp::Error> {
+        let count = self.tally.counters.load(Ordering::SeqCst) as u32;
+        results.get().set_count(count);
+        Ok(())
+    }
+
+    async fn promised_counter(
+        self: Rc<Self>,
+        params: test::PromisedCounterParams,
+        mut results: test::PromisedCounterResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        // Another object makes the counter later; we hand out the promise.
+        let maker: test::Client = capnp_actix::new_client(TestImpl::new(&self.tally));
+        let mut req = maker.delayed_counter_request();
+        req.get().set_millis(p.get_millis());
+        req.get().set_start(p.get_start());
+        results.get().set_counter(req.send().pipeline.get_counter());
+        Ok(())
+    }
+
     async fn delayed_counter(
         self: Rc<Self>,
         params: test::DelayedCounterParams,
