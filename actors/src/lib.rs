@@ -47,8 +47,8 @@ pub use call::{PendingCall, Pipeline, Response};
 pub use capability::{Capability, Request};
 pub use capnp_actix_proto::{Error, ErrorKind};
 pub use conn::{
-    Bootstrap, Call, Close, ConnActor, ConnOptions, ConnStats, Stats, Watch,
-    DEFAULT_SEND_BUFFER_SIZE,
+    Bootstrap, Call, Close, ConnActor, ConnOptions, ConnStats, Stats, Watch, DEFAULT_FLOW_LIMIT,
+    DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS, DEFAULT_SEND_BUFFER_SIZE,
 };
 pub use export::{new_client, ExportActor};
 pub use question::QuestionActor;

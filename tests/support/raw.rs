@@ -53,8 +53,13 @@ pub struct Peer {
 impl Peer {
     /// Starts a connection serving a `Test` main interface.
     pub async fn start() -> Peer {
+        Peer::serving(ConnOptions::new()).await
+    }
+
+    /// Starts a connection serving a `Test` main interface, with `options`.
+    pub async fn serving(options: ConnOptions) -> Peer {
         let main = Capability::from_server::<test::Client, _>(TestImpl::new(&Tally::default()));
-        Peer::connect(ConnOptions::new().main_interface(main)).await
+        Peer::connect(options.main_interface(main)).await
     }
 
     /// Starts a connection with `options`; the test plays its peer.

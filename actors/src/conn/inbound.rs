@@ -274,13 +274,22 @@ impl ConnActor {
         id: u32,
         pending: PendingCall,
         results_elsewhere: bool,
+        inbound_bytes: usize,
         ctx: &mut Context<Self>,
     ) -> Result<(), Error> {
+        if self.answers.len() >= self.max_answers {
+            return Err(Error::failed(format!(
+                "the peer has {} questions open, the most allowed (max_answers)",
+                self.answers.len()
+            )));
+        }
         let state = pending.state().clone();
+        self.backpressure.add_inbound(inbound_bytes);
         let entry = AnswerEntry {
             state,
             actor: None,
             returned: false,
+            inbound_bytes,
             finished: false,
             release_result_caps: false,
             result_exports: Vec::new(),
@@ -308,7 +317,13 @@ impl ConnActor {
             Some(main) => Ok(Arc::new(Payload::single_cap(main.clone()))),
             None => Err(Error::failed("this vat serves no bootstrap interface")),
         };
-        self.start_answer(id, PendingCall::new(CallState::settled(result)), false, ctx)
+        self.start_answer(
+            id,
+            PendingCall::new(CallState::settled(result)),
+            false,
+            0,
+            ctx,
+        )
     }
 
     fn handle_call(
@@ -345,7 +360,9 @@ impl ConnActor {
                 }
             }
         };
+        self.check_import_room(&header.descriptors)?;
         let caps = self.import_all(&header.descriptors);
+        let inbound_bytes = frame.size_in_words() * 8;
         let pending = match header.results_to {
             ResultsTo::Caller | ResultsTo::Yourself => target.dispatch(OutCall {
                 interface_id: header.interface_id,
@@ -358,7 +375,7 @@ impl ConnActor {
             ))),
         };
         let results_elsewhere = matches!(header.results_to, ResultsTo::Yourself);
-        self.start_answer(id, pending, results_elsewhere, ctx)
+        self.start_answer(id, pending, results_elsewhere, inbound_bytes, ctx)
     }
 
     fn handle_return(&mut self, header: ReturnHeader, frame: Frame) -> Result<(), Error> {
@@ -366,6 +383,7 @@ impl ConnActor {
             ReturnKind::Results(descriptors) => {
                 // The peer's answer may name its own exports and our
                 // exports; import them before anything else.
+                self.check_import_room(&descriptors)?;
                 let caps = self.import_all(&descriptors);
                 Outcome::Now(Ok(Arc::new(Payload {
                     body: Body::Frame(frame),
@@ -488,6 +506,31 @@ impl ConnActor {
             .map_err(|e| Error::failed(format!("bad Release: {e}")))
     }
 
+    /// Refuses descriptors that would make us hold more of the peer's
+    /// exports than `max_imports`.
+    fn check_import_room(&self, descriptors: &[CapDescriptor]) -> Result<(), Error> {
+        let mut new: Vec<u32> = descriptors
+            .iter()
+            .filter_map(|d| match d {
+                CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) => Some(*id),
+                CapDescriptor::ThirdPartyHosted { vine_id } => Some(*vine_id),
+                _ => None,
+            })
+            .filter(|id| self.imports.get(*id).is_none())
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if self.imports.len() + new.len() > self.max_imports {
+            return Err(Error::failed(format!(
+                "the peer would have us hold {} of its capabilities, over the limit of {} \
+                 (max_imports)",
+                self.imports.len() + new.len(),
+                self.max_imports
+            )));
+        }
+        Ok(())
+    }
+
     fn import_all(&mut self, descriptors: &[CapDescriptor]) -> Vec<Option<Capability>> {
         descriptors.iter().map(|d| self.import(d)).collect()
     }
@@ -599,6 +642,9 @@ impl ConnActor {
         // Import what the resolution names first: even when nobody waits
         // for the promise any more, the reference must be counted (and then
         // released) (F-02).
+        if let Ok(descriptor) = &resolution {
+            self.check_import_room(std::slice::from_ref(descriptor))?;
+        }
         let target = match &resolution {
             Ok(descriptor) => self.import(descriptor).unwrap_or_else(Capability::null),
             Err(e) => Capability::broken(e.clone()),
@@ -791,6 +837,8 @@ impl Handler<ReturnReady> for ConnActor {
             return;
         }
         entry.returned = true;
+        let inbound_bytes = std::mem::take(&mut entry.inbound_bytes);
+        self.backpressure.returned(inbound_bytes);
         entry.actor = None;
         let exports = match msg.outcome {
             // A tail call from the peer: the results stay here (P-13).

@@ -8,6 +8,7 @@
 //!   capabilities to and from cap descriptors.
 //! - `transport.rs`: frames in, batched writes out.
 
+mod backpressure;
 mod inbound;
 mod outbound;
 mod transport;
@@ -22,13 +23,14 @@ use actix::{
     Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult,
     StreamHandler,
 };
+use backpressure::Backpressure;
 use capnp_actix_proto::embargo::EmbargoTable;
 use capnp_actix_proto::frame::{Frame, Limits};
 use capnp_actix_proto::table::{ExportTable, ImportTable, PeerTable, QuestionTable};
 use capnp_actix_proto::Error;
 use futures::channel::{mpsc, oneshot};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::io::{AsyncRead, AsyncWrite};
 use transport::ReadFailure;
@@ -69,6 +71,13 @@ pub struct ConnOptions {
     limits: Limits,
     /// How many bytes may wait for the transport before new calls fail.
     send_buffer_size: usize,
+    /// How many bytes of params the peer's unreturned calls may hold before
+    /// we stop reading.
+    flow_limit: usize,
+    /// How many questions the peer may leave open.
+    max_answers: usize,
+    /// How many of the peer's exports we hold at most.
+    max_imports: usize,
 }
 
 impl Default for ConnOptions {
@@ -77,12 +86,24 @@ impl Default for ConnOptions {
             bootstrap: None,
             limits: Limits::default(),
             send_buffer_size: DEFAULT_SEND_BUFFER_SIZE,
+            flow_limit: DEFAULT_FLOW_LIMIT,
+            max_answers: DEFAULT_MAX_ANSWERS,
+            max_imports: DEFAULT_MAX_IMPORTS,
         }
     }
 }
 
 /// The default of [`ConnOptions::send_buffer_size`]: 64 MiB.
 pub const DEFAULT_SEND_BUFFER_SIZE: usize = 64 << 20;
+
+/// The default of [`ConnOptions::flow_limit`]: 64 MiB.
+pub const DEFAULT_FLOW_LIMIT: usize = 64 << 20;
+
+/// The default of [`ConnOptions::max_answers`].
+pub const DEFAULT_MAX_ANSWERS: usize = 65536;
+
+/// The default of [`ConnOptions::max_imports`].
+pub const DEFAULT_MAX_IMPORTS: usize = 65536;
 
 impl ConnOptions {
     /// Options with no bootstrap capability and default limits.
@@ -131,6 +152,44 @@ impl ConnOptions {
         self
     }
 
+    /// How many bytes of params the peer's calls that have not returned
+    /// yet may hold: above it, the connection stops reading until some
+    /// return (F-05). Reading also stops while more than twice
+    /// [`send_buffer_size`](Self::send_buffer_size) bytes wait for the
+    /// transport. Default: [`DEFAULT_FLOW_LIMIT`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().flow_limit(1 << 20);
+    /// ```
+    pub fn flow_limit(mut self, bytes: usize) -> Self {
+        self.flow_limit = bytes;
+        self
+    }
+
+    /// How many questions the peer may have open at once (calls and
+    /// bootstraps without their `Finish`); one more aborts the connection
+    /// with a reason naming this limit. Default: [`DEFAULT_MAX_ANSWERS`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().max_answers(1000);
+    /// ```
+    pub fn max_answers(mut self, answers: usize) -> Self {
+        self.max_answers = answers;
+        self
+    }
+
+    /// How many of the peer's capabilities we hold at once; one more
+    /// aborts the connection with a reason naming this limit. Default:
+    /// [`DEFAULT_MAX_IMPORTS`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().max_imports(1000);
+    /// ```
+    pub fn max_imports(mut self, imports: usize) -> Self {
+        self.max_imports = imports;
+        self
+    }
+
     /// Limits on message size and shape.
     ///
     /// ```
@@ -162,6 +221,9 @@ pub(crate) struct AnswerEntry {
     pub(crate) actor: Option<Addr<AnswerActor>>,
     /// Whether our `Return` went out.
     pub(crate) returned: bool,
+    /// Bytes of the call's message, counted against the flow limit until
+    /// the `Return` goes out.
+    pub(crate) inbound_bytes: usize,
     /// Whether the peer's `Finish` arrived.
     pub(crate) finished: bool,
     /// Whether that `Finish` released the result capabilities.
@@ -228,10 +290,14 @@ pub struct ConnActor {
     pub(crate) limits: Limits,
     /// Frames for the writer task; `None` once the connection closes.
     pub(crate) writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
-    /// Bytes handed to the writer task and not yet written.
-    pub(crate) queued_bytes: Arc<AtomicUsize>,
+    /// Flow control shared with the reader and the writer.
+    pub(crate) backpressure: Arc<Backpressure>,
     /// Above this many queued bytes, new calls fail (`overloaded`).
     pub(crate) send_buffer_size: usize,
+    /// Most questions the peer may leave open.
+    pub(crate) max_answers: usize,
+    /// Most of the peer's exports we hold.
+    pub(crate) max_imports: usize,
     /// Our questions.
     pub(crate) questions: QuestionTable<QuestionEntry>,
     /// Question ids by caller key.
@@ -277,13 +343,16 @@ impl ConnActor {
     {
         let limits = options.limits;
         ConnActor::create(move |ctx| {
-            ctx.add_stream(transport::frames(read, limits));
+            let backpressure = Arc::new(Backpressure::new(
+                options.send_buffer_size,
+                options.flow_limit,
+            ));
+            ctx.add_stream(transport::frames(read, limits, backpressure.clone()));
             let (tx, rx) = mpsc::unbounded();
-            let queued_bytes = Arc::new(AtomicUsize::new(0));
             actix_rt::spawn(transport::write_frames(
                 write,
                 rx,
-                queued_bytes.clone(),
+                backpressure.clone(),
                 ctx.address().downgrade(),
             ));
             let main = match options.bootstrap {
@@ -296,8 +365,10 @@ impl ConnActor {
                 main,
                 limits,
                 writer: Some(tx),
-                queued_bytes,
+                backpressure,
                 send_buffer_size: options.send_buffer_size,
+                max_answers: options.max_answers,
+                max_imports: options.max_imports,
                 questions: QuestionTable::new(),
                 question_ids: HashMap::new(),
                 answers: PeerTable::new(),
@@ -577,6 +648,10 @@ pub struct ConnStats {
     pub resolves_received: u64,
     /// Embargoes started so far (`Disembargo{senderLoopback}` sent).
     pub embargoes_started: u64,
+    /// Bytes waiting for the transport.
+    pub queued_bytes: usize,
+    /// Bytes of params of the peer's calls that have not returned.
+    pub inbound_bytes: usize,
 }
 
 impl Handler<Stats> for ConnActor {
@@ -588,6 +663,8 @@ impl Handler<Stats> for ConnActor {
             answers: self.answers.len(),
             exports: self.exports.len(),
             imports: self.imports.len(),
+            queued_bytes: self.backpressure.queued(),
+            inbound_bytes: self.backpressure.inbound(),
             ..self.counts
         }
     }

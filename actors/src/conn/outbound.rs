@@ -90,8 +90,7 @@ impl ConnActor {
         let mut bytes = Vec::new();
         frame::encode(message, &mut bytes);
         log::trace!("conn {}: sending {} bytes", self.id, bytes.len());
-        self.queued_bytes
-            .fetch_add(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+        self.backpressure.add_queued(bytes.len());
         if writer.unbounded_send(bytes).is_err() {
             self.writer = None;
         }
@@ -143,7 +142,7 @@ impl ConnActor {
             }
         };
         self.check_size(&message)?;
-        let queued = self.queued_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let queued = self.backpressure.queued();
         if queued > self.send_buffer_size {
             return Err(Error::overloaded(format!(
                 "{queued} bytes wait to be sent, over the limit of {} (send_buffer_size)",

@@ -4,13 +4,13 @@
 //! write call (many small messages, one syscall; a lone message goes out
 //! at once).
 
+use super::backpressure::Backpressure;
 use super::{ConnActor, WriteFailed};
 use actix::WeakAddr;
 use capnp_actix_proto::frame::{Frame, FrameDecoder, Limits};
 use capnp_actix_proto::Error;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -23,16 +23,30 @@ pub(crate) enum ReadFailure {
 }
 
 /// Inbound frames, decoded under `limits`.
-pub(crate) fn frames<R>(read: R, limits: Limits) -> impl Stream<Item = Result<Frame, ReadFailure>>
+pub(crate) fn frames<R>(
+    read: R,
+    limits: Limits,
+    backpressure: Arc<Backpressure>,
+) -> impl Stream<Item = Result<Frame, ReadFailure>>
 where
     R: AsyncRead + Unpin + 'static,
 {
-    let state = Some((read, FrameDecoder::new(limits), vec![0u8; 64 * 1024]));
+    let state = Some((
+        read,
+        FrameDecoder::new(limits),
+        vec![0u8; 64 * 1024],
+        backpressure,
+    ));
     futures::stream::unfold(state, |state| async move {
-        let (mut read, mut decoder, mut buf) = state?;
+        let (mut read, mut decoder, mut buf, backpressure) = state?;
         loop {
+            // Flow control: hand out nothing more (buffered or not) while
+            // the connection has enough to do.
+            backpressure.permit().await;
             match decoder.next_frame() {
-                Ok(Some(frame)) => return Some((Ok(frame), Some((read, decoder, buf)))),
+                Ok(Some(frame)) => {
+                    return Some((Ok(frame), Some((read, decoder, buf, backpressure))))
+                }
                 Ok(None) => {}
                 Err(e) => return Some((Err(ReadFailure::Protocol(e.into())), None)),
             }
@@ -57,7 +71,7 @@ where
 pub(crate) async fn write_frames<W>(
     mut write: W,
     mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
-    queued_bytes: Arc<AtomicUsize>,
+    backpressure: Arc<Backpressure>,
     conn: WeakAddr<ConnActor>,
 ) where
     W: AsyncWrite + Unpin + 'static,
@@ -71,7 +85,7 @@ pub(crate) async fn write_frames<W>(
             write.flush().await
         };
         let result = written.await;
-        queued_bytes.fetch_sub(batch.len(), Ordering::Relaxed);
+        backpressure.written(batch.len());
         if let Err(e) = result {
             if let Some(conn) = conn.upgrade() {
                 conn.do_send(WriteFailed(Error::disconnected(format!(

@@ -1,0 +1,100 @@
+//! Flow control between a connection's reader, its writer and the actor.
+//!
+//! The reader stops taking bytes off the transport while either
+//! - the peer's unreturned calls hold more than `flow_limit` bytes of
+//!   params (F-05: a peer cannot make us run unbounded work at once), or
+//! - more than twice `send_buffer_size` bytes wait for the transport (the
+//!   peer does not read what we owe it, so reading more would only queue
+//!   more replies without bound).
+//!
+//! Whoever lowers a count wakes the reader, which looks again.
+
+use futures::task::AtomicWaker;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+/// Counts shared by the reader, the writer task and the connection actor.
+pub(crate) struct Backpressure {
+    /// Bytes handed to the writer task and not yet written.
+    queued: AtomicUsize,
+    /// Bytes of params of inbound calls not yet returned.
+    inbound: AtomicUsize,
+    /// Above this many `queued` bytes, the reader waits.
+    queued_limit: usize,
+    /// Above this many `inbound` bytes, the reader waits.
+    flow_limit: usize,
+    /// The reader, when it waits.
+    reader: AtomicWaker,
+}
+
+impl Backpressure {
+    pub(crate) fn new(send_buffer_size: usize, flow_limit: usize) -> Self {
+        Backpressure {
+            queued: AtomicUsize::new(0),
+            inbound: AtomicUsize::new(0),
+            queued_limit: send_buffer_size.saturating_mul(2),
+            flow_limit,
+            reader: AtomicWaker::new(),
+        }
+    }
+
+    /// Bytes waiting for the transport.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of unreturned inbound calls.
+    pub(crate) fn inbound(&self) -> usize {
+        self.inbound.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_queued(&self, bytes: usize) {
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn written(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        self.reader.wake();
+    }
+
+    pub(crate) fn add_inbound(&self, bytes: usize) {
+        self.inbound.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn returned(&self, bytes: usize) {
+        self.inbound.fetch_sub(bytes, Ordering::Relaxed);
+        self.reader.wake();
+    }
+
+    fn may_read(&self) -> bool {
+        self.queued() <= self.queued_limit && self.inbound() <= self.flow_limit
+    }
+
+    /// Completes when the reader may take more bytes.
+    pub(crate) fn permit(&self) -> Permit<'_> {
+        Permit(self)
+    }
+}
+
+/// The future of [`Backpressure::permit`].
+pub(crate) struct Permit<'a>(&'a Backpressure);
+
+impl Future for Permit<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.may_read() {
+            return Poll::Ready(());
+        }
+        self.0.reader.register(cx.waker());
+        // Looked at again after registering, so that a wake-up between the
+        // first look and the registration is not lost.
+        if self.0.may_read() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
