@@ -13,8 +13,9 @@
 //! shows them, before any memory is set aside for the body. [`encode`]
 //! writes a message in the same form.
 
+use capnp::message::ReaderSegments;
 use capnp::message::{Allocator, Builder, Reader, ReaderOptions};
-use capnp::serialize::{OwnedSegments, SegmentLengthsBuilder};
+use capnp::Word;
 use std::fmt;
 
 /// Bytes in one Cap'n Proto word.
@@ -108,7 +109,101 @@ impl Limits {
 /// let frame: Frame = decoder.next_frame().unwrap().unwrap();
 /// assert_eq!(frame.get_root::<capnp::text::Reader>().unwrap(), "hi");
 /// ```
-pub type Frame = Reader<OwnedSegments>;
+pub type Frame = Reader<FrameSegments>;
+
+/// The segments of one received message, in one 8-byte-aligned buffer.
+///
+/// ```
+/// use capnp::message::ReaderSegments;
+/// use capnp_actix_proto::{frame::encode, FrameDecoder, Limits};
+/// let mut msg = capnp::message::Builder::new_default();
+/// msg.set_root::<capnp::text::Owned>("hi").unwrap();
+/// let mut bytes = Vec::new();
+/// encode(&msg, &mut bytes);
+/// let mut decoder = FrameDecoder::new(Limits::default());
+/// decoder.push(&bytes);
+/// let frame = decoder.next_frame().unwrap().unwrap();
+/// assert_eq!(frame.into_segments().len(), 1);
+/// ```
+#[derive(Debug)]
+pub struct FrameSegments {
+    /// The segments, back to back.
+    words: Vec<Word>,
+    /// Where each segment starts and ends in `words`, in words.
+    bounds: Vec<(usize, usize)>,
+}
+
+impl FrameSegments {
+    /// Segments of the given sizes (in words) laid out in `words`.
+    fn new(words: Vec<Word>, sizes: impl Iterator<Item = usize>) -> FrameSegments {
+        let mut bounds = Vec::new();
+        let mut at = 0;
+        for size in sizes {
+            bounds.push((at, at + size));
+            at += size;
+        }
+        FrameSegments { words, bounds }
+    }
+}
+
+impl ReaderSegments for FrameSegments {
+    fn get_segment(&self, idx: u32) -> Option<&[u8]> {
+        let (start, end) = *self.bounds.get(idx as usize)?;
+        self.words.get(start..end).map(Word::words_to_bytes)
+    }
+
+    fn len(&self) -> usize {
+        self.bounds.len()
+    }
+}
+
+/// Frames whose body is at least this large are received straight into
+/// their own buffer, which grows as bytes arrive, instead of being copied
+/// out of the decoder's.
+const LARGE_BODY: usize = 64 * 1024;
+
+/// A large frame's body, being received.
+#[derive(Debug)]
+struct LargeBody {
+    /// The body so far; grows (never past `total`) as bytes arrive.
+    words: Vec<Word>,
+    /// Bytes of `words` received.
+    filled: usize,
+    /// Bytes the body has in all.
+    total: usize,
+    /// Segment sizes, in words.
+    sizes: Vec<usize>,
+}
+
+impl LargeBody {
+    /// Room for at least `want` more bytes (never past the end of the
+    /// body), as a writable slice.
+    fn space(&mut self, want: usize) -> &mut [u8] {
+        let needed = (self.filled + want).min(self.total);
+        if needed > self.words.len() * BYTES_PER_WORD {
+            // Grow geometrically, capped at the body's size: only memory
+            // for bytes that are arriving is set aside.
+            let grown = (self.words.len() * 2 * BYTES_PER_WORD)
+                .max(needed)
+                .min(self.total);
+            self.words.resize(
+                grown.div_ceil(BYTES_PER_WORD),
+                capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            );
+        }
+        let end = needed.min(self.words.len() * BYTES_PER_WORD);
+        &mut Word::words_to_bytes_mut(&mut self.words)[self.filled..end]
+    }
+
+    /// Copies as much of `bytes` as the body still lacks; gives how much.
+    fn take_from(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.total - self.filled);
+        let space = self.space(n);
+        space[..n].copy_from_slice(&bytes[..n]);
+        self.filled += n;
+        n
+    }
+}
 
 /// Why a frame header was refused. The stream cannot be resynchronised after
 /// one: the connection should be aborted.
@@ -237,6 +332,8 @@ pub struct FrameDecoder {
     /// The error returned before, returned again on every later call: after
     /// a refused header there is no trustworthy frame boundary left.
     failed: Option<FrameError>,
+    /// A large frame's body being received (its header already consumed).
+    large: Option<LargeBody>,
 }
 
 impl FrameDecoder {
@@ -254,6 +351,39 @@ impl FrameDecoder {
             start: 0,
             pending: Pending::Start,
             failed: None,
+            large: None,
+        }
+    }
+
+    /// Where the next received bytes can go without a copy, when a large
+    /// frame's body is being received: fill it, then call
+    /// [`filled`](Self::filled). `None` otherwise: use [`push`](Self::push).
+    ///
+    /// ```
+    /// use capnp_actix_proto::{FrameDecoder, Limits};
+    /// let mut decoder = FrameDecoder::new(Limits::default());
+    /// assert!(decoder.read_space(4096).is_none());
+    /// ```
+    pub fn read_space(&mut self, want: usize) -> Option<&mut [u8]> {
+        if self.failed.is_some() {
+            return None;
+        }
+        self.large.as_mut().map(|large| large.space(want))
+    }
+
+    /// Records that `n` bytes were written at the front of
+    /// [`read_space`](Self::read_space).
+    ///
+    /// ```
+    /// use capnp_actix_proto::{FrameDecoder, Limits};
+    /// let mut decoder = FrameDecoder::new(Limits::default());
+    /// decoder.filled(0);
+    /// ```
+    pub fn filled(&mut self, n: usize) {
+        if let Some(large) = self.large.as_mut() {
+            large.filled = (large.filled + n)
+                .min(large.total)
+                .min(large.words.len() * BYTES_PER_WORD);
         }
     }
 
@@ -270,6 +400,14 @@ impl FrameDecoder {
     pub fn push(&mut self, bytes: &[u8]) {
         if self.failed.is_some() || bytes.is_empty() {
             return;
+        }
+        let mut bytes = bytes;
+        if let Some(large) = self.large.as_mut() {
+            let n = large.take_from(bytes);
+            bytes = &bytes[n..];
+            if bytes.is_empty() {
+                return;
+            }
         }
         self.compact();
         self.buf.extend_from_slice(bytes);
@@ -302,6 +440,7 @@ impl FrameDecoder {
                 self.failed = Some(e.clone());
                 self.buf = Vec::new();
                 self.start = 0;
+                self.large = None;
                 Err(e)
             }
         }
@@ -323,12 +462,23 @@ impl FrameDecoder {
     /// assert_eq!(decoder.buffered(), bytes.len() / 2);
     /// ```
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        let large = self.large.as_ref().map_or(0, |l| l.filled);
+        self.buf.len() - self.start + large
     }
 
     /// Advances through the header of the frame at `start` as far as the
     /// buffered bytes allow, and takes the frame out once it is whole.
     fn decode(&mut self) -> Result<Option<Frame>, FrameError> {
+        if let Some(large) = &self.large {
+            if large.filled < large.total {
+                return Ok(None);
+            }
+            let Some(large) = self.large.take() else {
+                return Ok(None);
+            };
+            let segments = FrameSegments::new(large.words, large.sizes.into_iter());
+            return Ok(Some(Reader::new(segments, self.limits.reader_options())));
+        }
         loop {
             let available = self.buf.get(self.start..).unwrap_or_default();
             match self.pending {
@@ -388,28 +538,44 @@ impl FrameDecoder {
                         limit,
                     };
                     let total = table_bytes.checked_add(body_bytes).ok_or_else(too_large)?;
+                    let sizes = || -> Result<Vec<usize>, FrameError> {
+                        let table = available.get(..table_bytes).unwrap_or_default();
+                        segment_sizes(table, segments)
+                            .map(|size| usize::try_from(size).map_err(|_| too_large()))
+                            .collect()
+                    };
+                    if body_bytes >= LARGE_BODY {
+                        // Receive the body into its own buffer from here on.
+                        let sizes = sizes()?;
+                        let mut large = LargeBody {
+                            words: Vec::new(),
+                            filled: 0,
+                            total: body_bytes,
+                            sizes,
+                        };
+                        let body = available.get(table_bytes..).unwrap_or_default();
+                        let taken = large.take_from(body);
+                        self.start += table_bytes + taken;
+                        self.pending = Pending::Start;
+                        self.large = Some(large);
+                        if self.start == self.buf.len() {
+                            self.compact();
+                        }
+                        return self.decode();
+                    }
                     let Some(bytes) = available.get(..total) else {
                         return Ok(None);
                     };
-                    let (table, body) = bytes.split_at(table_bytes);
-                    let mut lengths = SegmentLengthsBuilder::with_capacity(segments);
-                    for size in segment_sizes(table, segments) {
-                        let size = usize::try_from(size).map_err(|_| too_large())?;
-                        lengths.try_push_segment(size).map_err(|_| too_large())?;
-                    }
-                    let mut owned = lengths.into_owned_segments();
-                    // Equal by construction; checked so that a mistake is an
-                    // error and not a panic.
-                    if owned.len() != body.len() {
-                        return Err(too_large());
-                    }
-                    owned.copy_from_slice(body);
+                    let body = &bytes[table_bytes..];
+                    let mut words = Word::allocate_zeroed_vec(body_bytes / BYTES_PER_WORD);
+                    Word::words_to_bytes_mut(&mut words).copy_from_slice(body);
+                    let segments = FrameSegments::new(words, sizes()?.into_iter());
                     self.start += total;
                     self.pending = Pending::Start;
                     if self.start == self.buf.len() {
                         self.compact();
                     }
-                    return Ok(Some(Reader::new(owned, self.limits.reader_options())));
+                    return Ok(Some(Reader::new(segments, self.limits.reader_options())));
                 }
             }
         }
@@ -463,15 +629,53 @@ const EMPTY_MESSAGE: [&[u8]; 1] = [&[]];
 /// ```
 pub fn encode<A: Allocator>(message: &Builder<A>, out: &mut Vec<u8>) {
     let output = message.get_segments_for_output();
-    let segments: &[&[u8]] = if output.is_empty() {
+    let segments = segments_to_send(&output);
+    let body_bytes: usize = segments.iter().map(|s| s.len()).sum();
+    out.reserve(table_len(segments.len()) + body_bytes);
+    encode_table(segments, out);
+    for segment in segments {
+        out.extend_from_slice(segment);
+    }
+}
+
+/// The segments to frame for a message's output segments: an empty
+/// message still goes out as one empty segment.
+///
+/// ```
+/// use capnp_actix_proto::frame::segments_to_send;
+/// assert_eq!(segments_to_send(&[]).len(), 1);
+/// ```
+pub fn segments_to_send<'a>(output: &'a [&'a [u8]]) -> &'a [&'a [u8]] {
+    if output.is_empty() {
         &EMPTY_MESSAGE
     } else {
-        &output
-    };
-    let count = segments.len();
-    let table_bytes = (count / 2 + 1) * BYTES_PER_WORD;
-    let body_bytes: usize = segments.iter().map(|s| s.len()).sum();
-    out.reserve(table_bytes + body_bytes);
+        output
+    }
+}
+
+/// Bytes of the segment table (with its padding) for `count` segments.
+///
+/// ```
+/// assert_eq!(capnp_actix_proto::frame::table_len(1), 8);
+/// assert_eq!(capnp_actix_proto::frame::table_len(2), 16);
+/// ```
+pub fn table_len(count: usize) -> usize {
+    (count / 2 + 1) * BYTES_PER_WORD
+}
+
+/// Appends the segment table (with its padding) that frames `segments`;
+/// the segments themselves follow it on the wire. For writers that send
+/// large segments without copying them.
+///
+/// ```
+/// use capnp_actix_proto::frame::encode_table;
+/// let segment = [0u8; 16];
+/// let mut out = Vec::new();
+/// encode_table(&[&segment[..]], &mut out);
+/// assert_eq!(out, [0, 0, 0, 0, 2, 0, 0, 0]);
+/// ```
+pub fn encode_table(segments: &[&[u8]], out: &mut Vec<u8>) {
+    let count = segments.len().max(1);
     // A builder holds far fewer than 2^32 segments of fewer than 2^32 words
     // each (its own limits), so these conversions never saturate.
     let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -481,9 +685,6 @@ pub fn encode<A: Allocator>(message: &Builder<A>, out: &mut Vec<u8>) {
     }
     if count & 1 == 0 {
         out.extend_from_slice(&[0; 4]);
-    }
-    for segment in segments {
-        out.extend_from_slice(segment);
     }
 }
 
@@ -888,5 +1089,64 @@ mod tests {
         }
         assert!(frames > 100, "only {frames} frames decoded");
         assert!(errors > 100, "only {errors} errors");
+    }
+
+    /// A message holding `len` bytes of data, plus its framed form.
+    fn data_message(len: usize) -> (Vec<u8>, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let mut msg = capnp::message::Builder::new_default();
+        msg.set_root::<capnp::data::Owned>(&data[..]).unwrap();
+        (data, encoded(&msg))
+    }
+
+    // covers: W-01
+    #[test]
+    fn large_frames_arrive_whole_however_they_are_cut() {
+        let (data, mut bytes) = data_message(1 << 20);
+        let (small, small_bytes) = data_message(10);
+        bytes.extend_from_slice(&small_bytes);
+        for chunk in [1usize, 7, 4096, 65536, 1 << 20] {
+            let mut decoder = FrameDecoder::new(Limits::default());
+            let mut frames = Vec::new();
+            for piece in bytes.chunks(chunk) {
+                decoder.push(piece);
+                while let Some(frame) = decoder.next_frame().unwrap() {
+                    frames.push(frame);
+                }
+            }
+            assert_eq!(frames.len(), 2, "chunk {chunk}");
+            assert_eq!(
+                frames[0].get_root::<capnp::data::Reader>().unwrap(),
+                &data[..]
+            );
+            assert_eq!(
+                frames[1].get_root::<capnp::data::Reader>().unwrap(),
+                &small[..]
+            );
+            assert_eq!(decoder.buffered(), 0);
+        }
+    }
+
+    // covers: W-01
+    #[test]
+    fn a_large_body_can_be_read_straight_into_place() {
+        let (data, bytes) = data_message(300_000);
+        let mut decoder = FrameDecoder::new(Limits::default());
+        // The header and a little of the body through `push`...
+        decoder.push(&bytes[..100]);
+        assert!(decoder.next_frame().unwrap().is_none());
+        // ...the rest written where the decoder says.
+        let mut at = 100;
+        while at < bytes.len() {
+            let space = decoder.read_space(10_000).expect("a large body is pending");
+            let n = space.len().min(bytes.len() - at);
+            assert!(n > 0);
+            space[..n].copy_from_slice(&bytes[at..at + n]);
+            decoder.filled(n);
+            at += n;
+        }
+        let frame = decoder.next_frame().unwrap().expect("the frame is whole");
+        assert_eq!(frame.get_root::<capnp::data::Reader>().unwrap(), &data[..]);
+        assert!(decoder.read_space(10).is_none());
     }
 }

@@ -31,6 +31,10 @@ pub(crate) struct OutCall {
     pub(crate) body: Body,
     /// The params' cap table.
     pub(crate) caps: Vec<Option<Capability>>,
+    /// The connection and answer id of the inbound call this is, if it is
+    /// one: a local object then builds its results as that answer's
+    /// `Return`, which can go out without a copy.
+    pub(crate) return_for: Option<(u64, u32)>,
 }
 
 impl OutCall {
@@ -39,6 +43,7 @@ impl OutCall {
         Payload {
             body: self.body,
             caps: self.caps,
+            return_for: None,
         }
     }
 }

@@ -375,6 +375,7 @@ impl Request {
             method_id: self.method_id,
             body: Body::Built(self.message),
             caps,
+            return_for: None,
         })
     }
 }

@@ -153,9 +153,11 @@ impl Handler<Deliver> for ExportActor {
             return; // cancelled before it started
         }
         let (interface_id, method_id) = (call.interface_id, call.method_id);
+        let return_for = call.return_for;
         let params = Params::new(Box::new(ParamsHookImpl::new(Arc::new(call.into_payload()))));
         let (done_tx, done_rx) = oneshot::channel();
-        let results = Results::new(Box::new(ResultsHookImpl::new(done_tx)));
+        let answer_id = return_for.map(|(_, id)| id);
+        let results = Results::new(Box::new(ResultsHookImpl::new(done_tx, answer_id)));
         let work = self
             .server
             .dispatch(interface_id, method_id, params, results);
@@ -169,6 +171,7 @@ impl Handler<Deliver> for ExportActor {
                     Ok((message, cap_table)) => Ok(Arc::new(Payload {
                         body: Body::Built(message),
                         caps: capabilities_of(&cap_table),
+                        return_for,
                     })),
                     Err(_) => Err(Error::failed("the server kept its results object")),
                 },

@@ -195,6 +195,7 @@ impl RequestHookImpl {
             method_id: self.method_id,
             body: Body::Built(self.message),
             caps,
+            return_for: None,
         })
     }
 }
@@ -324,10 +325,11 @@ pub(crate) struct ResultsHookImpl {
 }
 
 impl ResultsHookImpl {
-    pub(crate) fn new(done: oneshot::Sender<BuiltResults>) -> Self {
+    pub(crate) fn new(done: oneshot::Sender<BuiltResults>, answer_id: Option<u32>) -> Self {
         let mut message = Builder::new_default();
         {
             let mut ret = message.init_root::<message::Builder>().init_return();
+            ret.set_answer_id(answer_id.unwrap_or(0));
             ret.set_release_param_caps(false);
             ret.init_results();
         }

@@ -29,6 +29,9 @@ pub(crate) struct Payload {
     /// The cap table: index `i` is what a capability pointer with index `i`
     /// in the content refers to.
     pub(crate) caps: Vec<Option<Capability>>,
+    /// For results a local object built as the `Return` of an inbound call:
+    /// that call's connection and answer id.
+    pub(crate) return_for: Option<(u64, u32)>,
 }
 
 impl Payload {
@@ -46,6 +49,15 @@ impl Payload {
         Payload {
             body: Body::Built(msg),
             caps: vec![Some(cap)],
+            return_for: None,
+        }
+    }
+
+    /// The message, when built here: to send as it is.
+    pub(crate) fn built(&self) -> Option<&Builder<HeapAllocator>> {
+        match &self.body {
+            Body::Built(builder) => Some(builder),
+            Body::Frame(_) => None,
         }
     }
 

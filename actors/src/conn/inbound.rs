@@ -369,6 +369,7 @@ impl ConnActor {
                 method_id: header.method_id,
                 body: Body::Frame(frame),
                 caps,
+                return_for: Some((self.id, id)),
             }),
             ResultsTo::ThirdParty => PendingCall::new(CallState::settled(Err(
                 Error::unimplemented("sendResultsTo.thirdParty (level 3) is not supported"),
@@ -388,6 +389,7 @@ impl ConnActor {
                 Outcome::Now(Ok(Arc::new(Payload {
                     body: Body::Frame(frame),
                     caps,
+                    return_for: None,
                 })))
             }
             ReturnKind::Exception(e) => Outcome::Now(Err(e)),

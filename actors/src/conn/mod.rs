@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::io::{AsyncRead, AsyncWrite};
-use transport::ReadFailure;
+use transport::{Outgoing, ReadFailure};
 
 pub(crate) use outbound::{send_call, CallTarget};
 
@@ -289,7 +289,7 @@ pub struct ConnActor {
     /// Limits on inbound messages and on what we send.
     pub(crate) limits: Limits,
     /// Frames for the writer task; `None` once the connection closes.
-    pub(crate) writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    pub(crate) writer: Option<mpsc::UnboundedSender<Outgoing>>,
     /// Flow control shared with the reader and the writer.
     pub(crate) backpressure: Arc<Backpressure>,
     /// Above this many queued bytes, new calls fail (`overloaded`).

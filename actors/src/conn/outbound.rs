@@ -1,12 +1,17 @@
 //! What a connection sends: calls (with their cap tables), returns, and the
 //! translation of capabilities into cap descriptors.
 
+use super::transport::{framed_len, Outgoing};
 use super::{ConnActor, ExportEntry, QuestionEntry, SendCall};
 use crate::call::{CallState, OutCall};
 use crate::capability::{CapKind, Capability};
 use crate::hooks::{cap_table, capabilities_of};
 use crate::payload::{Body, Payload};
 use crate::promise::PromiseImport;
+
+/// Messages this large go to the writer uncopied; smaller ones are copied
+/// into its batch.
+const UNCOPIED_WRITE_BYTES: usize = 64 * 1024;
 use crate::question::QuestionActor;
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
 use capnp::message::{Builder, HeapAllocator};
@@ -86,12 +91,26 @@ impl Handler<SendCall> for ConnActor {
 impl ConnActor {
     /// Frames `message` and queues it for the writer.
     pub(crate) fn write(&mut self, message: &Builder<HeapAllocator>) {
-        let Some(writer) = &self.writer else { return };
         let mut bytes = Vec::new();
         frame::encode(message, &mut bytes);
-        log::trace!("conn {}: sending {} bytes", self.id, bytes.len());
-        self.backpressure.add_queued(bytes.len());
-        if writer.unbounded_send(bytes).is_err() {
+        self.queue(Outgoing::Bytes(bytes));
+    }
+
+    /// Queues `message` for the writer: a large one as it is, uncopied.
+    pub(crate) fn write_owned(&mut self, message: Builder<HeapAllocator>) {
+        if framed_len(&message) >= UNCOPIED_WRITE_BYTES {
+            self.queue(Outgoing::Built(message));
+        } else {
+            self.write(&message);
+        }
+    }
+
+    fn queue(&mut self, outgoing: Outgoing) {
+        let Some(writer) = &self.writer else { return };
+        let len = outgoing.len();
+        log::trace!("conn {}: sending {len} bytes", self.id);
+        self.backpressure.add_queued(len);
+        if writer.unbounded_send(outgoing).is_err() {
             self.writer = None;
         }
     }
@@ -121,6 +140,7 @@ impl ConnActor {
             method_id,
             body,
             caps,
+            return_for: _,
         } = call;
         // A call that arrived from another connection is copied into a new
         // message; one built here is completed in place.
@@ -130,6 +150,7 @@ impl ConnActor {
                 let source = Payload {
                     body: Body::Frame(frame),
                     caps,
+                    return_for: None,
                 };
                 let mut message = Builder::new_default();
                 let caps = {
@@ -170,7 +191,7 @@ impl ConnActor {
         if let Some(entry) = self.questions.get_mut(id) {
             entry.param_exports = exports;
         }
-        self.write(&message);
+        self.write_owned(message);
         Ok(())
     }
 
@@ -179,9 +200,23 @@ impl ConnActor {
     pub(crate) fn send_results(
         &mut self,
         answer_id: u32,
-        results: &Payload,
+        results: &Arc<Payload>,
         ctx: &mut Context<Self>,
     ) -> Vec<u32> {
+        // Results a local object built as this very `Return`, with no
+        // capabilities to describe, go out as they are.
+        let as_built = results.return_for == Some((self.id, answer_id))
+            && results.caps.iter().all(Option::is_none);
+        if let Some(message) = results.built().filter(|_| as_built) {
+            if let Err(e) = self.check_size(message) {
+                self.write(&capnp_actix_proto::message::return_exception(answer_id, &e));
+            } else if framed_len(message) >= UNCOPIED_WRITE_BYTES {
+                self.queue(Outgoing::Shared(results.clone()));
+            } else {
+                self.write(message);
+            }
+            return Vec::new();
+        }
         match self.build_results(answer_id, results, ctx) {
             Ok((message, exports)) => {
                 self.write(&message);

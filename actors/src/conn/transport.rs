@@ -6,8 +6,10 @@
 
 use super::backpressure::Backpressure;
 use super::{ConnActor, WriteFailed};
+use crate::payload::Payload;
 use actix::WeakAddr;
-use capnp_actix_proto::frame::{Frame, FrameDecoder, Limits};
+use capnp::message::{Builder, HeapAllocator};
+use capnp_actix_proto::frame::{self, Frame, FrameDecoder, Limits};
 use capnp_actix_proto::Error;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
@@ -50,13 +52,19 @@ where
                 Ok(None) => {}
                 Err(e) => return Some((Err(ReadFailure::Protocol(e.into())), None)),
             }
-            match read.read(&mut buf).await {
-                Ok(0) if decoder.buffered() == 0 => return None,
-                Ok(0) => {
+            // A large frame's body goes straight where it belongs.
+            let result = match decoder.read_space(buf.len()) {
+                Some(space) => read.read(space).await.map(|n| (n, true)),
+                None => read.read(&mut buf).await.map(|n| (n, false)),
+            };
+            match result {
+                Ok((0, _)) if decoder.buffered() == 0 => return None,
+                Ok((0, _)) => {
                     let e = Error::disconnected("the peer closed the connection mid-message");
                     return Some((Err(ReadFailure::Disconnected(e)), None));
                 }
-                Ok(n) => decoder.push(&buf[..n]),
+                Ok((n, true)) => decoder.filled(n),
+                Ok((n, false)) => decoder.push(&buf[..n]),
                 Err(e) => {
                     let e = Error::disconnected(format!("read failed: {e}"));
                     return Some((Err(ReadFailure::Disconnected(e)), None));
@@ -66,26 +74,95 @@ where
     })
 }
 
-/// Writes queued frames until the queue closes, then shuts the write half
-/// down. A write error is reported to the connection.
+/// A message on its way to the writer task.
+pub(crate) enum Outgoing {
+    /// A framed message (small ones: copied, so that many go out in one
+    /// write).
+    Bytes(Vec<u8>),
+    /// A large message built here, written segment by segment, uncopied.
+    Built(Builder<HeapAllocator>),
+    /// Large results shared with the call that made them, written uncopied.
+    Shared(Arc<Payload>),
+}
+
+impl Outgoing {
+    /// Bytes this puts on the wire.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Outgoing::Bytes(bytes) => bytes.len(),
+            Outgoing::Built(message) => framed_len(message),
+            Outgoing::Shared(payload) => payload.built().map(framed_len).unwrap_or(0),
+        }
+    }
+}
+
+/// The framed size of `message`.
+pub(crate) fn framed_len(message: &Builder<HeapAllocator>) -> usize {
+    let output = message.get_segments_for_output();
+    let segments = frame::segments_to_send(&output);
+    frame::table_len(segments.len()) + segments.iter().map(|s| s.len()).sum::<usize>()
+}
+
+/// Writes `message`'s segment table into `batch`, sends the batch, then
+/// the segments themselves.
+async fn write_segments<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    batch: &mut Vec<u8>,
+    message: &Builder<HeapAllocator>,
+) -> std::io::Result<()> {
+    let output = message.get_segments_for_output();
+    let segments = frame::segments_to_send(&output);
+    frame::encode_table(segments, batch);
+    write.write_all(batch).await?;
+    batch.clear();
+    for segment in segments {
+        write.write_all(segment).await?;
+    }
+    Ok(())
+}
+
+/// Writes queued messages until the queue closes, then shuts the write
+/// half down. Everything queued since the last write goes out together:
+/// small messages in one write call, large ones without a copy. A write
+/// error is reported to the connection.
 pub(crate) async fn write_frames<W>(
     mut write: W,
-    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
     backpressure: Arc<Backpressure>,
     conn: WeakAddr<ConnActor>,
 ) where
     W: AsyncWrite + Unpin + 'static,
 {
-    while let Some(mut batch) = queue.next().await {
+    let mut batch = Vec::new();
+    while let Some(first) = queue.next().await {
+        let mut items = vec![first];
         while let Ok(more) = queue.try_recv() {
-            batch.extend_from_slice(&more);
+            items.push(more);
         }
+        let total: usize = items.iter().map(Outgoing::len).sum();
         let written = async {
-            write.write_all(&batch).await?;
+            for item in items {
+                match item {
+                    Outgoing::Bytes(bytes) if batch.is_empty() => batch = bytes,
+                    Outgoing::Bytes(bytes) => batch.extend_from_slice(&bytes),
+                    Outgoing::Built(message) => {
+                        write_segments(&mut write, &mut batch, &message).await?
+                    }
+                    Outgoing::Shared(payload) => {
+                        if let Some(message) = payload.built() {
+                            write_segments(&mut write, &mut batch, message).await?
+                        }
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                write.write_all(&batch).await?;
+                batch.clear();
+            }
             write.flush().await
         };
         let result = written.await;
-        backpressure.written(batch.len());
+        backpressure.written(total);
         if let Err(e) = result {
             if let Some(conn) = conn.upgrade() {
                 conn.do_send(WriteFailed(Error::disconnected(format!(
@@ -93,6 +170,10 @@ pub(crate) async fn write_frames<W>(
                 ))));
             }
             return;
+        }
+        // Keep a modest buffer between batches, not the largest ever seen.
+        if batch.capacity() > 1 << 20 {
+            batch = Vec::new();
         }
     }
     let _ = write.shutdown().await;
