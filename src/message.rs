@@ -13,8 +13,19 @@ use capnp::message::{Builder, HeapAllocator};
 /// An outbound message under construction.
 pub type OutMessage = Builder<HeapAllocator>;
 
-fn new_message() -> OutMessage {
-    Builder::new_default()
+/// Words in the first segment of a message we build: most RPC messages
+/// fit in 1 KiB, and larger ones grow more segments as needed.
+const FIRST_SEGMENT_WORDS: u32 = 128;
+
+/// An empty message to build an RPC message in, sized for the common
+/// case (a small first segment; large content gets segments of its own).
+///
+/// ```
+/// let mut m = capnp_actix_proto::message::new_message();
+/// m.init_root::<capnp_actix_proto::rpc_capnp::message::Builder>();
+/// ```
+pub fn new_message() -> OutMessage {
+    Builder::new(HeapAllocator::new().first_segment_words(FIRST_SEGMENT_WORDS))
 }
 
 /// `Bootstrap{questionId}`.

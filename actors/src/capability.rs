@@ -330,7 +330,7 @@ pub struct Request {
 
 impl Request {
     fn new(target: Capability, interface_id: u64, method_id: u16) -> Request {
-        let mut message = Builder::new_default();
+        let mut message = capnp_actix_proto::message::new_message();
         {
             let mut call = message.init_root::<message::Builder>().init_call();
             call.set_interface_id(interface_id);

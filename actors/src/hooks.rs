@@ -172,7 +172,7 @@ struct RequestHookImpl {
 
 impl RequestHookImpl {
     fn new(target: Capability, interface_id: u64, method_id: u16) -> Self {
-        let mut message = Builder::new_default();
+        let mut message = capnp_actix_proto::message::new_message();
         {
             let mut call = message.init_root::<message::Builder>().init_call();
             call.set_interface_id(interface_id);
@@ -326,7 +326,7 @@ pub(crate) struct ResultsHookImpl {
 
 impl ResultsHookImpl {
     pub(crate) fn new(done: oneshot::Sender<BuiltResults>, answer_id: Option<u32>) -> Self {
-        let mut message = Builder::new_default();
+        let mut message = capnp_actix_proto::message::new_message();
         {
             let mut ret = message.init_root::<message::Builder>().init_return();
             ret.set_answer_id(answer_id.unwrap_or(0));

@@ -38,7 +38,7 @@ impl Payload {
     /// A results payload whose content is the capability `cap` itself: the
     /// form of a `Bootstrap` answer.
     pub(crate) fn single_cap(cap: Capability) -> Payload {
-        let mut msg = Builder::new_default();
+        let mut msg = capnp_actix_proto::message::new_message();
         let mut table: capnp::private::layout::CapTable = Vec::new();
         {
             let root: message::Builder = msg.init_root();

@@ -152,7 +152,7 @@ impl ConnActor {
                     caps,
                     return_for: None,
                 };
-                let mut message = Builder::new_default();
+                let mut message = capnp_actix_proto::message::new_message();
                 let caps = {
                     let mut call = message.init_root::<message::Builder>().init_call();
                     call.set_interface_id(interface_id);
@@ -235,7 +235,7 @@ impl ConnActor {
         results: &Payload,
         ctx: &mut Context<Self>,
     ) -> Result<(Builder<HeapAllocator>, Vec<u32>), Error> {
-        let mut message = Builder::new_default();
+        let mut message = capnp_actix_proto::message::new_message();
         let caps = {
             let mut ret = message.init_root::<message::Builder>().init_return();
             ret.set_answer_id(answer_id);

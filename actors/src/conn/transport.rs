@@ -16,6 +16,11 @@ use futures::{Stream, StreamExt};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// Bytes read at a time. Small, since every connection has one: many small
+/// messages still come in few reads, and a large message's body is read
+/// straight into its own buffer instead.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// What ends the inbound stream.
 pub(crate) enum ReadFailure {
     /// The peer broke the protocol (a frame over a limit): abort.
@@ -36,7 +41,7 @@ where
     let state = Some((
         read,
         FrameDecoder::new(limits),
-        vec![0u8; 64 * 1024],
+        vec![0u8; READ_BUFFER],
         backpressure,
     ));
     futures::stream::unfold(state, |state| async move {
