@@ -17,6 +17,7 @@ use capnp::capability::{FromServer, Params, Promise, Results};
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
 use futures::future::{select, Either};
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -161,7 +162,7 @@ impl Handler<Deliver> for ExportActor {
         let work = self
             .server
             .dispatch(interface_id, method_id, params, results);
-        actix_rt::spawn(async move {
+        let mut call = Box::pin(async move {
             let outcome = match select(work, cancel).await {
                 Either::Left((outcome, _)) => outcome,
                 Either::Right(_) => return, // cancelled: dropping `work` stops it
@@ -181,5 +182,13 @@ impl Handler<Deliver> for ExportActor {
                 state.resolve(result);
             }
         });
+        // Most calls complete without waiting: run them here, and give a
+        // task of its own only to a call that has to wait. (A pending call
+        // is polled again by the executor, with a waker of its own.)
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        if call.as_mut().poll(&mut cx).is_pending() {
+            actix_rt::spawn(call);
+        }
     }
 }
