@@ -11,8 +11,8 @@
 mod support;
 
 use capnp_actix::{live_actors, Bootstrap, Capability, ConnActor, ConnOptions, Stats};
-use std::sync::atomic::Ordering;
 use futures::FutureExt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 // `test_capnp` at the crate root: the generated code names its types so.
 use support::test_capnp::{self, counter, test};
