@@ -457,3 +457,35 @@ fn callbacks_and_large_messages_with_a_pycapnp_server() {
         assert_eq!(reply.get().unwrap().get_data().unwrap(), &data[..]);
     });
 }
+
+// covers: F-03
+#[test]
+fn killing_the_peer_process_fails_pending_calls_promptly() {
+    let (mut server, port) = python_server("test_server.py", "test.capnp");
+    actix::System::new().block_on(async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let conn = ConnActor::from_tcp(stream, ConnOptions::new());
+        let ended = conn.send(capnp_actix::Watch).await.unwrap();
+        let t: test::Client = conn.send(Bootstrap).await.unwrap().unwrap().client();
+        let hanging = t.hang_request().send();
+        let counter = t.new_counter_request().send().pipeline.get_counter();
+        assert_eq!(live_counters(&t).await, 1);
+        // SIGKILL: no goodbye from the peer.
+        server.0.kill().unwrap();
+        let err = actix_rt::time::timeout(Duration::from_secs(5), hanging.promise)
+            .await
+            .expect("the pending call fails promptly")
+            .err()
+            .expect("the pending call fails");
+        assert_eq!(err.kind, capnp::ErrorKind::Disconnected, "{err}");
+        let err = counter.get_request().send().promise.await.err().unwrap();
+        assert_eq!(err.kind, capnp::ErrorKind::Disconnected, "{err}");
+        let why = actix_rt::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(why.kind(), capnp_actix::ErrorKind::Disconnected);
+    });
+}
