@@ -155,3 +155,55 @@ fn capabilities_over_max_imports_abort_naming_the_limit() {
         assert!(abort.reason().contains("max_imports"), "{abort}");
     });
 }
+
+// covers: F-06, P-03
+#[test]
+fn calls_over_max_pipelined_on_one_answer_fail_and_the_rest_go_on() {
+    use capnp_actix_proto::rpc_capnp::return_;
+    use test_capnp::counter;
+    run(async {
+        let mut peer = Peer::serving(ConnOptions::new().max_pipelined(2)).await;
+        let main = peer.bootstrap(0).await;
+        // A counter that exists only after 200 ms, and three calls waiting
+        // on it.
+        peer.send(&delayed(1, main, 200)).await;
+        for id in 2..=4 {
+            let mut m = OutMessage::new_default();
+            {
+                let mut c = m.init_root::<message::Builder>().init_call();
+                c.set_question_id(id);
+                MessageTarget::PromisedAnswer(capnp_actix_proto::PromisedAnswer {
+                    question_id: 1,
+                    transform: vec![0],
+                })
+                .write(c.reborrow().init_target());
+                c.set_interface_id(<counter::Client as capnp::traits::HasTypeId>::TYPE_ID);
+                c.set_method_id(1);
+                c.init_params()
+                    .get_content()
+                    .init_as::<counter::get_params::Builder>();
+            }
+            peer.send(&m).await;
+        }
+        let mut outcomes = std::collections::BTreeMap::new();
+        while outcomes.len() < 4 {
+            let frame = peer.recv().await;
+            let root: message::Reader = frame.get_root().unwrap();
+            if let Ok(message::Return(Ok(r))) = root.which() {
+                let outcome = match r.which().unwrap() {
+                    return_::Results(_) => "results".to_string(),
+                    return_::Exception(e) => capnp_actix_proto::Error::read(e.unwrap()).to_string(),
+                    _ => "other".to_string(),
+                };
+                outcomes.insert(r.get_answer_id(), outcome);
+            }
+        }
+        assert_eq!(outcomes[&1], "results");
+        assert_eq!(outcomes[&2], "results");
+        assert_eq!(outcomes[&3], "results");
+        assert!(
+            outcomes[&4].starts_with("overloaded") && outcomes[&4].contains("max_pipelined"),
+            "{outcomes:?}"
+        );
+    });
+}

@@ -423,6 +423,18 @@ impl CallState {
         }
     }
 
+    /// How many calls wait on this call: queued for its results or held by
+    /// an embargo on one of its paths.
+    pub(crate) fn waiting(&self) -> usize {
+        let inner = self.lock();
+        inner.queued.len()
+            + inner
+                .embargoed
+                .values()
+                .map(|e| e.queue.len())
+                .sum::<usize>()
+    }
+
     /// A receiver for the outcome.
     pub(crate) fn wait(&self) -> oneshot::Receiver<Result<Arc<Payload>, Error>> {
         let (tx, rx) = oneshot::channel();

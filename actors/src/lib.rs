@@ -48,7 +48,7 @@ pub use capability::{Capability, Request};
 pub use capnp_actix_proto::{Error, ErrorKind};
 pub use conn::{
     Bootstrap, Call, Close, ConnActor, ConnOptions, ConnStats, Stats, Watch, DEFAULT_FLOW_LIMIT,
-    DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS, DEFAULT_SEND_BUFFER_SIZE,
+    DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS, DEFAULT_MAX_PIPELINED, DEFAULT_SEND_BUFFER_SIZE,
 };
 pub use export::{new_client, ExportActor};
 pub use question::QuestionActor;

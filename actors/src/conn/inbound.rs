@@ -349,6 +349,12 @@ impl ConnActor {
             },
             MessageTarget::PromisedAnswer(promised) => {
                 match self.answers.get(promised.question_id) {
+                    Some(entry) if entry.state.waiting() >= self.max_pipelined => {
+                        Capability::broken(Error::overloaded(format!(
+                            "{} calls already wait on answer {} (max_pipelined)",
+                            self.max_pipelined, promised.question_id
+                        )))
+                    }
                     Some(entry) => Capability::pipelined(
                         entry.state.clone(),
                         promised.transform.clone().into(),

@@ -78,6 +78,8 @@ pub struct ConnOptions {
     max_answers: usize,
     /// How many of the peer's exports we hold at most.
     max_imports: usize,
+    /// How many of the peer's calls may wait on one of its answers.
+    max_pipelined: usize,
 }
 
 impl Default for ConnOptions {
@@ -89,6 +91,7 @@ impl Default for ConnOptions {
             flow_limit: DEFAULT_FLOW_LIMIT,
             max_answers: DEFAULT_MAX_ANSWERS,
             max_imports: DEFAULT_MAX_IMPORTS,
+            max_pipelined: DEFAULT_MAX_PIPELINED,
         }
     }
 }
@@ -104,6 +107,9 @@ pub const DEFAULT_MAX_ANSWERS: usize = 65536;
 
 /// The default of [`ConnOptions::max_imports`].
 pub const DEFAULT_MAX_IMPORTS: usize = 65536;
+
+/// The default of [`ConnOptions::max_pipelined`].
+pub const DEFAULT_MAX_PIPELINED: usize = 16384;
 
 impl ConnOptions {
     /// Options with no bootstrap capability and default limits.
@@ -187,6 +193,19 @@ impl ConnOptions {
     /// ```
     pub fn max_imports(mut self, imports: usize) -> Self {
         self.max_imports = imports;
+        self
+    }
+
+    /// How many of the peer's calls may wait at once on one of its
+    /// answers that has no results yet (promise pipelining); the next fails
+    /// with an `overloaded` exception naming this limit, and the connection
+    /// lives. Default: [`DEFAULT_MAX_PIPELINED`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().max_pipelined(1000);
+    /// ```
+    pub fn max_pipelined(mut self, calls: usize) -> Self {
+        self.max_pipelined = calls;
         self
     }
 
@@ -298,6 +317,8 @@ pub struct ConnActor {
     pub(crate) max_answers: usize,
     /// Most of the peer's exports we hold.
     pub(crate) max_imports: usize,
+    /// Most of the peer's calls waiting on one answer.
+    pub(crate) max_pipelined: usize,
     /// Our questions.
     pub(crate) questions: QuestionTable<QuestionEntry>,
     /// Question ids by caller key.
@@ -369,6 +390,7 @@ impl ConnActor {
                 send_buffer_size: options.send_buffer_size,
                 max_answers: options.max_answers,
                 max_imports: options.max_imports,
+                max_pipelined: options.max_pipelined,
                 questions: QuestionTable::new(),
                 question_ids: HashMap::new(),
                 answers: PeerTable::new(),
