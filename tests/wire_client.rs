@@ -570,3 +570,67 @@ fn take_from_an_answer_that_was_no_tail_call_aborts() {
         assert!(abort.reason().contains("sendResultsTo.yourself"), "{abort}");
     });
 }
+
+/// A write half that fails every write once `budget` bytes went through.
+struct FailingWriter {
+    budget: usize,
+}
+
+impl tokio::io::AsyncWrite for FailingWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.budget == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("the disk is on fire")));
+        }
+        let n = buf.len().min(self.budget);
+        self.budget -= n;
+        std::task::Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+// covers: F-03
+#[test]
+fn a_write_error_fails_pending_calls_and_ends_the_connection() {
+    run(async {
+        // The read half stays open and silent: only the write fails.
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let (read, _unused_write) = tokio::io::split(ours);
+        let conn =
+            capnp_actix::ConnActor::start(read, FailingWriter { budget: 100 }, ConnOptions::new());
+        let ended = conn.send(capnp_actix::Watch).await.unwrap();
+        let cap = conn.send(Bootstrap).await.unwrap().unwrap();
+        let pending: Vec<_> = (0..5)
+            .map(|i| echo(&cap, &format!("call {i}")).promise)
+            .collect();
+        for call in pending {
+            let err = actix_rt::time::timeout(Duration::from_secs(5), call)
+                .await
+                .expect("a pending call fails promptly")
+                .err()
+                .expect("a pending call fails");
+            assert_eq!(err.kind, capnp::ErrorKind::Disconnected, "{err}");
+        }
+        let why = actix_rt::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(why.reason().contains("write failed"), "{why}");
+    });
+}
