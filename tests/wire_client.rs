@@ -634,3 +634,93 @@ fn a_write_error_fails_pending_calls_and_ends_the_connection() {
         assert!(why.reason().contains("write failed"), "{why}");
     });
 }
+
+/// A write half that counts the write calls it gets, passing bytes on.
+struct CountingWriter {
+    inner: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncWrite for CountingWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Counts the frames our side sends.
+struct FrameCounter {
+    decoder: capnp_actix_proto::FrameDecoder,
+    read: tokio::io::ReadHalf<tokio::io::DuplexStream>,
+    frames: usize,
+}
+
+impl FrameCounter {
+    /// Reads until `want` frames have come, each read bounded in time.
+    async fn until(&mut self, want: usize) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 16];
+        while self.frames < want {
+            let n = actix_rt::time::timeout(Duration::from_secs(5), self.read.read(&mut buf))
+                .await
+                .expect("our side sends promptly")
+                .unwrap();
+            self.decoder.push(&buf[..n]);
+            while self.decoder.next_frame().unwrap().is_some() {
+                self.frames += 1;
+            }
+        }
+    }
+}
+
+// covers: W-05
+#[test]
+fn messages_queued_in_one_turn_go_out_in_one_write_and_a_lone_one_at_once() {
+    run(async {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let (read, write) = tokio::io::split(ours);
+        let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let conn = capnp_actix::ConnActor::start(
+            read,
+            CountingWriter {
+                inner: write,
+                writes: writes.clone(),
+            },
+            ConnOptions::new(),
+        );
+        let mut reader = FrameCounter {
+            decoder: capnp_actix_proto::FrameDecoder::new(Default::default()),
+            read: tokio::io::split(theirs).0,
+            frames: 0,
+        };
+        // A lone message (the Bootstrap) goes out at once, by itself.
+        let cap = conn.send(Bootstrap).await.unwrap().unwrap();
+        reader.until(1).await;
+        let after_one = writes.load(std::sync::atomic::Ordering::SeqCst);
+        // 100 calls made in one go leave in far fewer writes.
+        let calls: Vec<_> = (0..100).map(|i| echo(&cap, &format!("{i}"))).collect();
+        reader.until(101).await;
+        let for_hundred = writes.load(std::sync::atomic::Ordering::SeqCst) - after_one;
+        assert!(for_hundred <= 10, "{for_hundred} writes for 100 messages");
+        drop(calls);
+    });
+}
