@@ -21,7 +21,9 @@ use std::time::Duration;
 // `test_capnp` at the crate root: the generated code names its types so.
 use support::test_capnp::{self, callback, counter, sequencer, test, FailureKind};
 // The generated code names its types `crate::test_capnp::...`.
-use support::{CallbackImpl, CounterImpl, SequencerImpl, Tally, TestImpl};
+use support::{
+    expect_in_order, send_next, CallbackImpl, CounterImpl, SequencerImpl, Tally, TestImpl,
+};
 #[allow(unused_imports)]
 use test_capnp as _;
 
@@ -367,22 +369,10 @@ fn embargo_ordering_with_a_pycapnp_server() {
         req.get().set_seq(seq);
         let echoed = req.send();
         let promised = echoed.pipeline.get_seq();
-        let mut calls = Vec::new();
-        for i in 0..20u32 {
-            let mut req = promised.next_request();
-            req.get().set_expected(i);
-            calls.push(req.send().promise);
-        }
+        let mut calls = send_next(&promised, 0..20);
         echoed.promise.await.unwrap();
-        for i in 20..60u32 {
-            let mut req = promised.next_request();
-            req.get().set_expected(i);
-            calls.push(req.send().promise);
-        }
-        for (i, call) in calls.into_iter().enumerate() {
-            let reply = call.await.unwrap_or_else(|e| panic!("call {i}: {e}"));
-            assert_eq!(reply.get().unwrap().get_n(), i as u32);
-        }
+        calls.extend(send_next(&promised, 20..60));
+        expect_in_order(calls, "pycapnp").await;
         assert_eq!(conn.send(Stats).await.unwrap().embargoes_started, 1);
     });
 }

@@ -23,26 +23,12 @@ fn calls_keep_their_order_when_an_echoed_capability_resolves_back_home() {
         req.get().set_seq(seq);
         let echoed = req.send();
         let promised = echoed.pipeline.get_seq();
-        let mut calls = Vec::new();
-        for i in 0..20u32 {
-            let mut req = promised.next_request();
-            req.get().set_expected(i);
-            calls.push(req.send().promise);
-        }
+        let mut calls = send_next(&promised, 0..20);
         // Let the Return arrive: the promise now resolves to our own
         // object, and new calls must not overtake the ones in flight.
         echoed.promise.await.unwrap();
-        for i in 20..60u32 {
-            let mut req = promised.next_request();
-            req.get().set_expected(i);
-            calls.push(req.send().promise);
-        }
-        for (i, call) in calls.into_iter().enumerate() {
-            let reply = call
-                .await
-                .unwrap_or_else(|e| panic!("{mode:?}: call {i}: {e}"));
-            assert_eq!(reply.get().unwrap().get_n(), i as u32);
-        }
+        calls.extend(send_next(&promised, 20..60));
+        expect_in_order(calls, &format!("{mode:?}")).await;
         let stats = client.send(Stats).await.unwrap();
         assert_eq!(stats.embargoes_started, 1, "{mode:?}: {stats:?}");
         // Once lifted, calls go straight to the local object (P-12): they

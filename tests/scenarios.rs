@@ -247,18 +247,8 @@ fn pipelined_calls_keep_their_order() {
         let h = harness(mode).await;
         let promise = h.test.sequencer_request().send();
         let seq = promise.pipeline.get_seq();
-        let mut calls = Vec::new();
-        for i in 0..50u32 {
-            let mut req = seq.next_request();
-            req.get().set_expected(i);
-            calls.push(req.send().promise);
-        }
-        for (i, call) in calls.into_iter().enumerate() {
-            let reply = call
-                .await
-                .unwrap_or_else(|e| panic!("{mode:?}: call {i}: {e}"));
-            assert_eq!(reply.get().unwrap().get_n(), i as u32);
-        }
+        let calls = send_next(&seq, 0..50);
+        expect_in_order(calls, &format!("{mode:?}")).await;
     });
 }
 

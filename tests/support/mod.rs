@@ -464,15 +464,12 @@ pub async fn harness(mode: Mode) -> Harness {
                 let _ = server_tx.send(ConnActor::from_tcp(stream, options));
             });
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let client = ConnActor::from_tcp(stream, ConnOptions::new());
-            let server = server_rx.await.unwrap();
-            let cap = client.send(Bootstrap).await.unwrap().unwrap();
-            Harness {
-                test: cap.client(),
+            connected(
+                ConnActor::from_tcp(stream, ConnOptions::new()),
+                server_rx,
                 tally,
-                client_conn: Some(client),
-                server_conn: Some(server),
-            }
+            )
+            .await
         }
         Mode::Unix => {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -491,16 +488,56 @@ pub async fn harness(mode: Mode) -> Harness {
             });
             let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
             let client = ConnActor::from_unix(stream, ConnOptions::new());
-            let server = server_rx.await.unwrap();
+            let harness = connected(client, server_rx, tally).await;
             let _ = std::fs::remove_file(&path);
-            let cap = client.send(Bootstrap).await.unwrap().unwrap();
-            Harness {
-                test: cap.client(),
-                tally,
-                client_conn: Some(client),
-                server_conn: Some(server),
-            }
+            harness
         }
+    }
+}
+
+/// A pending `Sequencer.next` call.
+pub type NextCall = capnp::capability::Promise<
+    capnp::capability::Response<sequencer::next_results::Owned>,
+    capnp::Error,
+>;
+
+/// Calls `seq.next(i)` for each `i` in `range`, without waiting: the
+/// sequencer fails any call that arrives out of order.
+pub fn send_next(seq: &sequencer::Client, range: std::ops::Range<u32>) -> Vec<NextCall> {
+    range
+        .map(|i| {
+            let mut req = seq.next_request();
+            req.get().set_expected(i);
+            req.send().promise
+        })
+        .collect()
+}
+
+/// Awaits calls made with [`send_next`] from 0 on, checking each arrived
+/// in order; `label` names the case in a failure.
+pub async fn expect_in_order(calls: Vec<NextCall>, label: &str) {
+    for (i, call) in calls.into_iter().enumerate() {
+        let reply = call
+            .await
+            .unwrap_or_else(|e| panic!("{label}: call {i}: {e}"));
+        assert_eq!(reply.get().unwrap().get_n(), i as u32, "{label}");
+    }
+}
+
+/// A harness over a client connection and the server connection it was
+/// accepted as.
+async fn connected(
+    client: actix::Addr<ConnActor>,
+    server: futures::channel::oneshot::Receiver<actix::Addr<ConnActor>>,
+    tally: Tally,
+) -> Harness {
+    let server = server.await.unwrap();
+    let cap = client.send(Bootstrap).await.unwrap().unwrap();
+    Harness {
+        test: cap.client(),
+        tally,
+        client_conn: Some(client),
+        server_conn: Some(server),
     }
 }
 
