@@ -382,7 +382,7 @@ impl Request {
 
 /// The params content of a `Message{call}` under construction, imbued with
 /// `cap_table`.
-pub(crate) fn params_of<'a>(
+fn params_of<'a>(
     message: &'a mut Builder<capnp::message::HeapAllocator>,
     cap_table: &'a mut capnp::private::layout::CapTable,
 ) -> any_pointer::Builder<'a> {

@@ -5,9 +5,9 @@
 //! Generated clients are not `Send` (capnp's design); [`Capability`] is.
 //! Convert with [`Capability::client`] and [`Capability::from_client`].
 
-use crate::call::{CallState, OutCall, PendingCall, Response};
-use crate::capability::{params_of, Capability};
-use crate::payload::{Body, Payload};
+use crate::call::{CallState, PendingCall, Response};
+use crate::capability::{Capability, Request};
+use crate::payload::Payload;
 use capnp::any_pointer;
 use capnp::capability::{FromClientHook, Promise, RemotePromise};
 use capnp::message::{Builder, HeapAllocator};
@@ -156,53 +156,23 @@ impl ClientHook for CapHook {
     }
 }
 
-/// A typed request under construction.
-struct RequestHookImpl {
-    /// Where the call goes.
-    target: Capability,
-    /// The method's interface.
-    interface_id: u64,
-    /// The method's ordinal.
-    method_id: u16,
-    /// A `Message{call}`; the params are built inside it.
-    message: Builder<HeapAllocator>,
-    /// Capabilities put in the params.
-    cap_table: CapTable,
-}
+/// A typed request under construction: an untyped [`Request`] behind
+/// capnp's hook.
+struct RequestHookImpl(Request);
 
 impl RequestHookImpl {
     fn new(target: Capability, interface_id: u64, method_id: u16) -> Self {
-        let mut message = capnp_actix_proto::message::new_message();
-        {
-            let mut call = message.init_root::<message::Builder>().init_call();
-            call.set_interface_id(interface_id);
-            call.set_method_id(method_id);
-            call.init_params();
-        }
-        RequestHookImpl {
-            target,
-            interface_id,
-            method_id,
-            message,
-            cap_table: Vec::new(),
-        }
+        RequestHookImpl(target.new_call(interface_id, method_id))
     }
 
     fn dispatch(self) -> PendingCall {
-        let caps = capabilities_of(&self.cap_table);
-        self.target.dispatch(OutCall {
-            interface_id: self.interface_id,
-            method_id: self.method_id,
-            body: Body::Built(self.message),
-            caps,
-            return_for: None,
-        })
+        self.0.send()
     }
 }
 
 impl RequestHook for RequestHookImpl {
     fn get(&mut self) -> any_pointer::Builder<'_> {
-        params_of(&mut self.message, &mut self.cap_table)
+        self.0.params()
     }
 
     fn get_brand(&self) -> usize {
