@@ -236,6 +236,21 @@ impl CallState {
         inner.result.clone()
     }
 
+    /// The results, if the call succeeded, `transform` is not under
+    /// embargo and no queued call is still being delivered: then a new call
+    /// on the capability at `transform` may go straight to it without
+    /// overtaking any.
+    pub(crate) fn settled_target(&self, transform: &[u16]) -> Option<Arc<Payload>> {
+        let inner = self.lock();
+        if inner.draining || inner.embargoed.contains_key(transform) {
+            return None;
+        }
+        match &inner.result {
+            Some(Ok(payload)) => Some(payload.clone()),
+            _ => None,
+        }
+    }
+
     /// Completes once the outcome is known and `transform` is not under
     /// embargo.
     pub(crate) fn path_settled(self: &Arc<Self>, transform: &[u16]) -> impl Future<Output = ()> {

@@ -210,8 +210,7 @@ impl Capability {
                     state.resolve(Err(Error::disconnected("the object's actor has stopped")));
                     return;
                 }
-                let cancel = state.guard_local();
-                local.addr.do_send(Deliver::new(call, state, cancel));
+                local.addr.do_send(Deliver::new(call, state));
             }
             CapKind::Import(import) => {
                 crate::conn::send_call(

@@ -9,7 +9,7 @@
 
 use crate::call::{CallState, OutCall};
 use crate::capability::Capability;
-use crate::hooks::{capabilities_of, client_hook, ParamsHookImpl, ResultsHookImpl};
+use crate::hooks::{capabilities_of, client_hook, BuiltResults, ParamsHookImpl, ResultsHookImpl};
 use crate::payload::{Body, Payload};
 use actix::{Actor, Context, Handler, Message};
 use capnp::any_pointer;
@@ -112,20 +112,13 @@ pub(crate) struct Deliver {
     call: Option<OutCall>,
     /// Where its outcome goes; gone if the caller lost interest.
     state: Weak<CallState>,
-    /// Completes when the caller drops the call: the work stops.
-    cancel: Option<oneshot::Receiver<()>>,
 }
 
 impl Deliver {
-    pub(crate) fn new(
-        call: OutCall,
-        state: &Arc<CallState>,
-        cancel: oneshot::Receiver<()>,
-    ) -> Deliver {
+    pub(crate) fn new(call: OutCall, state: &Arc<CallState>) -> Deliver {
         Deliver {
             call: Some(call),
             state: Arc::downgrade(state),
-            cancel: Some(cancel),
         }
     }
 }
@@ -146,7 +139,7 @@ impl Handler<Deliver> for ExportActor {
     type Result = ();
 
     fn handle(&mut self, mut msg: Deliver, _ctx: &mut Context<Self>) {
-        let (Some(call), Some(cancel)) = (msg.call.take(), msg.cancel.take()) else {
+        let Some(call) = msg.call.take() else {
             return;
         };
         let state = msg.state.clone();
@@ -159,36 +152,69 @@ impl Handler<Deliver> for ExportActor {
         let (done_tx, done_rx) = oneshot::channel();
         let answer_id = return_for.map(|(_, id)| id);
         let results = Results::new(Box::new(ResultsHookImpl::new(done_tx, answer_id)));
-        let work = self
+        let mut work = self
             .server
             .dispatch(interface_id, method_id, params, results);
-        let mut call = Box::pin(async move {
-            let outcome = match select(work, cancel).await {
-                Either::Left((outcome, _)) => outcome,
-                Either::Right(_) => return, // cancelled: dropping `work` stops it
-            };
-            let result = match outcome {
-                Ok(()) => match done_rx.await {
-                    Ok((message, cap_table)) => Ok(Arc::new(Payload {
-                        body: Body::Built(message),
-                        caps: capabilities_of(&cap_table),
-                        return_for,
-                    })),
-                    Err(_) => Err(Error::failed("the server kept its results object")),
-                },
-                Err(e) => Err(Error::from(e)),
-            };
-            if let Some(state) = state.upgrade() {
-                state.resolve(result);
-            }
-        });
-        // Most calls complete without waiting: run them here, and give a
+        // Most calls complete without waiting: finish them here, and give a
         // task of its own only to a call that has to wait. (A pending call
         // is polled again by the executor, with a waker of its own.)
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
-        if call.as_mut().poll(&mut cx).is_pending() {
-            actix_rt::spawn(call);
+        let std::task::Poll::Ready(outcome) = std::pin::Pin::new(&mut work).poll(&mut cx) else {
+            // From here on, dropping the caller's state cancels the call.
+            let Some(cancel) = state.upgrade().map(|state| state.guard_local()) else {
+                return; // the caller lost interest meanwhile: dropping `work` stops it
+            };
+            actix_rt::spawn(async move {
+                let outcome = match select(work, cancel).await {
+                    Either::Left((outcome, _)) => outcome,
+                    Either::Right(_) => return, // cancelled: dropping `work` stops it
+                };
+                let result = finish(outcome, done_rx.await.ok(), return_for);
+                if let Some(state) = state.upgrade() {
+                    state.resolve(result);
+                }
+            });
+            return;
+        };
+        // The work is done, so its results object is normally dropped (and
+        // the results sent) by now; if the server kept it, wait for it.
+        drop(work);
+        let mut done_rx = done_rx;
+        match done_rx.try_recv() {
+            Ok(None) => {
+                actix_rt::spawn(async move {
+                    let result = finish(outcome, done_rx.await.ok(), return_for);
+                    if let Some(state) = state.upgrade() {
+                        state.resolve(result);
+                    }
+                });
+            }
+            built => {
+                if let Some(state) = state.upgrade() {
+                    state.resolve(finish(outcome, built.ok().flatten(), return_for));
+                }
+            }
         }
+    }
+}
+
+/// The outcome of a local call from the server's verdict and the results it
+/// built (`None`: it dropped them unsent).
+fn finish(
+    outcome: Result<(), capnp::Error>,
+    built: Option<BuiltResults>,
+    return_for: Option<(u64, u32)>,
+) -> Result<Arc<Payload>, Error> {
+    match outcome {
+        Ok(()) => match built {
+            Some((message, cap_table)) => Ok(Arc::new(Payload {
+                body: Body::Built(message),
+                caps: capabilities_of(&cap_table),
+                return_for,
+            })),
+            None => Err(Error::failed("the server kept its results object")),
+        },
+        Err(e) => Err(Error::from(e)),
     }
 }

@@ -162,10 +162,17 @@ impl ReaderSegments for FrameSegments {
 /// out of the decoder's.
 const LARGE_BODY: usize = 64 * 1024;
 
+/// How far ahead of the bytes received a large body's buffer is zeroed
+/// (made ready for the socket to write into). Bounds the memory a peer
+/// that announces a large message and then stalls makes us touch.
+const LARGE_BODY_AHEAD: usize = 256 * 1024;
+
 /// A large frame's body, being received.
 #[derive(Debug)]
 struct LargeBody {
-    /// The body so far; grows (never past `total`) as bytes arrive.
+    /// The body so far. Its capacity is reserved for the whole body when
+    /// the header arrives (address space only: no page is touched), so it
+    /// never moves; its length grows, zeroed, as bytes are about to arrive.
     words: Vec<Word>,
     /// Bytes of `words` received.
     filled: usize,
@@ -176,31 +183,50 @@ struct LargeBody {
 }
 
 impl LargeBody {
-    /// Room for at least `want` more bytes (never past the end of the
-    /// body), as a writable slice.
+    fn new(total: usize, sizes: Vec<usize>) -> LargeBody {
+        let mut words = Vec::new();
+        // If the reservation is refused, the body grows as it arrives
+        // instead (with copies); either way only received bytes cost
+        // memory.
+        let _ = words.try_reserve_exact(total.div_ceil(BYTES_PER_WORD));
+        LargeBody {
+            words,
+            filled: 0,
+            total,
+            sizes,
+        }
+    }
+
+    /// Room for at least `want` more bytes (fewer only at the end of the
+    /// body or past [`LARGE_BODY_AHEAD`] beyond the bytes received), as a
+    /// writable slice: all the zeroed room there is, so that one read can
+    /// take in as much as the socket holds.
     fn space(&mut self, want: usize) -> &mut [u8] {
-        let needed = (self.filled + want).min(self.total);
+        let needed = (self.filled + want.min(LARGE_BODY_AHEAD)).min(self.total);
         if needed > self.words.len() * BYTES_PER_WORD {
-            // Grow geometrically, capped at the body's size: only memory
-            // for bytes that are arriving is set aside.
-            let grown = (self.words.len() * 2 * BYTES_PER_WORD)
-                .max(needed)
-                .min(self.total);
+            // Zero at least a window ahead at a time (fewer, larger steps),
+            // capped at the body's size.
+            let grown = (self.filled + LARGE_BODY_AHEAD).max(needed).min(self.total);
             self.words.resize(
                 grown.div_ceil(BYTES_PER_WORD),
                 capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             );
         }
-        let end = needed.min(self.words.len() * BYTES_PER_WORD);
+        let end = (self.words.len() * BYTES_PER_WORD).min(self.total);
         &mut Word::words_to_bytes_mut(&mut self.words)[self.filled..end]
     }
 
     /// Copies as much of `bytes` as the body still lacks; gives how much.
     fn take_from(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(self.total - self.filled);
-        let space = self.space(n);
-        space[..n].copy_from_slice(&bytes[..n]);
-        self.filled += n;
+        let mut taken = 0;
+        while taken < n {
+            let space = self.space(n - taken);
+            let step = space.len().min(n - taken);
+            space[..step].copy_from_slice(&bytes[taken..taken + step]);
+            self.filled += step;
+            taken += step;
+        }
         n
     }
 }
@@ -547,12 +573,7 @@ impl FrameDecoder {
                     if body_bytes >= LARGE_BODY {
                         // Receive the body into its own buffer from here on.
                         let sizes = sizes()?;
-                        let mut large = LargeBody {
-                            words: Vec::new(),
-                            filled: 0,
-                            total: body_bytes,
-                            sizes,
-                        };
+                        let mut large = LargeBody::new(body_bytes, sizes);
                         let body = available.get(table_bytes..).unwrap_or_default();
                         let taken = large.take_from(body);
                         self.start += table_bytes + taken;

@@ -441,3 +441,30 @@ fn a_large_body_can_be_read_straight_into_place() {
     assert_eq!(frame.get_root::<capnp::data::Reader>().unwrap(), &data[..]);
     assert!(decoder.read_space(10).is_none());
 }
+
+// covers: W-01
+#[test]
+fn a_large_body_is_read_in_large_steps_but_not_far_ahead_of_its_bytes() {
+    // A header announcing 32 MiB of body, then only 100 bytes of it.
+    let words = 4 << 20;
+    let mut header = Vec::new();
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&(words as u32).to_le_bytes());
+    let mut decoder = FrameDecoder::new(Limits::default());
+    decoder.push(&header);
+    decoder.push(&[0u8; 100]);
+    assert!(decoder.next_frame().unwrap().is_none());
+    let large = decoder.large.as_ref().expect("a large body is pending");
+    // Zeroed (touched) memory stays within a window of the bytes received,
+    // and the buffer never moves: the whole body was reserved up front.
+    assert!(large.words.len() * 8 <= 100 + LARGE_BODY_AHEAD + 8);
+    assert!(large.words.capacity() >= words);
+    // One read may take in a whole window at once.
+    let space = decoder.read_space(usize::MAX).unwrap();
+    assert!(space.len() >= LARGE_BODY_AHEAD - 100, "{}", space.len());
+    assert!(space.len() <= LARGE_BODY_AHEAD + 8);
+    let before = decoder.large.as_ref().unwrap().words.as_ptr();
+    decoder.filled(LARGE_BODY_AHEAD - 100);
+    let _ = decoder.read_space(usize::MAX).unwrap();
+    assert_eq!(decoder.large.as_ref().unwrap().words.as_ptr(), before);
+}

@@ -294,6 +294,7 @@ impl ConnActor {
             release_result_caps: false,
             result_exports: Vec::new(),
             results_elsewhere,
+            settled_target: None,
         };
         if self.answers.insert(id, entry).is_err() {
             return Err(Error::failed(format!(
@@ -348,17 +349,14 @@ impl ConnActor {
                 }
             },
             MessageTarget::PromisedAnswer(promised) => {
-                match self.answers.get(promised.question_id) {
+                match self.answers.get_mut(promised.question_id) {
                     Some(entry) if entry.state.waiting() >= self.max_pipelined => {
                         Capability::broken(Error::overloaded(format!(
                             "{} calls already wait on answer {} (max_pipelined)",
                             self.max_pipelined, promised.question_id
                         )))
                     }
-                    Some(entry) => Capability::pipelined(
-                        entry.state.clone(),
-                        promised.transform.clone().into(),
-                    ),
+                    Some(entry) => entry.pipelined_target(&promised.transform),
                     None => Capability::broken(Error::failed(format!(
                         "pipelined call on answer {}, which is finished or unknown",
                         promised.question_id

@@ -253,6 +253,31 @@ pub(crate) struct AnswerEntry {
     /// the peer takes them with `Return.takeFromOtherQuestion`, and its own
     /// `Return` says `resultsSentElsewhere`.
     pub(crate) results_elsewhere: bool,
+    /// The capability a pipeline path in the results settled to, once
+    /// known: calls the peer keeps making on the answer (as clients do on
+    /// the bootstrap answer) go to it without reading the results again.
+    pub(crate) settled_target: Option<(Box<[u16]>, Capability)>,
+}
+
+impl AnswerEntry {
+    /// What a call the peer pipelines on this answer at `transform` goes
+    /// to: the capability itself once the results are known (and nothing
+    /// queued on them is still being delivered), the promise of it before.
+    pub(crate) fn pipelined_target(&mut self, transform: &[u16]) -> Capability {
+        if let Some((path, cap)) = &self.settled_target {
+            if **path == *transform {
+                return cap.clone();
+            }
+        }
+        match self.state.settled_target(transform) {
+            Some(payload) => {
+                let cap = payload.cap_at(transform);
+                self.settled_target = Some((transform.into(), cap.clone()));
+                cap
+            }
+            None => Capability::pipelined(self.state.clone(), transform.into()),
+        }
+    }
 }
 
 /// One of our exports.

@@ -13,6 +13,7 @@ use capnp_actix_proto::frame::{self, Frame, FrameDecoder, Limits};
 use capnp_actix_proto::Error;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
+use std::io::IoSlice;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -58,7 +59,9 @@ where
                 Err(e) => return Some((Err(ReadFailure::Protocol(e.into())), None)),
             }
             // A large frame's body goes straight where it belongs.
-            let result = match decoder.read_space(buf.len()) {
+            // (As much as the decoder has room for: one read can take in
+            // all the socket holds.)
+            let result = match decoder.read_space(usize::MAX) {
                 Some(space) => read.read(space).await.map(|n| (n, true)),
                 None => read.read(&mut buf).await.map(|n| (n, false)),
             };
@@ -118,10 +121,30 @@ async fn write_segments<W: AsyncWrite + Unpin>(
     let output = message.get_segments_for_output();
     let segments = frame::segments_to_send(&output);
     frame::encode_table(segments, batch);
-    write.write_all(batch).await?;
+    // The batch (with the table at its end) and the segments in one
+    // vectored write: a large message costs no more syscalls than the
+    // socket's buffer makes necessary.
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(&batch[..])
+        .chain(segments.iter().copied())
+        .map(IoSlice::new)
+        .collect();
+    write_all_vectored(write, &mut slices).await?;
     batch.clear();
-    for segment in segments {
-        write.write_all(segment).await?;
+    Ok(())
+}
+
+/// Writes every byte of `slices`, in as few calls as the writer allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    mut slices: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        let n = write.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
     }
     Ok(())
 }
