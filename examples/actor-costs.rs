@@ -13,6 +13,11 @@
 //!
 //! Each case runs 5 times, the implementations interleaved; the table gives
 //! the median time per call and the spread ((max - min) / median).
+//!
+//! `actor-costs CALLS --only CASE ours|theirs` runs just one case (0, 1 or
+//! 2, in the order above) of one implementation, once, after a warm-up of
+//! CALLS / 10, and prints nothing: for instruction counts under
+//! `valgrind --tool=callgrind` (see `bench/callgrind.py`).
 
 // Only the generated code of the shared module is needed here.
 #[allow(dead_code)]
@@ -121,6 +126,23 @@ async fn main() {
             128,
         ),
     ];
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(2).map(String::as_str) == Some("--only") {
+        let case: usize = args
+            .get(3)
+            .and_then(|c| c.parse().ok())
+            .filter(|c| *c < cases.len())
+            .expect("--only CASE: 0, 1 or 2");
+        let (_, ours, theirs, window) = cases[case];
+        let client = match args.get(4).map(String::as_str) {
+            Some("ours") => ours,
+            Some("theirs") => theirs,
+            _ => panic!("--only CASE ours|theirs"),
+        };
+        run(client, calls / 10, window).await;
+        run(client, calls, window).await;
+        return;
+    }
     // Warm up.
     for (_, ours, theirs, window) in &cases {
         run(ours, calls / 10, *window).await;

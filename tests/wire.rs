@@ -563,3 +563,73 @@ fn a_pipeline_path_that_leads_back_to_itself_neither_hangs_nor_overflows() {
         peer.bootstrap(5).await;
     });
 }
+
+// covers: P-05
+#[test]
+fn calls_on_a_returned_answer_reach_the_capability_their_own_path_names() {
+    use test_capnp::{counter, test};
+    const COUNTER_ID: u64 = <counter::Client as capnp::traits::HasTypeId>::TYPE_ID;
+    let get = |id, target| {
+        raw_call(id, target, COUNTER_ID, 1, &[], |c| {
+            c.init_as::<counter::get_params::Builder>();
+        })
+    };
+    let outcome = |frame: &capnp_actix_proto::frame::Frame, id| -> Result<i64, String> {
+        match expect_return(frame, id).which().unwrap() {
+            capnp_actix_proto::rpc_capnp::return_::Results(r) => Ok(r
+                .unwrap()
+                .get_content()
+                .get_as::<counter::get_results::Reader>()
+                .unwrap()
+                .get_value()),
+            capnp_actix_proto::rpc_capnp::return_::Exception(e) => {
+                Err(e.unwrap().get_reason().unwrap().to_string().unwrap())
+            }
+            _ => panic!("unexpected return"),
+        }
+    };
+    run(async {
+        let mut peer = Peer::start().await;
+        let main = peer.bootstrap(0).await;
+        // q1: nested() gives a pair whose `left` is a counter at 10 and
+        // whose `right` is null.
+        let nested = raw_call(1, MessageTarget::ImportedCap(main), TEST_ID, 13, &[], |c| {
+            c.init_as::<test::nested_params::Builder>();
+        });
+        peer.send(&nested).await;
+        wait_for_return(&mut peer, 1).await;
+        // Calls on both paths of the returned answer, alternating: each
+        // goes to what its own path names, however the last was served.
+        let paths: [(&[u16], bool); 4] = [
+            (&[0, 0], true),
+            (&[0, 1], false),
+            (&[0, 0], true),
+            (&[0, 1], false),
+        ];
+        for (i, (path, is_left)) in paths.iter().enumerate() {
+            let id = 2 + i as u32;
+            peer.send(&get(id, promised(1, path))).await;
+            let frame = wait_for_return(&mut peer, id).await;
+            match (outcome(&frame, id), is_left) {
+                (Ok(value), true) => assert_eq!(value, 10),
+                (Err(_), false) => {}
+                (other, _) => panic!("call {i} on {path:?}: {other:?}"),
+            }
+        }
+        // Calls on the bootstrap answer itself (as capnp-rpc's and the C++
+        // clients make them) reach the main interface, again and again.
+        for id in 10..13 {
+            let call = raw_call(id, promised(0, &[]), TEST_ID, 0, &[], |c| {
+                c.init_as::<test::echo_params::Builder>().set_text("again");
+            });
+            peer.send(&call).await;
+            let frame = wait_for_return(&mut peer, id).await;
+            let results = expect_results(&frame, id);
+            let echoed = results
+                .get_content()
+                .get_as::<echo_results::Reader>()
+                .unwrap();
+            assert_eq!(echoed.get_text().unwrap().to_str().unwrap(), "again");
+        }
+    });
+}
