@@ -24,6 +24,7 @@ pub mod embargo;
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod segments;
 pub mod table;
 
 /// Code generated from `schema/rpc.capnp` (protocol version 1.0).

@@ -8,14 +8,12 @@
 use crate::cap_descriptor::{CapDescriptor, MessageTarget};
 use crate::error::Error;
 use crate::rpc_capnp::message;
-use capnp::message::{Builder, HeapAllocator};
+use crate::segments::SegmentAllocator;
+use capnp::message::Builder;
 
-/// An outbound message under construction.
-pub type OutMessage = Builder<HeapAllocator>;
-
-/// Words in the first segment of a message we build: most RPC messages
-/// fit in 1 KiB, and larger ones grow more segments as needed.
-const FIRST_SEGMENT_WORDS: u32 = 128;
+/// An outbound message under construction (its segments from a
+/// [`SegmentAllocator`]).
+pub type OutMessage = Builder<SegmentAllocator>;
 
 /// An empty message to build an RPC message in, sized for the common
 /// case (a small first segment; large content gets segments of its own).
@@ -25,7 +23,7 @@ const FIRST_SEGMENT_WORDS: u32 = 128;
 /// m.init_root::<capnp_actix_proto::rpc_capnp::message::Builder>();
 /// ```
 pub fn new_message() -> OutMessage {
-    Builder::new(HeapAllocator::new().first_segment_words(FIRST_SEGMENT_WORDS))
+    Builder::new(SegmentAllocator::new())
 }
 
 /// `Bootstrap{questionId}`.

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 /// `Test.delayedCounter(millis, 1)` on `target`, as question `id`.
 fn delayed(id: u32, target: u32, millis: u32) -> OutMessage {
-    let mut m = OutMessage::new_default();
+    let mut m = capnp_actix_proto::message::new_message();
     {
         let mut c = m.init_root::<message::Builder>().init_call();
         c.set_question_id(id);
@@ -168,7 +168,7 @@ fn calls_over_max_pipelined_on_one_answer_fail_and_the_rest_go_on() {
         // on it.
         peer.send(&delayed(1, main, 200)).await;
         for id in 2..=4 {
-            let mut m = OutMessage::new_default();
+            let mut m = capnp_actix_proto::message::new_message();
             {
                 let mut c = m.init_root::<message::Builder>().init_call();
                 c.set_question_id(id);

@@ -84,7 +84,7 @@ fn level_three_and_four_messages_are_unimplemented() {
     run(async {
         let mut peer = Peer::start().await;
         for (name, question_id) in [("provide", 1), ("accept", 2), ("join", 3)] {
-            let mut m = OutMessage::new_default();
+            let mut m = capnp_actix_proto::message::new_message();
             let root = m.init_root::<message::Builder>();
             match name {
                 "provide" => {
@@ -435,7 +435,7 @@ fn raw_call(
     caps: &[capnp_actix_proto::CapDescriptor],
     fill: impl FnOnce(any_pointer::Builder<'_>),
 ) -> OutMessage {
-    let mut m = OutMessage::new_default();
+    let mut m = capnp_actix_proto::message::new_message();
     let mut table: capnp::private::layout::CapTable = Vec::new();
     {
         let mut c = m.init_root::<message::Builder>().init_call();
@@ -527,7 +527,7 @@ fn a_pipeline_path_that_leads_back_to_itself_neither_hangs_nor_overflows() {
         let _ = peer.recv().await;
         // The peer answers `forwarded` with a capability that is... q2's
         // result itself: a path that leads back to where it starts.
-        let mut ret = OutMessage::new_default();
+        let mut ret = capnp_actix_proto::message::new_message();
         let mut table: capnp::private::layout::CapTable = Vec::new();
         {
             let mut r = ret.init_root::<message::Builder>().init_return();

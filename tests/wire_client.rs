@@ -20,7 +20,7 @@ use test_capnp::{counter, test};
 
 /// A `Return` whose results are one capability, named by `descriptor`.
 fn return_cap(answer_id: u32, descriptor: CapDescriptor) -> OutMessage {
-    let mut m = capnp::message::Builder::new_default();
+    let mut m = out::new_message();
     let mut table: CapTable = Vec::new();
     {
         let mut ret = m.init_root::<message::Builder>().init_return();
@@ -43,7 +43,7 @@ fn return_cap(answer_id: u32, descriptor: CapDescriptor) -> OutMessage {
 
 /// A `Return` with empty results; `release_param_caps` as given.
 fn return_empty(answer_id: u32, release_param_caps: bool) -> OutMessage {
-    let mut m = capnp::message::Builder::new_default();
+    let mut m = out::new_message();
     {
         let mut ret = m.init_root::<message::Builder>().init_return();
         ret.set_answer_id(answer_id);
@@ -503,7 +503,7 @@ fn a_tail_call_from_the_peer_hands_its_results_to_our_question() {
             panic!("senderHosted expected");
         };
         // The peer tail-calls our counter with `sendResultsTo.yourself`...
-        let mut m = OutMessage::new_default();
+        let mut m = capnp_actix_proto::message::new_message();
         {
             let mut c = m.init_root::<message::Builder>().init_call();
             c.set_question_id(0);
@@ -518,7 +518,7 @@ fn a_tail_call_from_the_peer_hands_its_results_to_our_question() {
         }
         peer.send(&m).await;
         // ...and answers our question with that call's results.
-        let mut m = OutMessage::new_default();
+        let mut m = capnp_actix_proto::message::new_message();
         {
             let mut r = m.init_root::<message::Builder>().init_return();
             r.set_answer_id(our_question);
@@ -554,7 +554,7 @@ fn take_from_an_answer_that_was_no_tail_call_aborts() {
         let our_question = expect_call(&peer.recv().await).get_question_id();
         // A normal call from the peer, then a Return that takes its results.
         peer.send(&out::bootstrap(3)).await;
-        let mut m = OutMessage::new_default();
+        let mut m = capnp_actix_proto::message::new_message();
         {
             let mut r = m.init_root::<message::Builder>().init_return();
             r.set_answer_id(our_question);

@@ -15,7 +15,6 @@ use crate::payload::Body;
 use crate::promise::PromiseImport;
 use actix::Addr;
 use capnp::any_pointer;
-use capnp::message::Builder;
 use capnp_actix_proto::rpc_capnp::message;
 use capnp_actix_proto::Error;
 use std::sync::Arc;
@@ -322,7 +321,7 @@ pub struct Request {
     /// The method's ordinal in the interface.
     method_id: u16,
     /// A `Message{call}` whose params content the caller fills in place.
-    message: Builder<capnp::message::HeapAllocator>,
+    message: capnp_actix_proto::message::OutMessage,
     /// Capabilities the caller put in the params, in pointer-index order.
     cap_table: capnp::private::layout::CapTable,
 }
@@ -382,7 +381,7 @@ impl Request {
 /// The params content of a `Message{call}` under construction, imbued with
 /// `cap_table`.
 fn params_of<'a>(
-    message: &'a mut Builder<capnp::message::HeapAllocator>,
+    message: &'a mut capnp_actix_proto::message::OutMessage,
     cap_table: &'a mut capnp::private::layout::CapTable,
 ) -> any_pointer::Builder<'a> {
     let root: message::Builder = message.get_root().expect("a request holds a Message");

@@ -10,12 +10,12 @@ use crate::capability::{Capability, Request};
 use crate::payload::Payload;
 use capnp::any_pointer;
 use capnp::capability::{FromClientHook, Promise, RemotePromise};
-use capnp::message::{Builder, HeapAllocator};
 use capnp::private::capability::{
     ClientHook, ParamsHook, PipelineHook, PipelineOp, RequestHook, ResponseHook, ResultsHook,
 };
 use capnp::private::layout::CapTable;
 use capnp::MessageSize;
+use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::rpc_capnp::{message, return_};
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
@@ -281,13 +281,13 @@ impl ParamsHook for ParamsHookImpl {
 
 /// The results of a finished local call: the `Message{return}` and the
 /// capabilities the server put in it.
-pub(crate) type BuiltResults = (Builder<HeapAllocator>, CapTable);
+pub(crate) type BuiltResults = (OutMessage, CapTable);
 
 /// Results as a local server writes them, in place in a `Message{return}`.
 /// When the server drops them, they go to the waiting export task.
 pub(crate) struct ResultsHookImpl {
     /// The message under construction.
-    message: Option<Builder<HeapAllocator>>,
+    message: Option<OutMessage>,
     /// Capabilities put in the results.
     cap_table: CapTable,
     /// Where the finished results go.

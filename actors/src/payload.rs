@@ -9,8 +9,8 @@
 use crate::capability::Capability;
 use crate::hooks;
 use capnp::any_pointer;
-use capnp::message::{Builder, HeapAllocator};
 use capnp_actix_proto::frame::Frame;
+use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::rpc_capnp::{message, return_};
 use capnp_actix_proto::Error;
 
@@ -19,7 +19,7 @@ pub(crate) enum Body {
     /// A message that arrived on a connection.
     Frame(Frame),
     /// A message built in this process (a request or local results).
-    Built(Builder<HeapAllocator>),
+    Built(OutMessage),
 }
 
 /// A call's params or a call's results, with their capabilities.
@@ -54,7 +54,7 @@ impl Payload {
     }
 
     /// The message, when built here: to send as it is.
-    pub(crate) fn built(&self) -> Option<&Builder<HeapAllocator>> {
+    pub(crate) fn built(&self) -> Option<&OutMessage> {
         match &self.body {
             Body::Built(builder) => Some(builder),
             Body::Frame(_) => None,

@@ -218,7 +218,7 @@ pub fn bootstrap_export(frame: &Frame, answer_id: u32) -> u32 {
 /// `Call{questionId, target, Test, method}` with `echo` params holding
 /// `text`, or empty `hang` params.
 pub fn call(question_id: u32, target: MessageTarget, method_id: u16, text: &str) -> OutMessage {
-    let mut m = OutMessage::new_default();
+    let mut m = capnp_actix_proto::message::new_message();
     let mut c = m.init_root::<message::Builder>().init_call();
     c.set_question_id(question_id);
     target.write(c.reborrow().init_target());

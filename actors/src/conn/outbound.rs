@@ -14,8 +14,8 @@ use crate::promise::PromiseImport;
 const UNCOPIED_WRITE_BYTES: usize = 64 * 1024;
 use crate::question::QuestionActor;
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
-use capnp::message::{Builder, HeapAllocator};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
+use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::rpc_capnp::{message, payload};
 use capnp_actix_proto::{frame, CapDescriptor, Error, PromisedAnswer};
 use std::sync::Arc;
@@ -90,14 +90,14 @@ impl Handler<SendCall> for ConnActor {
 
 impl ConnActor {
     /// Frames `message` and queues it for the writer.
-    pub(crate) fn write(&mut self, message: &Builder<HeapAllocator>) {
+    pub(crate) fn write(&mut self, message: &OutMessage) {
         let mut bytes = Vec::new();
         frame::encode(message, &mut bytes);
         self.queue(Outgoing::Bytes(bytes));
     }
 
     /// Queues `message` for the writer: a large one as it is, uncopied.
-    pub(crate) fn write_owned(&mut self, message: Builder<HeapAllocator>) {
+    pub(crate) fn write_owned(&mut self, message: OutMessage) {
         if framed_len(&message) >= UNCOPIED_WRITE_BYTES {
             self.queue(Outgoing::Built(message));
         } else {
@@ -116,7 +116,7 @@ impl ConnActor {
     }
 
     /// Refuses a message over the size limit (W-03); the connection lives.
-    fn check_size(&self, message: &Builder<HeapAllocator>) -> Result<(), Error> {
+    fn check_size(&self, message: &OutMessage) -> Result<(), Error> {
         let words = frame::encoded_words(message);
         if words > self.limits.max_message_words {
             return Err(Error::failed(format!(
@@ -234,7 +234,7 @@ impl ConnActor {
         answer_id: u32,
         results: &Payload,
         ctx: &mut Context<Self>,
-    ) -> Result<(Builder<HeapAllocator>, Vec<u32>), Error> {
+    ) -> Result<(OutMessage, Vec<u32>), Error> {
         let mut message = capnp_actix_proto::message::new_message();
         let caps = {
             let mut ret = message.init_root::<message::Builder>().init_return();

@@ -8,8 +8,8 @@ use super::backpressure::Backpressure;
 use super::{ConnActor, WriteFailed};
 use crate::payload::Payload;
 use actix::WeakAddr;
-use capnp::message::{Builder, HeapAllocator};
 use capnp_actix_proto::frame::{self, Frame, FrameDecoder, Limits};
+use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::Error;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
@@ -88,7 +88,7 @@ pub(crate) enum Outgoing {
     /// write).
     Bytes(Vec<u8>),
     /// A large message built here, written segment by segment, uncopied.
-    Built(Builder<HeapAllocator>),
+    Built(OutMessage),
     /// Large results shared with the call that made them, written uncopied.
     Shared(Arc<Payload>),
 }
@@ -105,7 +105,7 @@ impl Outgoing {
 }
 
 /// The framed size of `message`.
-pub(crate) fn framed_len(message: &Builder<HeapAllocator>) -> usize {
+pub(crate) fn framed_len(message: &OutMessage) -> usize {
     let output = message.get_segments_for_output();
     let segments = frame::segments_to_send(&output);
     frame::table_len(segments.len()) + segments.iter().map(|s| s.len()).sum::<usize>()
@@ -116,7 +116,7 @@ pub(crate) fn framed_len(message: &Builder<HeapAllocator>) -> usize {
 async fn write_segments<W: AsyncWrite + Unpin>(
     write: &mut W,
     batch: &mut Vec<u8>,
-    message: &Builder<HeapAllocator>,
+    message: &OutMessage,
 ) -> std::io::Result<()> {
     let output = message.get_segments_for_output();
     let segments = frame::segments_to_send(&output);
