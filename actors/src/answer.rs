@@ -11,19 +11,23 @@ use crate::call::PendingCall;
 use crate::conn::ConnActor;
 use crate::payload::Payload;
 use crate::stats;
+use actix::Addr;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, SpawnHandle,
     WrapFuture,
 };
 use capnp_actix_proto::Error;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// The actor of one inbound call.
 pub struct AnswerActor {
     /// The peer's question id.
     answer_id: u32,
-    /// The connection that sends the `Return`.
-    conn: actix::WeakAddr<ConnActor>,
+    /// The connection that sends the `Return` (shared with the other
+    /// answers: the connection outlives them, as it cancels them all when
+    /// it stops).
+    conn: Rc<Addr<ConnActor>>,
     /// The call, until the actor starts waiting on it.
     pending: Option<PendingCall>,
     /// The wait, so that a `Finish` can cancel it.
@@ -31,11 +35,7 @@ pub struct AnswerActor {
 }
 
 impl AnswerActor {
-    pub(crate) fn new(
-        answer_id: u32,
-        conn: actix::WeakAddr<ConnActor>,
-        pending: PendingCall,
-    ) -> Self {
+    pub(crate) fn new(answer_id: u32, conn: Rc<Addr<ConnActor>>, pending: PendingCall) -> Self {
         AnswerActor {
             answer_id,
             conn,
@@ -45,12 +45,10 @@ impl AnswerActor {
     }
 
     fn report(&self, outcome: ReturnOutcome) {
-        if let Some(conn) = self.conn.upgrade() {
-            conn.do_send(ReturnReady {
-                answer_id: self.answer_id,
-                outcome,
-            });
-        }
+        self.conn.do_send(ReturnReady {
+            answer_id: self.answer_id,
+            outcome,
+        });
     }
 }
 

@@ -233,8 +233,8 @@ impl ConnActor {
                 self.end(e, ctx);
                 Ok(())
             }
-            Inbound::Bootstrap(id) => self.handle_bootstrap(id, ctx),
-            Inbound::Call(header) => self.handle_call(header, frame, ctx),
+            Inbound::Bootstrap(id) => self.handle_bootstrap(id),
+            Inbound::Call(header) => self.handle_call(header, frame),
             Inbound::Return(header) => self.handle_return(header, frame),
             Inbound::Finish {
                 question_id,
@@ -275,7 +275,6 @@ impl ConnActor {
         pending: PendingCall,
         results_elsewhere: bool,
         inbound_bytes: usize,
-        ctx: &mut Context<Self>,
     ) -> Result<(), Error> {
         if self.answers.len() >= self.max_answers {
             return Err(Error::failed(format!(
@@ -301,14 +300,14 @@ impl ConnActor {
                 "duplicate question id {id} from the peer"
             )));
         }
-        let actor = AnswerActor::new(id, ctx.address().downgrade(), pending).start();
+        let actor = AnswerActor::new(id, self.answer_conn.clone(), pending).start();
         if let Some(entry) = self.answers.get_mut(id) {
             entry.actor = Some(actor);
         }
         Ok(())
     }
 
-    fn handle_bootstrap(&mut self, id: u32, ctx: &mut Context<Self>) -> Result<(), Error> {
+    fn handle_bootstrap(&mut self, id: u32) -> Result<(), Error> {
         if self.answers.contains(id) {
             return Err(Error::failed(format!(
                 "duplicate question id {id} from the peer"
@@ -318,21 +317,10 @@ impl ConnActor {
             Some(main) => Ok(Arc::new(Payload::single_cap(main.clone()))),
             None => Err(Error::failed("this vat serves no bootstrap interface")),
         };
-        self.start_answer(
-            id,
-            PendingCall::new(CallState::settled(result)),
-            false,
-            0,
-            ctx,
-        )
+        self.start_answer(id, PendingCall::new(CallState::settled(result)), false, 0)
     }
 
-    fn handle_call(
-        &mut self,
-        header: CallHeader,
-        frame: Frame,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), Error> {
+    fn handle_call(&mut self, header: CallHeader, frame: Frame) -> Result<(), Error> {
         let id = header.question_id;
         if self.answers.contains(id) {
             return Err(Error::failed(format!(
@@ -380,7 +368,7 @@ impl ConnActor {
             ))),
         };
         let results_elsewhere = matches!(header.results_to, ResultsTo::Yourself);
-        self.start_answer(id, pending, results_elsewhere, inbound_bytes, ctx)
+        self.start_answer(id, pending, results_elsewhere, inbound_bytes)
     }
 
     fn handle_return(&mut self, header: ReturnHeader, frame: Frame) -> Result<(), Error> {

@@ -30,6 +30,7 @@ use capnp_actix_proto::table::{ExportTable, ImportTable, PeerTable, QuestionTabl
 use capnp_actix_proto::Error;
 use futures::channel::{mpsc, oneshot};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -364,6 +365,9 @@ pub struct ConnActor {
     pub(crate) next_generation: u64,
     /// This actor's own address, for the imports it hands out.
     pub(crate) self_addr: Option<Addr<ConnActor>>,
+    /// The same, shared by the answer actors (cloning an `Addr` allocates;
+    /// cloning this does not).
+    pub(crate) answer_conn: Rc<Addr<ConnActor>>,
     /// Why the connection is ending, once it is.
     pub(crate) closing: Option<Error>,
     /// Whoever waits for the end.
@@ -426,6 +430,7 @@ impl ConnActor {
                 counts: ConnStats::default(),
                 next_generation: 0,
                 self_addr: Some(ctx.address()),
+                answer_conn: Rc::new(ctx.address()),
                 closing: None,
                 watchers: Vec::new(),
             }
