@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 /// A call on its way to a capability.
 pub(crate) struct OutCall {
@@ -129,6 +129,9 @@ struct Inner {
     draining: bool,
     /// Futures waiting for the outcome.
     waiters: Vec<oneshot::Sender<Result<Arc<Payload>, Error>>>,
+    /// Tasks polling a [`PendingCall`] of this call, to wake with the
+    /// outcome (cheaper than a channel per call).
+    wakers: Vec<Waker>,
     /// Ends the call when the state is dropped.
     guard: Option<Guard>,
     /// What this call keeps alive until it settles.
@@ -154,6 +157,7 @@ impl CallState {
                 queued: Vec::new(),
                 draining: false,
                 waiters: Vec::new(),
+                wakers: Vec::new(),
                 guard: None,
                 holds: Vec::new(),
             }),
@@ -356,9 +360,18 @@ impl CallState {
                 }
             }
         }
-        let waiters = std::mem::take(&mut self.lock().waiters);
+        let (waiters, wakers) = {
+            let mut inner = self.lock();
+            (
+                std::mem::take(&mut inner.waiters),
+                std::mem::take(&mut inner.wakers),
+            )
+        };
         for waiter in waiters {
             let _ = waiter.send(result.clone());
+        }
+        for waker in wakers {
+            waker.wake();
         }
         embargoed
     }
@@ -476,16 +489,13 @@ impl CallState {
 /// # });
 /// ```
 pub struct PendingCall {
-    /// Keeps the call alive.
+    /// Keeps the call alive, and holds its outcome once known.
     state: Arc<CallState>,
-    /// Delivers the outcome.
-    receiver: oneshot::Receiver<Result<Arc<Payload>, Error>>,
 }
 
 impl PendingCall {
     pub(crate) fn new(state: Arc<CallState>) -> PendingCall {
-        let receiver = state.wait();
-        PendingCall { state, receiver }
+        PendingCall { state }
     }
 
     /// Capabilities promised by this call's results.
@@ -511,18 +521,25 @@ impl PendingCall {
 impl Future for PendingCall {
     type Output = Result<Response, Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.receiver).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Ok(payload))) => Poll::Ready(Ok(Response {
-                _state: self.state.clone(),
-                payload,
-            })),
-            Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(e)),
-            Poll::Ready(Err(oneshot::Canceled)) => {
-                Poll::Ready(Err(Error::failed("the call was dropped unanswered")))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = {
+            let mut inner = self.state.lock();
+            match &inner.result {
+                // (While queued calls are still being delivered, the
+                // outcome is not out yet: they go first.)
+                Some(result) if !inner.draining => result.clone(),
+                _ => {
+                    if !inner.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                        inner.wakers.push(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
             }
-        }
+        };
+        Poll::Ready(outcome.map(|payload| Response {
+            _state: self.state.clone(),
+            payload,
+        }))
     }
 }
 
