@@ -129,32 +129,71 @@ pub type Frame = Reader<FrameSegments>;
 pub struct FrameSegments {
     /// The segments, back to back.
     words: Vec<Word>,
-    /// Where each segment starts and ends in `words`, in words.
-    bounds: Vec<(usize, usize)>,
+    /// Where each segment is in `words`.
+    bounds: Bounds,
+}
+
+/// Where the segments of a frame are in its words.
+#[derive(Debug)]
+enum Bounds {
+    /// One segment, all of the words: most messages (and no allocation).
+    One,
+    /// Where each segment starts and ends, in words.
+    Many(Vec<(usize, usize)>),
 }
 
 impl FrameSegments {
     /// Segments of the given sizes (in words) laid out in `words`.
     fn new(words: Vec<Word>, sizes: impl Iterator<Item = usize>) -> FrameSegments {
-        let mut bounds = Vec::new();
-        let mut at = 0;
+        let mut sizes = sizes.peekable();
+        let first = sizes.next().unwrap_or(0);
+        if sizes.peek().is_none() && first == words.len() {
+            return FrameSegments {
+                words,
+                bounds: Bounds::One,
+            };
+        }
+        let mut bounds = vec![(0, first)];
+        let mut at = first;
         for size in sizes {
             bounds.push((at, at + size));
             at += size;
         }
-        FrameSegments { words, bounds }
+        FrameSegments {
+            words,
+            bounds: Bounds::Many(bounds),
+        }
     }
 }
 
 impl ReaderSegments for FrameSegments {
     fn get_segment(&self, idx: u32) -> Option<&[u8]> {
-        let (start, end) = *self.bounds.get(idx as usize)?;
-        self.words.get(start..end).map(Word::words_to_bytes)
+        match &self.bounds {
+            Bounds::One if idx == 0 => Some(Word::words_to_bytes(&self.words)),
+            Bounds::One => None,
+            Bounds::Many(bounds) => {
+                let (start, end) = *bounds.get(idx as usize)?;
+                self.words.get(start..end).map(Word::words_to_bytes)
+            }
+        }
     }
 
     fn len(&self) -> usize {
-        self.bounds.len()
+        match &self.bounds {
+            Bounds::One => 1,
+            Bounds::Many(bounds) => bounds.len(),
+        }
     }
+}
+
+/// `bytes` (a whole number of words) as words. (Not `allocate_zeroed_vec`
+/// and a copy: zeroing memory about to be overwritten costs a pass, and
+/// `calloc` bypasses the allocator's per-thread cache.)
+fn words_of(bytes: &[u8]) -> Vec<Word> {
+    bytes
+        .chunks_exact(BYTES_PER_WORD)
+        .map(|w| capnp::word(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]))
+        .collect()
 }
 
 /// Frames whose body is at least this large are received straight into
@@ -587,10 +626,11 @@ impl FrameDecoder {
                     let Some(bytes) = available.get(..total) else {
                         return Ok(None);
                     };
-                    let body = &bytes[table_bytes..];
-                    let mut words = Word::allocate_zeroed_vec(body_bytes / BYTES_PER_WORD);
-                    Word::words_to_bytes_mut(&mut words).copy_from_slice(body);
-                    let segments = FrameSegments::new(words, sizes()?.into_iter());
+                    let words = words_of(&bytes[table_bytes..]);
+                    let table = &bytes[..table_bytes];
+                    // (Each size fits: their sum, `body_bytes`, did.)
+                    let sizes = segment_sizes(table, segments).map(|size| size as usize);
+                    let segments = FrameSegments::new(words, sizes);
                     self.start += total;
                     self.pending = Pending::Start;
                     if self.start == self.buf.len() {
