@@ -21,7 +21,7 @@ use std::ptr::NonNull;
 pub const FIRST_SEGMENT_WORDS: u32 = 128;
 
 /// Recycled first segments a thread keeps at most (128 KiB).
-const POOL_LIMIT: usize = 128;
+const POOL_LIMIT: usize = 16;
 
 thread_local! {
     /// Zeroed first segments, ready for reuse.

@@ -26,6 +26,12 @@ const BYTES_PER_WORD: usize = 8;
 /// for the life of the connection.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// Room the decoder offers for a read of small frames: the bytes a
+/// connection reads at a time (large bodies are read into their own
+/// buffer). Small, since every connection has one; many small messages
+/// still come in few reads.
+pub const READ_ROOM: usize = 8 * 1024;
+
 /// How large inbound (and outbound) messages may be, and how deeply they may
 /// be read.
 ///
@@ -385,12 +391,16 @@ enum Pending {
 pub struct FrameDecoder {
     /// Checked against every header; also gives each frame's reader options.
     limits: Limits,
-    /// Received bytes; those before `start` are already decoded and are
-    /// dropped at the next compaction.
+    /// Received bytes up to `end`, then zeroed room for the next read
+    /// (zeroed once, when the buffer grows, not before every read). Bytes
+    /// before `start` are already decoded and are dropped at the next
+    /// compaction.
     buf: Vec<u8>,
     /// Where the first undecoded byte is in `buf`. A read offset instead of
     /// draining the front on every frame keeps many small frames cheap.
     start: usize,
+    /// Where the received bytes end in `buf`.
+    end: usize,
     /// What is known of the frame at `start`, so a frame that arrives in
     /// pieces has its header checked once and not on every call.
     pending: Pending,
@@ -414,26 +424,53 @@ impl FrameDecoder {
             limits,
             buf: Vec::new(),
             start: 0,
+            end: 0,
             pending: Pending::Start,
             failed: None,
             large: None,
         }
     }
 
-    /// Where the next received bytes can go without a copy, when a large
-    /// frame's body is being received: fill it, then call
-    /// [`filled`](Self::filled). `None` otherwise: use [`push`](Self::push).
+    /// Where the next received bytes go, without a copy: write into it,
+    /// then call [`filled`](Self::filled). While a large frame's body is
+    /// being received this is the body's own buffer (up to `want` bytes,
+    /// or all the room there is); otherwise the decoder's buffer, with at
+    /// least half of [`READ_ROOM`] free. `None` after an error: nothing
+    /// more will be decoded.
     ///
     /// ```
     /// use capnp_actix_proto::{FrameDecoder, Limits};
     /// let mut decoder = FrameDecoder::new(Limits::default());
-    /// assert!(decoder.read_space(4096).is_none());
+    /// let space = decoder.read_space(4096).unwrap();
+    /// space[..3].copy_from_slice(&[0, 0, 0]);
+    /// decoder.filled(3);
+    /// assert_eq!(decoder.buffered(), 3);
     /// ```
     pub fn read_space(&mut self, want: usize) -> Option<&mut [u8]> {
         if self.failed.is_some() {
             return None;
         }
-        self.large.as_mut().map(|large| large.space(want))
+        if self.large.is_some() {
+            return self.large.as_mut().map(|large| large.space(want));
+        }
+        Some(self.room())
+    }
+
+    /// Room at the end of the buffer for a read: at least half of
+    /// [`READ_ROOM`] (decoded bytes are dropped first, and the buffer grows
+    /// only when a partial frame fills it).
+    fn room(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            // The bytes left are a partial frame, usually none or a few.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < READ_ROOM / 2 {
+            let grown = (self.end + READ_ROOM).max(self.buf.len() * 2);
+            self.buf.resize(grown, 0);
+        }
+        &mut self.buf[self.end..]
     }
 
     /// Records that `n` bytes were written at the front of
@@ -445,10 +482,14 @@ impl FrameDecoder {
     /// decoder.filled(0);
     /// ```
     pub fn filled(&mut self, n: usize) {
-        if let Some(large) = self.large.as_mut() {
-            large.filled = (large.filled + n)
-                .min(large.total)
-                .min(large.words.len() * BYTES_PER_WORD);
+        match self.large.as_mut() {
+            Some(large) => {
+                large.filled = (large.filled + n)
+                    .min(large.total)
+                    .min(large.words.len() * BYTES_PER_WORD);
+            }
+            None if self.failed.is_none() => self.end = (self.end + n).min(self.buf.len()),
+            None => {}
         }
     }
 
@@ -475,7 +516,11 @@ impl FrameDecoder {
             }
         }
         self.compact();
-        self.buf.extend_from_slice(bytes);
+        if self.buf.len() - self.end < bytes.len() {
+            self.buf.resize(self.end + bytes.len(), 0);
+        }
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
     /// Takes out the next whole message, if one is buffered.
@@ -505,6 +550,7 @@ impl FrameDecoder {
                 self.failed = Some(e.clone());
                 self.buf = Vec::new();
                 self.start = 0;
+                self.end = 0;
                 self.large = None;
                 Err(e)
             }
@@ -528,7 +574,7 @@ impl FrameDecoder {
     /// ```
     pub fn buffered(&self) -> usize {
         let large = self.large.as_ref().map_or(0, |l| l.filled);
-        self.buf.len() - self.start + large
+        self.end - self.start + large
     }
 
     /// Advances through the header of the frame at `start` as far as the
@@ -545,7 +591,7 @@ impl FrameDecoder {
             return Ok(Some(Reader::new(segments, self.limits.reader_options())));
         }
         loop {
-            let available = self.buf.get(self.start..).unwrap_or_default();
+            let available = self.buf.get(self.start..self.end).unwrap_or_default();
             match self.pending {
                 Pending::Start => {
                     let Some(first) = available.first_chunk::<4>() else {
@@ -618,7 +664,7 @@ impl FrameDecoder {
                         self.start += table_bytes + taken;
                         self.pending = Pending::Start;
                         self.large = Some(large);
-                        if self.start == self.buf.len() {
+                        if self.start == self.end {
                             self.compact();
                         }
                         return self.decode();
@@ -633,7 +679,7 @@ impl FrameDecoder {
                     let segments = FrameSegments::new(words, sizes);
                     self.start += total;
                     self.pending = Pending::Start;
-                    if self.start == self.buf.len() {
+                    if self.start == self.end {
                         self.compact();
                     }
                     return Ok(Some(Reader::new(segments, self.limits.reader_options())));
@@ -647,15 +693,16 @@ impl FrameDecoder {
     /// copy is paid for by bytes already consumed), and gives back capacity a
     /// large frame left behind.
     fn compact(&mut self) {
-        let remaining = self.buf.len() - self.start;
+        let remaining = self.end - self.start;
         if self.start > 0 && self.start >= remaining {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
             self.start = 0;
+            self.end = remaining;
         }
-        let capacity = self.buf.capacity();
-        if capacity > KEEP_CAPACITY && self.buf.len() < capacity / 4 {
+        if self.buf.len() > KEEP_CAPACITY && self.end < self.buf.len() / 4 {
             self.buf
-                .shrink_to(KEEP_CAPACITY.max(self.buf.len().saturating_mul(2)));
+                .truncate(KEEP_CAPACITY.max(self.end.saturating_mul(2)));
+            self.buf.shrink_to_fit();
         }
     }
 }

@@ -290,7 +290,7 @@ fn buffer_is_compacted_and_shrunk() {
     assert_eq!(decoder.buffered(), one - 3);
     decoder.push(&bytes[bytes.len() - 3..]);
     assert_eq!(decoder.start, 0);
-    assert_eq!(decoder.buf.len(), one);
+    assert_eq!(decoder.end, one);
     assert!(decoder.next_frame().unwrap().is_some());
 }
 
@@ -439,7 +439,42 @@ fn a_large_body_can_be_read_straight_into_place() {
     }
     let frame = decoder.next_frame().unwrap().expect("the frame is whole");
     assert_eq!(frame.get_root::<capnp::data::Reader>().unwrap(), &data[..]);
-    assert!(decoder.read_space(10).is_none());
+    // Then reads go to the decoder's own buffer again.
+    assert!(decoder.read_space(10).unwrap().len() >= READ_ROOM / 2);
+}
+
+// covers: W-01
+#[test]
+fn small_frames_are_read_straight_into_the_decoder() {
+    let (data, bytes) = data_message(100);
+    let mut stream = Vec::new();
+    for _ in 0..200 {
+        stream.extend_from_slice(&bytes);
+    }
+    let mut decoder = FrameDecoder::new(Limits::default());
+    let mut frames = 0;
+    let mut at = 0;
+    while at < stream.len() {
+        let space = decoder.read_space(usize::MAX).unwrap();
+        // The room for a read is bounded: one small buffer per connection.
+        assert!(space.len() >= READ_ROOM / 2 && space.len() <= 2 * READ_ROOM);
+        // Reads cut frames anywhere (here: 1000 bytes at a time).
+        let n = space.len().min(1000).min(stream.len() - at);
+        space[..n].copy_from_slice(&stream[at..at + n]);
+        decoder.filled(n);
+        at += n;
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            assert_eq!(frame.get_root::<capnp::data::Reader>().unwrap(), &data[..]);
+            frames += 1;
+        }
+    }
+    assert_eq!(frames, 200);
+    assert_eq!(decoder.buffered(), 0);
+    assert!(decoder.buf.len() <= 2 * READ_ROOM);
+    // `filled` never counts more than the room it gave.
+    let room = decoder.read_space(usize::MAX).unwrap().len();
+    decoder.filled(room + 100);
+    assert_eq!(decoder.buffered(), room);
 }
 
 // covers: W-01

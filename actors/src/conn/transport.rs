@@ -17,11 +17,6 @@ use std::io::IoSlice;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Bytes read at a time. Small, since every connection has one: many small
-/// messages still come in few reads, and a large message's body is read
-/// straight into its own buffer instead.
-const READ_BUFFER: usize = 8 * 1024;
-
 /// What ends the inbound stream.
 pub(crate) enum ReadFailure {
     /// The peer broke the protocol (a frame over a limit): abort.
@@ -39,40 +34,33 @@ pub(crate) fn frames<R>(
 where
     R: AsyncRead + Unpin + 'static,
 {
-    let state = Some((
-        read,
-        FrameDecoder::new(limits),
-        vec![0u8; READ_BUFFER],
-        backpressure,
-    ));
+    let state = Some((read, FrameDecoder::new(limits), backpressure));
     futures::stream::unfold(state, |state| async move {
-        let (mut read, mut decoder, mut buf, backpressure) = state?;
+        let (mut read, mut decoder, backpressure) = state?;
         loop {
             // Flow control: hand out nothing more (buffered or not) while
             // the connection has enough to do.
             backpressure.permit().await;
             match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    return Some((Ok(frame), Some((read, decoder, buf, backpressure))))
-                }
+                Ok(Some(frame)) => return Some((Ok(frame), Some((read, decoder, backpressure)))),
                 Ok(None) => {}
                 Err(e) => return Some((Err(ReadFailure::Protocol(e.into())), None)),
             }
-            // A large frame's body goes straight where it belongs.
-            // (As much as the decoder has room for: one read can take in
-            // all the socket holds.)
-            let result = match decoder.read_space(usize::MAX) {
-                Some(space) => read.read(space).await.map(|n| (n, true)),
-                None => read.read(&mut buf).await.map(|n| (n, false)),
+            // Bytes go straight where the decoder keeps them: its own small
+            // buffer, or a large frame's body (as much as it has room for:
+            // one read can take in all the socket holds).
+            let Some(space) = decoder.read_space(usize::MAX) else {
+                let e = Error::failed("the frame decoder failed");
+                return Some((Err(ReadFailure::Protocol(e)), None));
             };
+            let result = read.read(space).await;
             match result {
-                Ok((0, _)) if decoder.buffered() == 0 => return None,
-                Ok((0, _)) => {
+                Ok(0) if decoder.buffered() == 0 => return None,
+                Ok(0) => {
                     let e = Error::disconnected("the peer closed the connection mid-message");
                     return Some((Err(ReadFailure::Disconnected(e)), None));
                 }
-                Ok((n, true)) => decoder.filled(n),
-                Ok((n, false)) => decoder.push(&buf[..n]),
+                Ok(n) => decoder.filled(n),
                 Err(e) => {
                     let e = Error::disconnected(format!("read failed: {e}"));
                     return Some((Err(ReadFailure::Disconnected(e)), None));
