@@ -20,8 +20,8 @@ use std::ptr::NonNull;
 /// fit in 1 KiB, and larger ones grow more segments as needed.
 pub const FIRST_SEGMENT_WORDS: u32 = 128;
 
-/// Recycled first segments a thread keeps at most (128 KiB).
-const POOL_LIMIT: usize = 16;
+/// Recycled first segments a thread keeps at most (32 KiB).
+const POOL_LIMIT: usize = 32;
 
 thread_local! {
     /// Zeroed first segments, ready for reuse.

@@ -467,8 +467,13 @@ impl FrameDecoder {
             self.start = 0;
         }
         if self.buf.len() - self.end < READ_ROOM / 2 {
+            // A fresh zeroed allocation rather than `resize`: the allocator
+            // hands out memory it knows is zero without writing it, so a
+            // connection's pages are touched only as bytes arrive.
             let grown = (self.end + READ_ROOM).max(self.buf.len() * 2);
-            self.buf.resize(grown, 0);
+            let mut buf = vec![0; grown];
+            buf[..self.end].copy_from_slice(&self.buf[..self.end]);
+            self.buf = buf;
         }
         &mut self.buf[self.end..]
     }
