@@ -20,6 +20,10 @@ use std::ptr::NonNull;
 /// fit in 1 KiB, and larger ones grow more segments as needed.
 pub const FIRST_SEGMENT_WORDS: u32 = 128;
 
+/// The most a later segment grows to unless asked for more (as capnp's
+/// own `HeapAllocator`).
+const MAX_SEGMENT_WORDS: u32 = 1 << 29;
+
 /// Recycled first segments a thread keeps at most (32 KiB).
 const POOL_LIMIT: usize = 32;
 
@@ -67,7 +71,8 @@ impl Default for SegmentAllocator {
 /// A zeroed segment of `words` words: a recycled one if there is one.
 fn take_segment(words: u32) -> Box<[Word]> {
     if words == FIRST_SEGMENT_WORDS {
-        if let Some(segment) = POOL.with(|pool| pool.borrow_mut().pop()) {
+        // (`try_with`: while the thread exits, its pool is gone.)
+        if let Some(segment) = POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten() {
             return segment;
         }
     }
@@ -101,7 +106,7 @@ fn give_back(mut segment: Box<[Word]>, used: usize) {
 unsafe impl Allocator for SegmentAllocator {
     fn allocate_segment(&mut self, minimum_size: u32) -> (NonNull<u8>, u32) {
         let words = minimum_size.max(self.next_size);
-        self.next_size = words.saturating_mul(2);
+        self.next_size = words.saturating_mul(2).min(MAX_SEGMENT_WORDS);
         let segment = take_segment(words);
         let pointer = NonNull::from(Box::leak(segment)).cast::<u8>();
         (pointer, words)
