@@ -633,3 +633,55 @@ fn calls_on_a_returned_answer_reach_the_capability_their_own_path_names() {
         }
     });
 }
+
+// covers: P-14
+#[test]
+fn a_return_without_capabilities_says_no_finish_is_needed_and_ends_the_answer() {
+    run(async {
+        let mut peer = Peer::start().await;
+        let main = peer.bootstrap(0).await;
+        // The bootstrap's Return carries a capability: a Finish is needed.
+        // An echo's does not: the Return says so, and the answer ends
+        // without the peer's Finish.
+        peer.send(&echo_call(1, main, "one")).await;
+        let frame = wait_for_return(&mut peer, 1).await;
+        assert!(expect_return(&frame, 1).get_no_finish_needed());
+        let deadline = std::time::Instant::now() + WAIT;
+        while peer.conn.send(Stats).await.unwrap().answers != 1 {
+            assert!(std::time::Instant::now() < deadline, "answer 1 kept");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        // So its id can be used again at once, and a Finish that comes
+        // anyway is harmless.
+        peer.send(&echo_call(1, main, "two")).await;
+        let frame = wait_for_return(&mut peer, 1).await;
+        let results = expect_results(&frame, 1);
+        let echoed = results
+            .get_content()
+            .get_as::<echo_results::Reader>()
+            .unwrap();
+        assert_eq!(echoed.get_text().unwrap().to_str().unwrap(), "two");
+        peer.send(&out::finish(1, false)).await;
+        // Results with a capability (newCounter) keep their answer until
+        // the Finish.
+        let new_counter = raw_call(2, MessageTarget::ImportedCap(main), TEST_ID, 3, &[], |c| {
+            c.init_as::<test_capnp::test::new_counter_params::Builder>()
+                .set_start(1);
+        });
+        peer.send(&new_counter).await;
+        let frame = wait_for_return(&mut peer, 2).await;
+        assert!(!expect_return(&frame, 2).get_no_finish_needed());
+        actix_rt::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(peer.conn.send(Stats).await.unwrap().answers, 2);
+        peer.send(&out::finish(2, false)).await;
+        peer.send(&out::finish(0, false)).await;
+        let deadline = std::time::Instant::now() + WAIT;
+        while peer.conn.send(Stats).await.unwrap().answers != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "answers kept after Finish"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+}

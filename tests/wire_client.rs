@@ -724,3 +724,49 @@ fn messages_queued_in_one_turn_go_out_in_one_write_and_a_lone_one_at_once() {
         drop(calls);
     });
 }
+
+/// A `Return` like [`return_empty`] or [`return_cap`], saying
+/// `noFinishNeeded`.
+fn no_finish_needed(mut m: OutMessage) -> OutMessage {
+    {
+        let root: message::Builder = m.get_root().unwrap();
+        let message::Return(Ok(mut ret)) = root.which().unwrap() else {
+            panic!("not a Return");
+        };
+        ret.set_no_finish_needed(true);
+    }
+    m
+}
+
+// covers: P-14
+#[test]
+fn no_finish_is_sent_for_a_return_that_says_none_is_needed() {
+    run(async {
+        let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderHosted(1)).await;
+        // Results without capabilities, `noFinishNeeded`: no Finish, and
+        // the id is free at once.
+        let first = echo(&cap, "a");
+        let a = expect_call(&peer.recv().await).get_question_id();
+        peer.send(&no_finish_needed(return_empty(a, false))).await;
+        let _ = first.promise.await;
+        let sent = collect(&mut peer, Duration::from_millis(100)).await;
+        assert_eq!(sent, vec![], "no Finish after noFinishNeeded");
+        let second = echo(&cap, "b");
+        let b = expect_call(&peer.recv().await).get_question_id();
+        assert_eq!(b, a, "the id was free at once");
+        // The same hint beside a capability in the results is not taken:
+        // the question stays in use until our Finish (for embargoes).
+        peer.send(&no_finish_needed(return_cap(
+            b,
+            CapDescriptor::SenderHosted(7),
+        )))
+        .await;
+        let capnp::capability::RemotePromise { promise, pipeline } = second;
+        drop(pipeline);
+        let _ = promise.await;
+        let sent = collect(&mut peer, Duration::from_millis(100)).await;
+        assert!(sent.contains(&Seen::Finish(b)), "{sent:?}");
+        // Only the bootstrap question is left.
+        assert_eq!(peer.conn.send(Stats).await.unwrap().questions, 1);
+    });
+}

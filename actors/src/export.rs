@@ -208,11 +208,17 @@ fn finish(
 ) -> Result<Arc<Payload>, Error> {
     match outcome {
         Ok(()) => match built {
-            Some((message, cap_table)) => Ok(Arc::new(Payload {
-                body: Body::Built(message),
-                caps: capabilities_of(&cap_table),
-                return_for,
-            })),
+            Some((mut message, cap_table)) => {
+                if cap_table.iter().any(Option::is_some) {
+                    // Capabilities must be released by the caller's Finish.
+                    crate::hooks::clear_no_finish_needed(&mut message);
+                }
+                Ok(Arc::new(Payload {
+                    body: Body::Built(message),
+                    caps: capabilities_of(&cap_table),
+                    return_for,
+                }))
+            }
             None => Err(Error::failed("the server kept its results object")),
         },
         Err(e) => Err(Error::from(e)),

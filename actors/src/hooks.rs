@@ -281,6 +281,16 @@ impl ParamsHook for ParamsHookImpl {
 
 /// The results of a finished local call: the `Message{return}` and the
 /// capabilities the server put in it.
+/// Clears `noFinishNeeded` on a results `Return` built by
+/// [`ResultsHookImpl`].
+pub(crate) fn clear_no_finish_needed(message: &mut OutMessage) {
+    if let Ok(root) = message.get_root::<message::Builder>() {
+        if let Ok(message::Return(Ok(mut ret))) = root.which() {
+            ret.set_no_finish_needed(false);
+        }
+    }
+}
+
 pub(crate) type BuiltResults = (OutMessage, CapTable);
 
 /// Results as a local server writes them, in place in a `Message{return}`.
@@ -301,6 +311,9 @@ impl ResultsHookImpl {
             let mut ret = message.init_root::<message::Builder>().init_return();
             ret.set_answer_id(answer_id.unwrap_or(0));
             ret.set_release_param_caps(false);
+            // Results without capabilities need no `Finish` (P-14); the
+            // flag is cleared if capabilities are put in them.
+            ret.set_no_finish_needed(answer_id.is_some());
             ret.init_results();
         }
         ResultsHookImpl {

@@ -372,6 +372,11 @@ impl ConnActor {
     }
 
     fn handle_return(&mut self, header: ReturnHeader, frame: Frame) -> Result<(), Error> {
+        // `noFinishNeeded` is honoured only for results without capabilities
+        // (as the schema implies): capabilities keep the question in use,
+        // for embargoes that name it, until our `Finish`.
+        let no_finish_needed = header.no_finish_needed
+            && !matches!(&header.kind, ReturnKind::Results(descriptors) if !descriptors.is_empty());
         let result = match header.kind {
             ReturnKind::Results(descriptors) => {
                 // The peer's answer may name its own exports and our
@@ -409,7 +414,7 @@ impl ConnActor {
         self.settle_question(
             header.answer_id,
             header.release_param_caps,
-            header.no_finish_needed,
+            no_finish_needed,
             result,
         )
     }
@@ -834,24 +839,28 @@ impl Handler<ReturnReady> for ConnActor {
         let inbound_bytes = std::mem::take(&mut entry.inbound_bytes);
         self.backpressure.returned(inbound_bytes);
         entry.actor = None;
-        let exports = match msg.outcome {
+        let (exports, no_finish_needed) = match msg.outcome {
             // A tail call from the peer: the results stay here (P-13).
             _ if entry.results_elsewhere => {
                 self.write(&out::return_results_sent_elsewhere(id));
-                Vec::new()
+                (Vec::new(), false)
             }
             ReturnOutcome::Results(payload) => self.send_results(id, &payload, ctx),
             ReturnOutcome::Exception(e) => {
                 self.write(&out::return_exception(id, &e));
-                Vec::new()
+                (Vec::new(), false)
             }
             ReturnOutcome::Canceled => {
                 self.write(&out::return_canceled(id));
-                Vec::new()
+                (Vec::new(), false)
             }
         };
         if let Some(entry) = self.answers.get_mut(id) {
             entry.result_exports = exports;
+            // The Return told the peer it need not send `Finish` (P-14):
+            // the answer is done now; a `Finish` that comes anyway finds
+            // nothing, which is tolerated.
+            entry.finished |= no_finish_needed;
             if entry.finished {
                 self.remove_answer(id);
             }

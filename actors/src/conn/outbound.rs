@@ -202,9 +202,10 @@ impl ConnActor {
         answer_id: u32,
         results: &Arc<Payload>,
         ctx: &mut Context<Self>,
-    ) -> Vec<u32> {
+    ) -> (Vec<u32>, bool) {
         // Results a local object built as this very `Return`, with no
-        // capabilities to describe, go out as they are.
+        // capabilities to describe, go out as they are (saying
+        // `noFinishNeeded`, which the object's results hook set).
         let as_built = results.return_for == Some((self.id, answer_id))
             && results.caps.iter().all(Option::is_none);
         if let Some(message) = results.built().filter(|_| as_built) {
@@ -215,16 +216,16 @@ impl ConnActor {
             } else {
                 self.write(message);
             }
-            return Vec::new();
+            return (Vec::new(), true);
         }
         match self.build_results(answer_id, results, ctx) {
-            Ok((message, exports)) => {
+            Ok((message, exports, no_finish_needed)) => {
                 self.write(&message);
-                exports
+                (exports, no_finish_needed)
             }
             Err(e) => {
                 self.write(&capnp_actix_proto::message::return_exception(answer_id, &e));
-                Vec::new()
+                (Vec::new(), false)
             }
         }
     }
@@ -234,7 +235,7 @@ impl ConnActor {
         answer_id: u32,
         results: &Payload,
         ctx: &mut Context<Self>,
-    ) -> Result<(OutMessage, Vec<u32>), Error> {
+    ) -> Result<(OutMessage, Vec<u32>, bool), Error> {
         let mut message = capnp_actix_proto::message::new_message();
         let caps = {
             let mut ret = message.init_root::<message::Builder>().init_return();
@@ -244,15 +245,19 @@ impl ConnActor {
         };
         self.check_size(&message)?;
         let (descriptors, exports) = self.describe_all(&caps, ctx);
+        // Without capabilities, the caller need not send `Finish` (P-14).
+        let no_finish_needed = descriptors.is_empty();
         {
             let root: message::Builder = message.get_root()?;
             if let message::Return(ret) = root.which()? {
-                if let capnp_actix_proto::rpc_capnp::return_::Results(results) = ret?.which()? {
+                let mut ret = ret?;
+                ret.set_no_finish_needed(no_finish_needed);
+                if let capnp_actix_proto::rpc_capnp::return_::Results(results) = ret.which()? {
                     write_cap_table(results?, &descriptors);
                 }
             }
         }
-        Ok((message, exports))
+        Ok((message, exports, no_finish_needed))
     }
 
     /// Descriptors for a cap table, and the export ids they added a
