@@ -172,7 +172,7 @@ impl ConnActor {
         }
         let id = self.questions.insert(QuestionEntry {
             key: Some(key),
-            actor: Some(QuestionActor::new(Arc::downgrade(state), ctx.address(), key).start()),
+            actor: None,
             param_exports: Vec::new(),
         });
         self.question_ids.insert(key, id);
@@ -188,10 +188,16 @@ impl ConnActor {
             call.reborrow().init_send_results_to().set_caller(());
             write_cap_table(call.get_params()?, &descriptors);
         }
+        self.write_owned(message);
+        // The question's actor starts after the write is queued, so that
+        // the writer (woken first) puts the call on the wire before the new
+        // actor's first turn. Its `Return` cannot come before this handler
+        // ends.
         if let Some(entry) = self.questions.get_mut(id) {
             entry.param_exports = exports;
+            entry.actor =
+                Some(QuestionActor::new(Arc::downgrade(state), ctx.address(), key).start());
         }
-        self.write_owned(message);
         Ok(())
     }
 
