@@ -38,14 +38,7 @@ fn raw_bootstrap_and_echo_call() {
         peer.send(&out::finish(0, false)).await;
         peer.send(&out::finish(1, false)).await;
         // Both answers are gone once the Finishes are handled.
-        let deadline = std::time::Instant::now() + WAIT;
-        while peer.conn.send(Stats).await.unwrap().answers != 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "answers kept after Finish"
-            );
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        answers_become(&peer, 0, "answers kept after Finish").await;
     });
 }
 
@@ -477,6 +470,16 @@ async fn wait_for_return(peer: &mut Peer, answer_id: u32) -> capnp_actix_proto::
     }
 }
 
+/// Waits until the connection holds `n` answers, failing with `what` after
+/// [`WAIT`].
+async fn answers_become(peer: &Peer, n: usize, what: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while peer.conn.send(Stats).await.unwrap().answers != n {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn promised(question_id: u32, transform: &[u16]) -> MessageTarget {
     MessageTarget::PromisedAnswer(PromisedAnswer {
         question_id,
@@ -646,11 +649,7 @@ fn a_return_without_capabilities_says_no_finish_is_needed_and_ends_the_answer() 
         peer.send(&echo_call(1, main, "one")).await;
         let frame = wait_for_return(&mut peer, 1).await;
         assert!(expect_return(&frame, 1).get_no_finish_needed());
-        let deadline = std::time::Instant::now() + WAIT;
-        while peer.conn.send(Stats).await.unwrap().answers != 1 {
-            assert!(std::time::Instant::now() < deadline, "answer 1 kept");
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        answers_become(&peer, 1, "answer 1 kept").await;
         // So its id can be used again at once, and a Finish that comes
         // anyway is harmless.
         peer.send(&echo_call(1, main, "two")).await;
@@ -675,13 +674,6 @@ fn a_return_without_capabilities_says_no_finish_is_needed_and_ends_the_answer() 
         assert_eq!(peer.conn.send(Stats).await.unwrap().answers, 2);
         peer.send(&out::finish(2, false)).await;
         peer.send(&out::finish(0, false)).await;
-        let deadline = std::time::Instant::now() + WAIT;
-        while peer.conn.send(Stats).await.unwrap().answers != 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "answers kept after Finish"
-            );
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        answers_become(&peer, 0, "answers kept after Finish").await;
     });
 }
