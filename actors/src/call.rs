@@ -219,6 +219,14 @@ impl CallState {
         }
     }
 
+    /// The question of this call needs no `Finish` (its `Return` said so):
+    /// dropping the state need not tell the connection.
+    pub(crate) fn question_finished(&self) {
+        if let Some(Guard::Remote(question)) = self.lock().guard.as_mut() {
+            question.mark_finished();
+        }
+    }
+
     /// Where the call went, if it went to a peer.
     pub(crate) fn remote(&self) -> Option<Remote> {
         self.lock().remote.clone()

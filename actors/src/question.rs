@@ -46,13 +46,21 @@ impl Actor for QuestionActor {
 /// The outcome of a question: results, or why there are none.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Returned(pub(crate) Result<Arc<Payload>, Error>);
+pub(crate) struct Returned(
+    pub(crate) Result<Arc<Payload>, Error>,
+    /// The `Return` said `noFinishNeeded` (and the connection took it): the
+    /// question is finished already.
+    pub(crate) bool,
+);
 
 impl Handler<Returned> for QuestionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
         if let Some(state) = self.state.upgrade() {
+            if msg.1 {
+                state.question_finished();
+            }
             // Paths that carried calls to the peer and now lead back here
             // (or elsewhere) wait for an embargo (E-order).
             let conn = &self.conn;

@@ -452,7 +452,7 @@ impl ConnActor {
         }
         if let Some(actor) = actor {
             match outcome {
-                Outcome::Now(result) => actor.do_send(Returned(result)),
+                Outcome::Now(result) => actor.do_send(Returned(result, no_finish_needed)),
                 Outcome::Later(state) => {
                     let settled = state.wait();
                     actix_rt::spawn(async move {
@@ -461,7 +461,7 @@ impl ConnActor {
                                 "the call whose results were taken was dropped",
                             ))
                         });
-                        actor.do_send(Returned(result));
+                        actor.do_send(Returned(result, no_finish_needed));
                     });
                 }
             }

@@ -761,17 +761,32 @@ pub(crate) struct QuestionRef {
     conn: Addr<ConnActor>,
     /// The question's key.
     pub(crate) key: u64,
+    /// The question needs no `Finish` any more (its `Return` said
+    /// `noFinishNeeded`): dropping tells the connection nothing.
+    finished: bool,
 }
 
 impl QuestionRef {
     pub(crate) fn new(conn: Addr<ConnActor>, key: u64) -> Self {
-        QuestionRef { conn, key }
+        QuestionRef {
+            conn,
+            key,
+            finished: false,
+        }
+    }
+
+    /// The question is finished already: saves the connection a message
+    /// (and a turn) when the caller lets go.
+    pub(crate) fn mark_finished(&mut self) {
+        self.finished = true;
     }
 }
 
 impl Drop for QuestionRef {
     fn drop(&mut self) {
-        self.conn.do_send(QuestionDropped { key: self.key });
+        if !self.finished {
+            self.conn.do_send(QuestionDropped { key: self.key });
+        }
     }
 }
 
@@ -825,5 +840,5 @@ pub(crate) fn cancel_answer(actor: &Addr<AnswerActor>) {
 
 /// Questions of a connection that is going away get this.
 pub(crate) fn fail_question(actor: &Addr<QuestionActor>, reason: &Error) {
-    actor.do_send(Returned(Err(reason.clone())));
+    actor.do_send(Returned(Err(reason.clone()), false));
 }
