@@ -20,16 +20,28 @@ use capnp_actix_proto::rpc_capnp::{message, return_};
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
 use futures::FutureExt;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A unique address that marks hooks made by this crate.
-static BRAND: u8 = 0;
-
-fn brand() -> usize {
-    &BRAND as *const u8 as usize
+thread_local! {
+    /// The `CapHook`s alive on this thread, by address, each with a copy of
+    /// its capability. A hook is recognised as ours by where it lives, not
+    /// by anything a hook reports about itself (F-09): `get_brand` and
+    /// `get_ptr` are safe methods any foreign hook may implement to return
+    /// our values. Hooks are not `Send`, so each one is made and dropped on
+    /// the thread whose registry knows it.
+    static LIVE_HOOKS: RefCell<HashMap<usize, Capability>> = RefCell::new(HashMap::new());
 }
 
-/// A `ClientHook` over a [`Capability`].
+/// The address of a hook's object: what identifies a live `CapHook`.
+fn address_of(hook: &dyn ClientHook) -> usize {
+    hook as *const dyn ClientHook as *const () as usize
+}
+
+/// A `ClientHook` over a [`Capability`]. Made only by [`client_hook`], so
+/// every one lives in a box (its address is stable) and is registered in
+/// `LIVE_HOOKS` from birth to drop.
 struct CapHook {
     /// The capability calls go to.
     cap: Capability,
@@ -37,22 +49,45 @@ struct CapHook {
 
 /// Wraps a capability as a capnp client hook.
 pub(crate) fn client_hook(cap: Capability) -> Box<dyn ClientHook> {
-    Box::new(CapHook { cap })
+    let hook = Box::new(CapHook { cap: cap.clone() });
+    let address = &*hook as *const CapHook as usize;
+    LIVE_HOOKS.with(|live| live.borrow_mut().insert(address, cap));
+    hook
+}
+
+impl Drop for CapHook {
+    fn drop(&mut self) {
+        let address = self as *const CapHook as usize;
+        // Taken out first and dropped after the borrow: dropping a
+        // capability may run other code. (At thread exit the registry may
+        // be gone already; then there is nothing to forget.)
+        let removed = LIVE_HOOKS
+            .try_with(|live| live.borrow_mut().remove(&address))
+            .ok()
+            .flatten();
+        drop(removed);
+    }
 }
 
 /// The capability behind a client hook. Hooks of another RPC system
 /// cannot travel through this one: they become broken capabilities.
+///
+/// A hook is ours when a live `CapHook` sits at its address. Two live
+/// objects of non-zero size never share an address, and a `CapHook` is
+/// not zero-sized, so a foreign hook of non-zero size cannot be taken for
+/// one; a zero-sized one is refused by its size. No cast is involved, so
+/// no hook, whatever it returns from its methods, can make this read
+/// memory as the wrong type.
 pub(crate) fn capability_of(hook: &dyn ClientHook) -> Capability {
-    if hook.get_brand() == brand() {
-        // SAFETY: only `CapHook` reports this crate's brand, so the data
-        // pointer of this trait object points at a `CapHook`.
-        let ours = unsafe { &*(hook as *const dyn ClientHook as *const CapHook) };
-        ours.cap.clone()
-    } else {
+    let ours = std::mem::size_of_val(hook) == std::mem::size_of::<CapHook>();
+    let found = ours
+        .then(|| LIVE_HOOKS.with(|live| live.borrow().get(&address_of(hook)).cloned()))
+        .flatten();
+    found.unwrap_or_else(|| {
         Capability::broken(Error::failed(
             "a capability of another RPC system cannot be sent through capnp-actix",
         ))
-    }
+    })
 }
 
 /// A capnp cap table for a payload's capabilities.
@@ -136,7 +171,9 @@ impl ClientHook for CapHook {
     }
 
     fn get_brand(&self) -> usize {
-        brand()
+        // Not used to recognise our hooks (see `capability_of`); a value
+        // that tells capnp's own code this is not one of its connections.
+        0
     }
 
     fn get_ptr(&self) -> usize {
