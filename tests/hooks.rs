@@ -10,8 +10,8 @@ use capnp_actix::Capability;
 use support::raw::run;
 // The generated code names its own types as `crate::test_capnp::...`.
 use support::test_capnp;
-use test_capnp::test;
 use support::{Tally, TestImpl};
+use test_capnp::test;
 
 /// A hook of "another RPC system" that copies every value a real hook of
 /// ours reports (brand, pointer), and whose object holds bytes that make
@@ -119,10 +119,8 @@ async fn echo(cap: &Capability, text: &str) -> Result<String, capnp::Error> {
 #[test]
 fn a_foreign_hook_reporting_our_brand_is_not_taken_for_ours() {
     run(async {
-        let real: test::Client = Capability::from_server::<test::Client, _>(TestImpl::new(
-            &Tally::default(),
-        ))
-        .client();
+        let real: test::Client =
+            Capability::from_server::<test::Client, _>(TestImpl::new(&Tally::default())).client();
         let impostor = Impostor {
             brand: real.as_client_hook().get_brand(),
             ptr: real.as_client_hook().get_ptr(),

@@ -4,11 +4,12 @@
 
 use capnp::any_pointer;
 use capnp::private::layout::CapTable;
+use capnp::traits::ImbueMut;
 use capnp::traits::{HasTypeId, Imbue, IntoInternalStructReader};
-use capnp_actix::{Capability, ConnActor, ConnOptions, Watch};
+use capnp_actix::{Bootstrap, Capability, ConnActor, ConnOptions, Watch};
 use capnp_actix_proto::frame::{encode, Frame, FrameDecoder, Limits};
-use capnp_actix_proto::message::{self as out, OutMessage};
-use capnp_actix_proto::rpc_capnp::{message, return_};
+use capnp_actix_proto::message::{self as out, DisembargoContext, OutMessage};
+use capnp_actix_proto::rpc_capnp::{call, disembargo, message, return_};
 use capnp_actix_proto::{CapDescriptor, Error, MessageTarget};
 use futures::channel::oneshot;
 use std::future::Future;
@@ -257,4 +258,133 @@ pub fn discriminant_offset(bytes: &[u8]) -> usize {
     assert_eq!(root & 3, 0, "the root is a struct pointer");
     let offset = (root as u32 as i32) >> 2;
     8 + 8 * usize::try_from(1 + offset).unwrap()
+}
+
+// The calling side: the test plays the server.
+
+/// A `Return` whose results are one capability, named by `descriptor`.
+pub fn return_cap(answer_id: u32, descriptor: CapDescriptor) -> OutMessage {
+    let mut m = out::new_message();
+    let mut table: CapTable = Vec::new();
+    {
+        let mut ret = m.init_root::<message::Builder>().init_return();
+        ret.set_answer_id(answer_id);
+        ret.set_release_param_caps(false);
+        let mut results = ret.init_results();
+        {
+            let mut content = results.reborrow().get_content();
+            content.imbue_mut(&mut table);
+            content.set_as_capability(
+                Capability::null()
+                    .client::<capnp::capability::Client>()
+                    .hook,
+            );
+        }
+        descriptor.write(results.init_cap_table(1).get(0));
+    }
+    m
+}
+
+/// A `Return` with empty results; `release_param_caps` as given.
+pub fn return_empty(answer_id: u32, release_param_caps: bool) -> OutMessage {
+    let mut m = out::new_message();
+    {
+        let mut ret = m.init_root::<message::Builder>().init_return();
+        ret.set_answer_id(answer_id);
+        ret.set_release_param_caps(release_param_caps);
+        ret.init_results();
+    }
+    m
+}
+
+pub fn expect_bootstrap(frame: &Frame) -> u32 {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Bootstrap(b) = root.which().unwrap() else {
+        panic!("expected a Bootstrap, got message tag {}", tag(frame));
+    };
+    b.unwrap().get_question_id()
+}
+
+pub fn expect_call(frame: &Frame) -> call::Reader<'_> {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Call(c) = root.which().unwrap() else {
+        panic!("expected a Call, got message tag {}", tag(frame));
+    };
+    c.unwrap()
+}
+
+/// What a message is, in a few words, for matching sequences.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub enum Seen {
+    Finish(u32),
+    Release(u32, u32),
+    Call(u32, MessageTarget),
+    Disembargo(MessageTarget, DisembargoContext),
+    Other(u16),
+}
+
+pub fn seen(frame: &Frame) -> Seen {
+    let root: message::Reader = frame.get_root().unwrap();
+    match root.which().unwrap() {
+        message::Finish(f) => Seen::Finish(f.unwrap().get_question_id()),
+        message::Release(r) => {
+            let r = r.unwrap();
+            Seen::Release(r.get_id(), r.get_reference_count())
+        }
+        message::Call(c) => {
+            let c = c.unwrap();
+            Seen::Call(
+                c.get_question_id(),
+                MessageTarget::read(c.get_target().unwrap()).unwrap(),
+            )
+        }
+        message::Disembargo(d) => {
+            let d = d.unwrap();
+            let target = MessageTarget::read(d.get_target().unwrap()).unwrap();
+            let context = match d.get_context().which().unwrap() {
+                disembargo::context::SenderLoopback(id) => DisembargoContext::SenderLoopback(id),
+                disembargo::context::ReceiverLoopback(id) => {
+                    DisembargoContext::ReceiverLoopback(id)
+                }
+                _ => panic!("a level 3 disembargo"),
+            };
+            Seen::Disembargo(target, context)
+        }
+        _ => Seen::Other(tag(frame)),
+    }
+}
+
+/// Everything our side sends within `window`.
+pub async fn collect(peer: &mut Peer, window: Duration) -> Vec<Seen> {
+    let mut all = Vec::new();
+    let deadline = std::time::Instant::now() + window;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match actix_rt::time::timeout(left, peer.next()).await {
+            Ok(Some(frame)) => all.push(seen(&frame)),
+            Ok(None) | Err(_) => return all,
+        }
+    }
+}
+
+/// A client connection with a bootstrap capability the test answered as
+/// `descriptor`. Gives the peer, the capability and the question id.
+pub async fn bootstrapped(descriptor: CapDescriptor) -> (Peer, Capability, u32) {
+    let mut peer = Peer::connect(ConnOptions::new()).await;
+    let cap = peer.conn.send(Bootstrap).await.unwrap().unwrap();
+    let question = expect_bootstrap(&peer.recv().await);
+    peer.send(&return_cap(question, descriptor)).await;
+    // Let the connection read the Return.
+    actix_rt::time::sleep(Duration::from_millis(30)).await;
+    (peer, cap, question)
+}
+
+pub fn echo(
+    cap: &Capability,
+    text: &str,
+) -> capnp::capability::RemotePromise<test::echo_results::Owned> {
+    let client: test::Client = cap.client();
+    let mut req = client.echo_request();
+    req.get().set_text(text);
+    req.send()
 }

@@ -62,7 +62,11 @@ struct ReturnHeader {
 enum Inbound {
     Unimplemented(Unechoed),
     Abort(Error),
-    Bootstrap(u32),
+    Bootstrap {
+        question_id: u32,
+        /// Set by Cap'n Proto 0.4 peers naming an export: not supported.
+        deprecated_object_id: bool,
+    },
     Call(CallHeader),
     Return(ReturnHeader),
     Finish {
@@ -114,7 +118,13 @@ fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> {
             _ => Unechoed::Other,
         }),
         Ok(message::Abort(e)) => Inbound::Abort(Error::read(e?)),
-        Ok(message::Bootstrap(b)) => Inbound::Bootstrap(b?.get_question_id()),
+        Ok(message::Bootstrap(b)) => {
+            let b = b?;
+            Inbound::Bootstrap {
+                question_id: b.get_question_id(),
+                deprecated_object_id: b.has_deprecated_object_id(),
+            }
+        }
         Ok(message::Call(c)) => {
             let c = c?;
             let results_to = match c.get_send_results_to().which()? {
@@ -233,7 +243,10 @@ impl ConnActor {
                 self.end(e, ctx);
                 Ok(())
             }
-            Inbound::Bootstrap(id) => self.handle_bootstrap(id),
+            Inbound::Bootstrap {
+                question_id,
+                deprecated_object_id,
+            } => self.handle_bootstrap(question_id, deprecated_object_id),
             Inbound::Call(header) => self.handle_call(header, frame),
             Inbound::Return(header) => self.handle_return(header, frame),
             Inbound::Finish {
@@ -307,13 +320,19 @@ impl ConnActor {
         Ok(())
     }
 
-    fn handle_bootstrap(&mut self, id: u32) -> Result<(), Error> {
+    fn handle_bootstrap(&mut self, id: u32, deprecated_object_id: bool) -> Result<(), Error> {
         if self.answers.contains(id) {
             return Err(Error::failed(format!(
                 "duplicate question id {id} from the peer"
             )));
         }
         let result = match &self.main {
+            // A 0.4-style named export: answered with an exception, as the
+            // C++ reference does (P-21); the connection lives.
+            _ if deprecated_object_id => Err(Error::failed(
+                "Bootstrap names an object (deprecatedObjectId): this vat serves only its \
+                 bootstrap interface, not Cap'n Proto 0.4 named exports",
+            )),
             Some(main) => Ok(Arc::new(Payload::single_cap(main.clone()))),
             None => Err(Error::failed("this vat serves no bootstrap interface")),
         };
@@ -377,7 +396,15 @@ impl ConnActor {
         // for embargoes that name it, until our `Finish`.
         let no_finish_needed = header.no_finish_needed
             && !matches!(&header.kind, ReturnKind::Results(descriptors) if !descriptors.is_empty());
+        // We finished this question before its Return, asking the peer to
+        // release the results' capabilities itself: they are not ours to
+        // import (or release).
+        let finished_early = self.questions.is_finished(header.answer_id)
+            && !self.questions.is_returned(header.answer_id);
         let result = match header.kind {
+            ReturnKind::Results(_) if finished_early => Outcome::Now(Err(Error::failed(
+                "the call was finished before its Return",
+            ))),
             ReturnKind::Results(descriptors) => {
                 // The peer's answer may name its own exports and our
                 // exports; import them before anything else.
@@ -638,6 +665,13 @@ impl ConnActor {
         resolution: Result<CapDescriptor, Error>,
         ctx: &mut Context<Self>,
     ) -> Result<(), Error> {
+        // A promise resolves to a capability or to an exception, never to
+        // nothing: the C++ reference aborts on this too (P-21).
+        if let Ok(CapDescriptor::None) = resolution {
+            return Err(Error::failed(format!(
+                "Resolve for import {promise_id} carries CapDescriptor.none"
+            )));
+        }
         // Import what the resolution names first: even when nobody waits
         // for the promise any more, the reference must be counted (and then
         // released) (F-02).
@@ -882,9 +916,12 @@ impl Handler<QuestionDropped> for ConnActor {
             entry.key = None;
         }
         if !self.questions.is_finished(id) {
-            // Results capabilities were imported one by one; they are
-            // released the same way, so the Finish does not release them.
-            self.write(&out::finish(id, false));
+            // After the Return, its capabilities were imported one by one
+            // and are released the same way: the Finish releases nothing.
+            // Before it, the Finish asks the peer to release what its
+            // Return will carry, which we then never import (P-21).
+            let early = !self.questions.is_returned(id);
+            self.write(&out::finish(id, early));
             self.questions.mark_finished(id);
         }
     }
