@@ -787,8 +787,11 @@ pub fn table_len(count: usize) -> usize {
 /// encode_table(&[&segment[..]], &mut out);
 /// assert_eq!(out, [0, 0, 0, 0, 2, 0, 0, 0]);
 /// ```
+///
+/// No segments frame as one empty segment, as [`encode`] sends them.
 pub fn encode_table(segments: &[&[u8]], out: &mut Vec<u8>) {
-    let count = segments.len().max(1);
+    let segments = segments_to_send(segments);
+    let count = segments.len();
     // A builder holds far fewer than 2^32 segments of fewer than 2^32 words
     // each (its own limits), so these conversions never saturate.
     let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);

@@ -503,3 +503,20 @@ fn a_large_body_is_read_in_large_steps_but_not_far_ahead_of_its_bytes() {
     let _ = decoder.read_space(usize::MAX).unwrap();
     assert_eq!(decoder.large.as_ref().unwrap().words.as_ptr(), before);
 }
+
+// covers: W-01
+#[test]
+fn a_table_for_no_segments_frames_one_empty_segment() {
+    let mut out = Vec::new();
+    encode_table(&[], &mut out);
+    assert_eq!(out.len(), table_len(1), "a whole word of table");
+    let mut expected = Vec::new();
+    encode_table(&[&[]], &mut expected);
+    assert_eq!(out, expected);
+    // The decoder reads it as a complete frame of one empty segment.
+    let mut decoder = FrameDecoder::new(Limits::default());
+    decoder.push(&out);
+    let frame = decoder.next_frame().unwrap().expect("a whole frame");
+    assert_eq!(segment_count(&frame), 1);
+    assert_eq!(decoder.buffered(), 0);
+}
