@@ -152,3 +152,29 @@ fn a_foreign_hook_reporting_our_brand_is_not_taken_for_ours() {
         );
     });
 }
+
+// covers: P-10
+#[test]
+fn when_resolved_waits_for_a_promise_to_settle() {
+    support::for_each_mode(|mode| async move {
+        let h = support::harness(mode).await;
+        let mut req = h.test.delayed_counter_request();
+        req.get().set_millis(50);
+        req.get().set_start(4);
+        let pending = req.send();
+        let promised = pending.pipeline.get_counter();
+        let mut resolved = promised.client.when_resolved();
+        // Polled once before the call can have returned: not ready.
+        assert!(
+            futures::poll!(&mut resolved).is_pending(),
+            "{mode:?}: resolved before the call returned"
+        );
+        resolved.await.unwrap();
+        // Settled now: ready at once, and the capability works.
+        let mut again = promised.client.when_resolved();
+        assert!(futures::poll!(&mut again).is_ready(), "{mode:?}");
+        let value = promised.get_request().send().promise.await.unwrap();
+        assert_eq!(value.get().unwrap().get_value(), 4, "{mode:?}");
+        drop(pending);
+    });
+}

@@ -280,6 +280,30 @@ impl Capability {
         ))
     }
 
+    /// Completes once this capability has settled: it is no promise, or a
+    /// promise whose resolution (and any embargo on it) is known, followed
+    /// to its end. A promise that breaks has settled too (to a broken
+    /// capability), as capnp's `whenResolved` has it.
+    pub(crate) async fn when_settled(&self) {
+        let mut cap = self.clone();
+        for _ in 0..MAX_RESOLUTION_DEPTH {
+            cap = match &cap.kind {
+                CapKind::Promise(promise) => match promise.wait().await {
+                    Ok(next) => next,
+                    Err(_) => return, // dropped: the connection is gone
+                },
+                CapKind::Pipelined { call, transform } => {
+                    call.path_settled(transform).await;
+                    match call.settled_path(transform) {
+                        Some(Ok(payload)) => payload.cap_at(transform),
+                        _ => return,
+                    }
+                }
+                _ => return,
+            };
+        }
+    }
+
     /// Whether calls on this capability would fail without going anywhere
     /// (no embargo is needed for them).
     pub(crate) fn is_null_or_broken(&self) -> bool {

@@ -189,7 +189,11 @@ impl ClientHook for CapHook {
     }
 
     fn when_resolved(&self) -> Promise<(), capnp::Error> {
-        Promise::ok(())
+        let cap = self.cap.clone();
+        Promise::from_future(async move {
+            cap.when_settled().await;
+            Ok(())
+        })
     }
 }
 
