@@ -293,6 +293,43 @@ fn a_sender_loopback_that_does_not_point_back_aborts() {
     });
 }
 
+/// The C++ reference's "when OutgoingRpcMessage::send() throws, we don't
+/// leak exports": a call refused before it goes out leaves no question and
+/// no export behind, and the capability it carried is dropped.
+// covers: F-06, T-04
+#[test]
+fn a_refused_call_leaves_no_export_behind() {
+    run(async {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let (read, write) = tokio::io::split(ours);
+        let conn =
+            capnp_actix::ConnActor::start(read, write, ConnOptions::new().send_buffer_size(1024));
+        let cap = conn.send(Bootstrap).await.unwrap().unwrap();
+        // Fill the send buffer (the peer reads nothing).
+        let filler = "x".repeat(2048);
+        let _pending = echo(&cap, &filler);
+        conn.send(Stats).await.unwrap();
+        let tally = Tally::default();
+        let client: test::Client = cap.client();
+        let mut req = client.hold_request();
+        req.get()
+            .set_cap(capnp_actix::new_client(CounterImpl::new(0, &tally)));
+        let refused = req.send().promise.await.err().expect("refused");
+        assert_eq!(refused.kind, capnp::ErrorKind::Overloaded, "{refused}");
+        let stats = conn.send(Stats).await.unwrap();
+        assert_eq!(
+            stats.exports, 0,
+            "the refused call's capability stays unexported"
+        );
+        assert_eq!(stats.questions, 2, "the bootstrap and the filler only");
+        let t = tally.clone();
+        support::eventually("the counter is dropped", Duration::from_secs(2), || {
+            t.counters.load(Ordering::SeqCst) == 0
+        })
+        .await;
+    });
+}
+
 // covers: F-06
 #[test]
 fn new_calls_fail_overloaded_while_the_send_buffer_is_full() {

@@ -104,6 +104,26 @@ impl<T> IdTable<T> {
         id
     }
 
+    /// The id the next [`insert`](Self::insert) will give: the lowest
+    /// free one.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::IdTable;
+    /// let mut table = IdTable::new();
+    /// table.insert("a");
+    /// table.insert("b");
+    /// table.remove(0);
+    /// assert_eq!(table.next_id(), 0);
+    /// assert_eq!(table.insert("c"), 0);
+    /// assert_eq!(table.next_id(), 2);
+    /// ```
+    pub fn next_id(&self) -> u32 {
+        match self.free.first() {
+            Some(&id) => id,
+            None => u32::try_from(self.entries.len()).unwrap_or(u32::MAX),
+        }
+    }
+
     /// The value under `id`, if the id is in use.
     ///
     /// ```

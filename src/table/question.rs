@@ -73,6 +73,20 @@ impl<T> QuestionTable<T> {
         })
     }
 
+    /// The id the next [`insert`](Self::insert) will give, so that a
+    /// question can be written (which may fail) before it is recorded.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// assert_eq!(questions.next_id(), 0);
+    /// assert_eq!(questions.insert('a'), 0);
+    /// assert_eq!(questions.next_id(), 1);
+    /// ```
+    pub fn next_id(&self) -> u32 {
+        self.entries.next_id()
+    }
+
     /// The value of question `id`, if it is still in the table.
     ///
     /// ```

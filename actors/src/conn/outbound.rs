@@ -170,13 +170,9 @@ impl ConnActor {
                 self.send_buffer_size
             )));
         }
-        let id = self.questions.insert(QuestionEntry {
-            key: Some(key),
-            actor: None,
-            param_exports: Vec::new(),
-        });
-        self.question_ids.insert(key, id);
-        let (descriptors, exports) = self.describe_all(&caps, ctx);
+        // What can fail comes before the question and its exports are
+        // recorded: a call refused here leaves nothing behind.
+        let id = self.questions.next_id();
         {
             let root: message::Builder = message.get_root()?;
             let mut call = match root.which()? {
@@ -186,15 +182,23 @@ impl ConnActor {
             call.set_question_id(id);
             target.write(call.reborrow().init_target());
             call.reborrow().init_send_results_to().set_caller(());
-            write_cap_table(call.get_params()?, &descriptors);
+            let params = call.get_params()?;
+            let (descriptors, exports) = self.describe_all(&caps, ctx);
+            write_cap_table(params, &descriptors);
+            let recorded = self.questions.insert(QuestionEntry {
+                key: Some(key),
+                actor: None,
+                param_exports: exports,
+            });
+            debug_assert_eq!(recorded, id, "describing capabilities asks no question");
         }
+        self.question_ids.insert(key, id);
         self.write_owned(message);
         // The question's actor starts after the write is queued, so that
         // the writer (woken first) puts the call on the wire before the new
         // actor's first turn. Its `Return` cannot come before this handler
         // ends.
         if let Some(entry) = self.questions.get_mut(id) {
-            entry.param_exports = exports;
             entry.actor =
                 Some(QuestionActor::new(Arc::downgrade(state), ctx.address(), key).start());
         }
