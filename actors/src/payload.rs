@@ -74,21 +74,32 @@ impl Payload {
     /// a null or missing one gives a broken capability, so that calls on it
     /// fail one by one.
     pub(crate) fn cap_at(&self, transform: &[u16]) -> Capability {
-        let table = hooks::cap_table(&self.caps);
-        let found = self.content().and_then(|mut content| {
-            capnp::traits::Imbue::imbue(&mut content, &table);
-            let ops: Vec<_> = transform
-                .iter()
-                .map(|f| capnp::private::capability::PipelineOp::GetPointerField(*f))
-                .collect();
-            content.get_pipelined_cap(&ops)
-        });
-        match found {
-            Ok(hook) => hooks::capability_of(hook.as_ref()),
-            Err(e) => Capability::broken(Error::failed(format!(
+        let found = self
+            .cap_index_at(transform)
+            .and_then(|index| match self.caps.get(index) {
+                Some(Some(cap)) => Ok(cap.clone()),
+                _ => Err(capnp::Error::from_kind(
+                    capnp::ErrorKind::MessageContainsInvalidCapabilityPointer,
+                )),
+            });
+        found.unwrap_or_else(|e| {
+            Capability::broken(Error::failed(format!(
                 "no capability at pipeline path {transform:?}: {e}"
-            ))),
-        }
+            )))
+        })
+    }
+
+    /// The cap-table index of the capability pointer at `transform`.
+    pub(crate) fn cap_index_at(&self, transform: &[u16]) -> capnp::Result<usize> {
+        let table = hooks::index_table(self.caps.len());
+        let mut content = self.content()?;
+        capnp::traits::Imbue::imbue(&mut content, &table);
+        let ops: Vec<_> = transform
+            .iter()
+            .map(|f| capnp::private::capability::PipelineOp::GetPointerField(*f))
+            .collect();
+        let hook = content.get_pipelined_cap(&ops)?;
+        Ok(hooks::index_of(hook.as_ref()))
     }
 }
 

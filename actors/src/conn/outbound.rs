@@ -5,7 +5,7 @@ use super::transport::{framed_len, Outgoing};
 use super::{ConnActor, ExportEntry, QuestionEntry, SendCall};
 use crate::call::{CallState, OutCall};
 use crate::capability::{CapKind, Capability};
-use crate::hooks::{cap_table, capabilities_of};
+use crate::hooks::{index_of, index_table};
 use crate::payload::{Body, Payload};
 use crate::promise::PromiseImport;
 
@@ -157,7 +157,7 @@ impl ConnActor {
                     let mut call = message.init_root::<message::Builder>().init_call();
                     call.set_interface_id(interface_id);
                     call.set_method_id(method_id);
-                    copy_content(&source, call.init_params())?
+                    copy_content(&source, call.init_params())?.0
                 };
                 (message, caps)
             }
@@ -251,7 +251,7 @@ impl ConnActor {
             let mut ret = message.init_root::<message::Builder>().init_return();
             ret.set_answer_id(answer_id);
             ret.set_release_param_caps(false);
-            copy_content(results, ret.init_results())?
+            copy_content(results, ret.init_results())?.0
         };
         self.check_size(&message)?;
         let (descriptors, exports) = self.describe_all(&caps, ctx);
@@ -415,12 +415,15 @@ enum Resolution {
 }
 
 /// Copies the content of `source` into `target`'s content, with its
-/// capabilities; gives the cap table of the copy.
+/// capabilities; gives the cap table of the copy and, for each of its
+/// entries, the index in `source.caps` it came from.
 pub(crate) fn copy_content(
     source: &Payload,
     mut target: payload::Builder<'_>,
-) -> Result<Vec<Option<Capability>>, Error> {
-    let source_table = cap_table(&source.caps);
+) -> Result<(Vec<Option<Capability>>, Vec<usize>), Error> {
+    // Copied with placeholders: the copy's table then says where each of
+    // its entries came from, and no hook is made per capability.
+    let source_table = index_table(source.caps.len());
     let mut content = source.content()?;
     capnp::traits::Imbue::imbue(&mut content, &source_table);
     let mut target_table = Vec::new();
@@ -429,7 +432,15 @@ pub(crate) fn copy_content(
         capnp::traits::ImbueMut::imbue_mut(&mut target_content, &mut target_table);
         target_content.set_as(content)?;
     }
-    Ok(capabilities_of(&target_table))
+    let origins: Vec<usize> = target_table
+        .iter()
+        .map(|hook| hook.as_ref().map_or(usize::MAX, |h| index_of(h.as_ref())))
+        .collect();
+    let caps = origins
+        .iter()
+        .map(|&i| source.caps.get(i).cloned().flatten())
+        .collect();
+    Ok((caps, origins))
 }
 
 fn write_cap_table(payload: payload::Builder<'_>, descriptors: &[CapDescriptor]) {
