@@ -458,13 +458,32 @@ fn placeholder<C: capnp::capability::FromClientHook>() -> C {
 }
 
 /// Reads until the `Return` for `answer_id`, skipping anything else.
+/// Reads until the `Return` for `answer_id`, playing a well-behaved peer
+/// meanwhile: every `Disembargo{senderLoopback}` is reflected back.
 async fn wait_for_return(peer: &mut Peer, answer_id: u32) -> capnp_actix_proto::frame::Frame {
     loop {
         let frame = peer.recv().await;
-        let root: message::Reader = frame.get_root().unwrap();
-        if let Ok(message::Return(Ok(r))) = root.which() {
-            if r.get_answer_id() == answer_id {
-                return frame;
+        let reflect = {
+            let root: message::Reader = frame.get_root().unwrap();
+            match root.which() {
+                Ok(message::Return(Ok(r))) if r.get_answer_id() == answer_id => None,
+                Ok(message::Disembargo(Ok(d))) => match d.get_context().which() {
+                    Ok(capnp_actix_proto::rpc_capnp::disembargo::context::SenderLoopback(id)) => {
+                        Some((MessageTarget::read(d.get_target().unwrap()).unwrap(), id))
+                    }
+                    _ => continue,
+                },
+                _ => continue,
+            }
+        };
+        match reflect {
+            None => return frame,
+            Some((target, id)) => {
+                let back = out::disembargo(
+                    &target,
+                    capnp_actix_proto::message::DisembargoContext::ReceiverLoopback(id),
+                );
+                peer.send(&back).await;
             }
         }
     }
@@ -551,10 +570,37 @@ fn a_pipeline_path_that_leads_back_to_itself_neither_hangs_nor_overflows() {
             .write(results.init_cap_table(1).get(0));
         }
         peer.send(&ret).await;
-        // Once q2 has returned (its state holds the cyclic result), a call
-        // on that path fails; the connection keeps serving.
-        wait_for_return(&mut peer, 2).await;
+        // The path names our own answer: calls sent on it wait behind an
+        // embargo. Hold its reflection back until q2 has returned (its
+        // state holds the cyclic result) and a call waits on the path.
+        let mut embargo = None;
+        let mut returned = false;
+        while embargo.is_none() || !returned {
+            let frame = peer.recv().await;
+            let root: message::Reader = frame.get_root().unwrap();
+            match root.which().unwrap() {
+                message::Return(Ok(r)) if r.get_answer_id() == 2 => returned = true,
+                message::Disembargo(d) => {
+                    let d = d.unwrap();
+                    if let Ok(capnp_actix_proto::rpc_capnp::disembargo::context::SenderLoopback(
+                        id,
+                    )) = d.get_context().which()
+                    {
+                        embargo = Some((MessageTarget::read(d.get_target().unwrap()).unwrap(), id));
+                    }
+                }
+                _ => {}
+            }
+        }
         peer.send(&get(4, promised(2, &[0]))).await;
+        let (target, id) = embargo.unwrap();
+        peer.send(&out::disembargo(
+            &target,
+            capnp_actix_proto::message::DisembargoContext::ReceiverLoopback(id),
+        ))
+        .await;
+        // Released, the waiting call goes round the cycle and fails; the
+        // connection keeps serving.
         let frame = wait_for_return(&mut peer, 4).await;
         let capnp_actix_proto::rpc_capnp::return_::Exception(e) =
             expect_return(&frame, 4).which().unwrap()

@@ -7,7 +7,7 @@
 //! them goes, its guard goes too, and that cancels a local call or sends
 //! `Finish` for a remote question.
 
-use crate::capability::Capability;
+use crate::capability::{Capability, HandedOn};
 use crate::conn::{send_call, CallTarget, ConnActor, QuestionRef};
 use crate::payload::{Body, Payload};
 use crate::promise::PromiseImport;
@@ -35,6 +35,10 @@ pub(crate) struct OutCall {
     /// one: a local object then builds its results as that answer's
     /// `Return`, which can go out without a copy.
     pub(crate) return_for: Option<(u64, u32)>,
+    /// How many times the call waited in a queue (for results, or behind
+    /// an embargo) and was delivered again: bounded, so that a path a peer
+    /// made lead back to itself fails the call instead of cycling.
+    pub(crate) hops: u32,
 }
 
 impl OutCall {
@@ -83,10 +87,18 @@ impl Queued {
     }
 
     /// Delivers the call to `target`, unless its caller lost interest.
-    pub(crate) fn deliver_to(self, target: &Capability) {
-        if let Some(state) = self.state.upgrade() {
-            target.deliver(self.call, &state);
+    pub(crate) fn deliver_to(mut self, target: &Capability) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        self.call.hops += 1;
+        if self.call.hops > crate::capability::MAX_RESOLUTION_DEPTH {
+            state.resolve(Err(Error::failed(
+                "capability resolves through too many promises (a cycle?)",
+            )));
+            return;
         }
+        target.deliver(self.call, &state);
     }
 }
 
@@ -293,7 +305,27 @@ impl CallState {
 
     /// Settles the call. The first outcome wins; later ones are ignored.
     pub(crate) fn resolve(&self, result: Result<Arc<Payload>, Error>) {
-        self.settle(result, |_| false);
+        self.settle(result, |_, _| false);
+    }
+
+    /// Takes the fact that calls went to the peer through a promise that
+    /// resolved to the capability at `transform` in this call's results
+    /// (P-17).
+    pub(crate) fn take_calls_sent(&self, transform: &Arc<[u16]>) -> HandedOn {
+        let mut inner = self.lock();
+        if inner.embargoed.contains_key(&**transform) {
+            return HandedOn::Embargoed;
+        }
+        match (&inner.result, &inner.remote) {
+            (Some(Ok(payload)), _) => HandedOn::Resolved(payload.cap_at(transform)),
+            (Some(Err(e)), _) => HandedOn::Resolved(Capability::broken(e.clone())),
+            (None, Some(_)) => {
+                inner.sent_paths.insert(transform.clone());
+                HandedOn::Taken
+            }
+            // Not sent anywhere yet: nothing the peer orders. Hold calls.
+            (None, None) => HandedOn::Embargoed,
+        }
     }
 
     /// Settles a call. Every pipeline path that carried calls to the peer
@@ -303,7 +335,7 @@ impl CallState {
     pub(crate) fn settle(
         &self,
         result: Result<Arc<Payload>, Error>,
-        needs_embargo: impl Fn(&Capability) -> bool,
+        needs_embargo: impl Fn(&Payload, &[u16]) -> bool,
     ) -> Vec<Arc<[u16]>> {
         // Decide the embargoes without holding the lock: deciding looks at
         // other states, and a hostile peer can make a path lead back here.
@@ -327,7 +359,7 @@ impl CallState {
             };
             for path in undecided {
                 let needs = match &result {
-                    Ok(payload) => needs_embargo(&payload.cap_at(&path)),
+                    Ok(payload) => needs_embargo(payload, &path),
                     Err(_) => false,
                 };
                 decided.insert(path, needs);

@@ -15,13 +15,14 @@ use crate::payload::Body;
 use crate::promise::PromiseImport;
 use actix::Addr;
 use capnp::any_pointer;
+use capnp_actix_proto::embargo::{after_resolution, AfterResolution, Resolution};
 use capnp_actix_proto::rpc_capnp::message;
 use capnp_actix_proto::Error;
 use std::sync::Arc;
 
 /// The longest chain of promises followed when resolving a capability;
 /// longer chains are treated as cycles.
-const MAX_RESOLUTION_DEPTH: u32 = 64;
+pub(crate) const MAX_RESOLUTION_DEPTH: u32 = 64;
 
 thread_local! {
     /// How deep `deliver` is in following promises, on this thread.
@@ -64,6 +65,18 @@ pub(crate) enum CapKind {
         /// Pointer fields to follow from the results' root.
         transform: Arc<[u16]>,
     },
+}
+
+/// What became of "calls went to the peer through this" handed on to a
+/// promise (see [`Capability::embargo_after`]).
+pub(crate) enum HandedOn {
+    /// The promise is unresolved and took it: it decides when it resolves.
+    Taken,
+    /// The promise resolved and is under an embargo of its own: calls
+    /// must wait too.
+    Embargoed,
+    /// The promise resolved to this: decide as if resolved to it directly.
+    Resolved(Capability),
 }
 
 /// A strong reference to a local object's actor; the object lives while
@@ -233,6 +246,56 @@ impl Capability {
         }
     }
 
+    /// How this capability, a promise's resolution, looks from `conn` when
+    /// the peer's own description of it is not at hand (results made in
+    /// this process): the peer's if calls on it go to the peer, ours
+    /// otherwise.
+    pub(crate) fn resolution_from(&self, conn: &Addr<ConnActor>) -> Resolution {
+        if self.is_null_or_broken() {
+            return Resolution::Broken;
+        }
+        if !self.is_hosted_by_peer_of(conn) {
+            return Resolution::Reflected;
+        }
+        match &self.settled().kind {
+            CapKind::Promise(_) | CapKind::Pipelined { .. } => Resolution::PeerPromise,
+            _ => Resolution::PeerObject,
+        }
+    }
+
+    /// Whether new calls must wait for an embargo after a promise through
+    /// which calls went to the peer of `conn` resolved to this capability,
+    /// which `resolution` says what it is. The rule is the core's
+    /// ([`after_resolution`]); a promise of the peer's that is still
+    /// unresolved inherits the fact that calls went through the peer, and
+    /// decides in its turn (P-17).
+    pub(crate) fn embargo_after(&self, resolution: Resolution, conn: &Addr<ConnActor>) -> bool {
+        let mut cap = self.clone();
+        let mut resolution = resolution;
+        for _ in 0..MAX_RESOLUTION_DEPTH {
+            match after_resolution(resolution, true) {
+                AfterResolution::Nothing => return false,
+                AfterResolution::Embargo => return true,
+                AfterResolution::HandOn => {}
+            }
+            let handed = match &cap.kind {
+                CapKind::Promise(promise) => promise.take_calls_sent(),
+                CapKind::Pipelined { call, transform } => call.take_calls_sent(transform),
+                _ => return false,
+            };
+            match handed {
+                HandedOn::Taken => return false,
+                HandedOn::Embargoed => return true,
+                HandedOn::Resolved(next) => {
+                    resolution = next.resolution_from(conn);
+                    cap = next;
+                }
+            }
+        }
+        // A chain this long is a cycle a peer built: hold calls back.
+        true
+    }
+
     /// Whether calls on this capability go to the peer of `conn` (so that
     /// the peer orders them itself, and no embargo is needed).
     pub(crate) fn is_hosted_by_peer_of(&self, conn: &Addr<ConnActor>) -> bool {
@@ -398,6 +461,7 @@ impl Request {
             body: Body::Built(self.message),
             caps,
             return_for: None,
+            hops: 0,
         })
     }
 }

@@ -12,7 +12,7 @@ use capnp::any_pointer;
 use capnp_actix_proto::frame::Frame;
 use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::rpc_capnp::{message, return_};
-use capnp_actix_proto::Error;
+use capnp_actix_proto::{CapDescriptor, Error};
 
 /// Where the message of a payload lives.
 pub(crate) enum Body {
@@ -87,6 +87,30 @@ impl Payload {
                 "no capability at pipeline path {transform:?}: {e}"
             )))
         })
+    }
+
+    /// How the peer described the capability at `transform`, when this
+    /// payload arrived from it (a `Call` or `Return` off the wire); `None`
+    /// for a payload made in this process.
+    pub(crate) fn peer_descriptor_at(&self, transform: &[u16]) -> Option<CapDescriptor> {
+        let Body::Frame(frame) = &self.body else {
+            return None;
+        };
+        let index = u32::try_from(self.cap_index_at(transform).ok()?).ok()?;
+        let root: message::Reader = frame.get_root().ok()?;
+        let payload = match root.which().ok()? {
+            message::Call(call) => call.ok()?.get_params().ok()?,
+            message::Return(ret) => match ret.ok()?.which().ok()? {
+                return_::Results(results) => results.ok()?,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let table = payload.get_cap_table().ok()?;
+        if index >= table.len() {
+            return None;
+        }
+        CapDescriptor::read(table.get(index)).ok()
     }
 
     /// The cap-table index of the capability pointer at `transform`.

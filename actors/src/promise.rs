@@ -6,7 +6,7 @@
 //! their way back (E-order).
 
 use crate::call::{CallState, OutCall, Queued};
-use crate::capability::{Capability, ImportRef};
+use crate::capability::{Capability, HandedOn, ImportRef};
 use crate::conn::{send_call, CallTarget};
 use futures::channel::oneshot;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -97,6 +97,20 @@ impl PromiseImport {
             call,
             state,
         );
+    }
+
+    /// Takes the fact that calls went to the peer through a promise that
+    /// resolved to this one (P-17).
+    pub(crate) fn take_calls_sent(&self) -> HandedOn {
+        let mut inner = self.lock();
+        match &inner.resolution {
+            None => {
+                inner.calls_sent = true;
+                HandedOn::Taken
+            }
+            Some(_) if inner.embargoed => HandedOn::Embargoed,
+            Some(resolution) => HandedOn::Resolved(resolution.clone()),
+        }
     }
 
     /// Resolves the promise. Gives whether an embargo started (calls went

@@ -12,6 +12,7 @@ use crate::conn::{ConnActor, StartEmbargoes};
 use crate::payload::Payload;
 use crate::stats;
 use actix::{Actor, ActorContext, Addr, Context, Handler, Message};
+use capnp_actix_proto::embargo::Resolution;
 use capnp_actix_proto::Error;
 use std::sync::{Arc, Weak};
 
@@ -51,6 +52,9 @@ pub(crate) struct Returned(
     /// The `Return` said `noFinishNeeded` (and the connection took it): the
     /// question is finished already.
     pub(crate) bool,
+    /// The results are the peer's `Return` itself (its cap table
+    /// describes them), not results taken from one of our answers.
+    pub(crate) bool,
 );
 
 impl Handler<Returned> for QuestionActor {
@@ -62,10 +66,21 @@ impl Handler<Returned> for QuestionActor {
                 state.question_finished();
             }
             // Paths that carried calls to the peer and now lead back here
-            // (or elsewhere) wait for an embargo (E-order).
+            // wait for an embargo (E-order). What the peer's Return says
+            // each is decides; results made here (a tail call the peer
+            // sent back to us) are judged by where calls on them go.
             let conn = &self.conn;
-            let paths = state.settle(msg.0, |target| {
-                !target.is_null_or_broken() && !target.is_hosted_by_peer_of(conn)
+            let from_peer = msg.2;
+            let paths = state.settle(msg.0, |payload, path| {
+                let target = payload.cap_at(path);
+                let described = from_peer
+                    .then(|| payload.peer_descriptor_at(path))
+                    .flatten();
+                let resolution = match described {
+                    Some(descriptor) => Resolution::of(&descriptor),
+                    None => target.resolution_from(conn),
+                };
+                target.embargo_after(resolution, conn)
             });
             if !paths.is_empty() {
                 self.conn.do_send(StartEmbargoes {

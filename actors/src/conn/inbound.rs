@@ -14,6 +14,7 @@ use crate::promise::PromiseImport;
 use crate::question::Returned;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
+use capnp_actix_proto::embargo::Resolution;
 use capnp_actix_proto::frame::Frame;
 use capnp_actix_proto::message::DisembargoContext;
 use capnp_actix_proto::rpc_capnp::{call, disembargo, message, payload, resolve, return_};
@@ -381,6 +382,7 @@ impl ConnActor {
                 body: Body::Frame(frame),
                 caps,
                 return_for: Some((self.id, id)),
+                hops: 0,
             }),
             ResultsTo::ThirdParty => PendingCall::new(CallState::settled(Err(
                 Error::unimplemented("sendResultsTo.thirdParty (level 3) is not supported"),
@@ -479,7 +481,7 @@ impl ConnActor {
         }
         if let Some(actor) = actor {
             match outcome {
-                Outcome::Now(result) => actor.do_send(Returned(result, no_finish_needed)),
+                Outcome::Now(result) => actor.do_send(Returned(result, no_finish_needed, true)),
                 Outcome::Later(state) => {
                     let settled = state.wait();
                     actix_rt::spawn(async move {
@@ -488,7 +490,7 @@ impl ConnActor {
                                 "the call whose results were taken was dropped",
                             ))
                         });
-                        actor.do_send(Returned(result, no_finish_needed));
+                        actor.do_send(Returned(result, no_finish_needed, false));
                     });
                 }
             }
@@ -652,13 +654,6 @@ impl ConnActor {
         }
     }
 
-    /// Whether calls on `target` after a resolution must wait for an
-    /// embargo: they would not go through the peer, so they could overtake
-    /// calls still on their way through it.
-    pub(crate) fn needs_embargo(target: &Capability, me: &actix::Addr<ConnActor>) -> bool {
-        !target.is_null_or_broken() && !target.is_hosted_by_peer_of(me)
-    }
-
     fn handle_resolve(
         &mut self,
         promise_id: u32,
@@ -695,7 +690,12 @@ impl ConnActor {
             return Ok(());
         };
         let me = ctx.address();
-        let (embargo, import) = promise.resolve(target, |t| Self::needs_embargo(t, &me));
+        // The peer's descriptor says what the promise became (P-17, P-18).
+        let resolution = match &resolution {
+            Ok(descriptor) => Resolution::of(descriptor),
+            Err(_) => Resolution::Broken,
+        };
+        let (embargo, import) = promise.resolve(target, |t| t.embargo_after(resolution, &me));
         if embargo {
             self.counts.embargoes_started += 1;
             let id = self

@@ -840,5 +840,5 @@ pub(crate) fn cancel_answer(actor: &Addr<AnswerActor>) {
 
 /// Questions of a connection that is going away get this.
 pub(crate) fn fail_question(actor: &Addr<QuestionActor>, reason: &Error) {
-    actor.do_send(Returned(Err(reason.clone()), false));
+    actor.do_send(Returned(Err(reason.clone()), false, false));
 }

@@ -141,6 +141,7 @@ impl ConnActor {
             body,
             caps,
             return_for: _,
+            hops: _,
         } = call;
         // A call that arrived from another connection is copied into a new
         // message; one built here is completed in place.
