@@ -3,13 +3,14 @@
 use super::IdTable;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 
 /// One of our exports.
 #[derive(Debug, Clone)]
-struct Export<T> {
+struct Export<T, K> {
     /// What identifies the exported capability, so exporting it again finds
     /// this entry; forgotten with the entry.
-    key: u64,
+    key: K,
     /// The exported value (what calls on this id go to).
     value: T,
     /// How many references the peer holds: one per time we sent the id,
@@ -18,6 +19,8 @@ struct Export<T> {
 }
 
 /// Our exports: id, the exported value, and the peer's reference count.
+/// `K` identifies what is exported (by default a `u64`), so that the same
+/// capability exported twice gets one id.
 ///
 /// ```
 /// use capnp_actix_proto::table::ExportTable;
@@ -29,15 +32,15 @@ struct Export<T> {
 /// assert!(exports.is_empty());
 /// ```
 #[derive(Debug, Clone)]
-pub struct ExportTable<T> {
+pub struct ExportTable<T, K = u64> {
     /// The exports by id; ids are ours, lowest free first.
-    entries: IdTable<Export<T>>,
+    entries: IdTable<Export<T, K>>,
     /// The id of each exported key, so the same capability is exported
     /// under one id (T-04).
-    ids: HashMap<u64, u32>,
+    ids: HashMap<K, u32>,
 }
 
-impl<T> Default for ExportTable<T> {
+impl<T, K> Default for ExportTable<T, K> {
     /// An empty table.
     ///
     /// ```
@@ -53,7 +56,7 @@ impl<T> Default for ExportTable<T> {
     }
 }
 
-impl<T> ExportTable<T> {
+impl<T, K: Hash + Eq + Clone> ExportTable<T, K> {
     /// An empty table.
     ///
     /// ```
@@ -77,7 +80,7 @@ impl<T> ExportTable<T> {
     /// assert_eq!(exports.export(10, || 'c'), 0);
     /// assert_eq!(exports.get(0), Some(&'a'));
     /// ```
-    pub fn export(&mut self, key: u64, make: impl FnOnce() -> T) -> u32 {
+    pub fn export(&mut self, key: K, make: impl FnOnce() -> T) -> u32 {
         if let Some(&id) = self.ids.get(&key) {
             if let Some(entry) = self.entries.get_mut(id) {
                 entry.refs = entry.refs.saturating_add(1);
@@ -85,12 +88,35 @@ impl<T> ExportTable<T> {
             }
         }
         let id = self.entries.insert(Export {
-            key,
+            key: key.clone(),
             value: make(),
             refs: 1,
         });
         self.ids.insert(key, id);
         id
+    }
+
+    /// Stops finding export `id` by its key: exporting that key again
+    /// makes a new export, while `id` lives on until released. For a
+    /// promise whose `Resolve` went out: the id now stands for what it
+    /// resolved to, not for the promise (the C++ reference does the same).
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::ExportTable;
+    /// let mut exports = ExportTable::new();
+    /// let id = exports.export(7, || "promise");
+    /// exports.forget_key(id);
+    /// let again = exports.export(7, || "promise, again");
+    /// assert_ne!(again, id);
+    /// assert_eq!(exports.release(id, 1), Ok(Some("promise")));
+    /// assert_eq!(exports.id_of(&7), Some(again));
+    /// ```
+    pub fn forget_key(&mut self, id: u32) {
+        if let Some(entry) = self.entries.get(id) {
+            if self.ids.get(&entry.key) == Some(&id) {
+                self.ids.remove(&entry.key);
+            }
+        }
     }
 
     /// Takes `count` references back, as the peer's `Release` says.
@@ -128,7 +154,10 @@ impl<T> ExportTable<T> {
         }
         let removed = self.entries.remove(id);
         if let Some(export) = &removed {
-            self.ids.remove(&export.key);
+            // (A key forgotten, then exported again, names another id.)
+            if self.ids.get(&export.key) == Some(&id) {
+                self.ids.remove(&export.key);
+            }
         }
         Ok(removed.map(|export| export.value))
     }
@@ -165,11 +194,11 @@ impl<T> ExportTable<T> {
     /// use capnp_actix_proto::table::ExportTable;
     /// let mut exports = ExportTable::new();
     /// let id = exports.export(77, || ());
-    /// assert_eq!(exports.id_of(77), Some(id));
-    /// assert_eq!(exports.id_of(78), None);
+    /// assert_eq!(exports.id_of(&77), Some(id));
+    /// assert_eq!(exports.id_of(&78), None);
     /// ```
-    pub fn id_of(&self, key: u64) -> Option<u32> {
-        self.ids.get(&key).copied()
+    pub fn id_of(&self, key: &K) -> Option<u32> {
+        self.ids.get(key).copied()
     }
 
     /// How many references the peer holds to `id`, if it is exported.
@@ -218,7 +247,7 @@ impl<T> ExportTable<T> {
     /// exports.export(1, || "a");
     /// exports.export(2, || "b");
     /// assert_eq!(exports.drain(), ["a", "b"]);
-    /// assert_eq!(exports.id_of(1), None);
+    /// assert_eq!(exports.id_of(&1), None);
     /// ```
     pub fn drain(&mut self) -> Vec<T> {
         self.ids.clear();

@@ -137,12 +137,12 @@ fn export_same_key_reuses_id_and_counts_references() {
     assert_eq!(made, 1);
     assert_eq!(exports.ref_count(a), Some(4));
     assert_eq!(exports.ref_count(b), Some(1));
-    assert_eq!(exports.id_of(100), Some(a));
+    assert_eq!(exports.id_of(&100), Some(a));
     assert_eq!(exports.release(a, 3), Ok(None));
     assert_eq!(exports.ref_count(a), Some(1));
     assert_eq!(exports.release(a, 0), Ok(None));
     assert_eq!(exports.release(a, 1), Ok(Some("a")));
-    assert_eq!(exports.id_of(100), None);
+    assert_eq!(exports.id_of(&100), None);
     assert_eq!(exports.get(a), None);
     assert_eq!(exports.len(), 1);
     // The key is forgotten: exporting it again is a new entry, and the
@@ -152,7 +152,7 @@ fn export_same_key_reuses_id_and_counts_references() {
     assert_eq!(exports.get(2), Some(&"a2"));
     assert_eq!(exports.drain(), ["c", "b", "a2"]);
     assert!(exports.is_empty());
-    assert_eq!(exports.id_of(300), None);
+    assert_eq!(exports.id_of(&300), None);
 }
 
 // covers: T-04
@@ -170,7 +170,7 @@ fn release_below_zero_is_an_error_and_changes_nothing() {
         })
     );
     assert_eq!(exports.ref_count(id), Some(2));
-    assert_eq!(exports.id_of(1), Some(id));
+    assert_eq!(exports.id_of(&1), Some(id));
     assert_eq!(
         exports.release(id, u32::MAX),
         Err(ReleaseError::BelowZero {

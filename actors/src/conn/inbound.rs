@@ -2,6 +2,7 @@
 //! kind. An `Err` from any of them is a protocol error: the connection
 //! aborts with it.
 
+use super::outbound::SentResults;
 use super::{
     AnswerEntry, ConnActor, EmbargoWaiter, ImportDropped, ImportEntry, QuestionDropped,
     StartEmbargoes,
@@ -14,7 +15,7 @@ use crate::promise::PromiseImport;
 use crate::question::Returned;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
-use capnp_actix_proto::embargo::Resolution;
+use capnp_actix_proto::embargo::{reflect_to, Resolution};
 use capnp_actix_proto::frame::Frame;
 use capnp_actix_proto::message::DisembargoContext;
 use capnp_actix_proto::rpc_capnp::{call, disembargo, message, payload, resolve, return_};
@@ -308,6 +309,7 @@ impl ConnActor {
             result_exports: Vec::new(),
             results_elsewhere,
             settled_target: None,
+            described: Vec::new(),
         };
         if self.answers.insert(id, entry).is_err() {
             return Err(Error::failed(format!(
@@ -349,7 +351,7 @@ impl ConnActor {
         }
         let target = match &header.target {
             MessageTarget::ImportedCap(export_id) => match self.exports.get(*export_id) {
-                Some(entry) => entry.cap.clone(),
+                Some(entry) => entry.target(),
                 None => {
                     return Err(Error::failed(format!(
                         "call to export {export_id}, which does not exist"
@@ -571,7 +573,7 @@ impl ConnActor {
             CapDescriptor::SenderPromise(id) => self.import_promise(*id),
             CapDescriptor::ThirdPartyHosted { vine_id } => self.import_ref(*vine_id),
             CapDescriptor::ReceiverHosted(id) => match self.exports.get(*id) {
-                Some(entry) => entry.cap.clone(),
+                Some(entry) => entry.target(),
                 None => Capability::broken(Error::failed(format!(
                     "the peer named our export {id}, which does not exist"
                 ))),
@@ -731,81 +733,96 @@ impl ConnActor {
                 ))),
             },
             DisembargoContext::SenderLoopback(id) => {
-                // The peer resolved a promise we gave it to something of
-                // its own, and calls it made through us may still be on
-                // their way back. Reflect the Disembargo behind them, once
-                // the promise has settled here too (past any embargo of
-                // ours on the same path).
-                let resolved = match &target {
-                    MessageTarget::ImportedCap(export_id) => self
-                        .exports
-                        .get(*export_id)
-                        .and_then(|entry| entry.resolved.clone()),
-                    MessageTarget::PromisedAnswer(promised) => {
-                        match self.answers.get(promised.question_id) {
-                            Some(entry) => {
-                                let state = entry.state.clone();
-                                let path = promised.transform.clone();
-                                let settled = state.path_settled(&path);
-                                ctx.spawn(settled.into_actor(self).map(move |(), conn, ctx| {
-                                    let resolved = match state.settled_path(&path) {
-                                        Some(Ok(payload)) => Some(payload.cap_at(&path)),
-                                        _ => None,
-                                    };
-                                    conn.reflect(id, resolved, ctx);
-                                }));
-                                return Ok(());
-                            }
-                            None => None,
-                        }
+                // The peer resolved a promise we described to it to
+                // something of its own, and calls it made through us may
+                // still be on their way back. Reflect the Disembargo along
+                // exactly what we described (the Tribble rule), behind
+                // those calls.
+                match target {
+                    MessageTarget::ImportedCap(export_id) => {
+                        let described = self
+                            .exports
+                            .get(export_id)
+                            .and_then(|entry| entry.resolved.as_ref())
+                            .map(|described| described.descriptor.clone());
+                        self.reflect(id, described.as_ref())
                     }
-                };
-                self.reflect(id, resolved, ctx);
-                Ok(())
+                    MessageTarget::PromisedAnswer(promised) => {
+                        self.reflect_on_answer(id, promised, ctx)
+                    }
+                }
             }
         }
     }
 
-    /// Sends `Disembargo{receiverLoopback: id}` to the peer's object that
-    /// `resolved` is, behind the calls already on their way; aborts if
-    /// `resolved` is not the peer's.
-    fn reflect(&mut self, id: u32, resolved: Option<Capability>, ctx: &mut Context<Self>) {
-        let Some(target) = resolved.and_then(|cap| self.peer_target(&cap)) else {
-            let e = Error::failed(
-                "Disembargo senderLoopback whose target does not resolve back to the sender",
-            );
-            self.abort(e, ctx);
-            return;
+    /// Reflects a `senderLoopback` that names a path into one of our
+    /// answers, once that path has settled here too (past any embargo of
+    /// ours on it, when the call was forwarded to another vat).
+    fn reflect_on_answer(
+        &mut self,
+        id: u32,
+        promised: PromisedAnswer,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Error> {
+        let question_id = promised.question_id;
+        let state = match self.answers.get(question_id) {
+            // The peer learns what a path is from our Return, so it cannot
+            // ask before it (and nothing unbounded waits for it, F-08).
+            Some(entry) if entry.returned => entry.state.clone(),
+            Some(_) => {
+                return Err(Error::failed(format!(
+                    "Disembargo senderLoopback names answer {question_id}, which has not returned"
+                )))
+            }
+            None => {
+                return Err(Error::failed(format!(
+                    "Disembargo senderLoopback names answer {question_id}, which does not exist"
+                )))
+            }
         };
+        if self.reflections_waiting >= self.max_pipelined {
+            return Err(Error::failed(format!(
+                "the peer has {} Disembargos waiting, the most allowed (max_pipelined)",
+                self.reflections_waiting
+            )));
+        }
+        self.reflections_waiting += 1;
+        let path = promised.transform;
+        let settled = state.path_settled(&path);
+        ctx.spawn(settled.into_actor(self).map(move |(), conn, ctx| {
+            conn.reflections_waiting -= 1;
+            let described = conn
+                .answers
+                .get(question_id)
+                .and_then(|entry| entry.described_at(&path))
+                .map(|described| described.descriptor);
+            if let Err(e) = conn.reflect(id, described.as_ref()) {
+                conn.abort(e, ctx);
+            }
+        }));
+        Ok(())
+    }
+
+    /// Sends `Disembargo{receiverLoopback: id}` along `described`, what we
+    /// told the peer the capability was, behind the calls already on their
+    /// way; an error if that does not point back to the peer.
+    fn reflect(&mut self, id: u32, described: Option<&CapDescriptor>) -> Result<(), Error> {
+        let target = described
+            .ok_or_else(|| {
+                Error::failed(
+                    "Disembargo senderLoopback whose target does not resolve back to the sender",
+                )
+            })
+            .and_then(reflect_to)?;
         // Through our own mailbox: calls forwarded to the peer before this
         // point are queued there, and go out first.
-        ctx.address().do_send(SendDisembargo {
-            target,
-            context: DisembargoContext::ReceiverLoopback(id),
-        });
-    }
-
-    /// How the peer names `cap`, if `cap` is the peer's own.
-    fn peer_target(&self, cap: &Capability) -> Option<MessageTarget> {
-        let cap = cap.settled();
-        match &cap.kind {
-            CapKind::Import(import) if import.conn_id == self.id => {
-                Some(MessageTarget::ImportedCap(import.import_id))
-            }
-            CapKind::Promise(promise) => promise
-                .import()
-                .filter(|i| i.conn_id == self.id)
-                .map(|i| MessageTarget::ImportedCap(i.import_id)),
-            CapKind::Pipelined { call, transform } => {
-                let remote = call.remote()?;
-                let id = self.question_ids.get(&remote.key)?;
-                Some(MessageTarget::PromisedAnswer(PromisedAnswer {
-                    question_id: *id,
-                    transform: transform.to_vec(),
-                }))
-            }
-            _ => None,
+        if let Some(me) = &self.self_addr {
+            me.do_send(SendDisembargo {
+                target,
+                context: DisembargoContext::ReceiverLoopback(id),
+            });
         }
+        Ok(())
     }
 }
 
@@ -873,24 +890,26 @@ impl Handler<ReturnReady> for ConnActor {
         let inbound_bytes = std::mem::take(&mut entry.inbound_bytes);
         self.backpressure.returned(inbound_bytes);
         entry.actor = None;
-        let (exports, no_finish_needed) = match msg.outcome {
+        let sent = match msg.outcome {
             // A tail call from the peer: the results stay here (P-13).
             _ if entry.results_elsewhere => {
                 self.write(&out::return_results_sent_elsewhere(id));
-                (Vec::new(), false)
+                SentResults::default()
             }
             ReturnOutcome::Results(payload) => self.send_results(id, &payload, ctx),
             ReturnOutcome::Exception(e) => {
                 self.write(&out::return_exception(id, &e));
-                (Vec::new(), false)
+                SentResults::default()
             }
             ReturnOutcome::Canceled => {
                 self.write(&out::return_canceled(id));
-                (Vec::new(), false)
+                SentResults::default()
             }
         };
+        let no_finish_needed = sent.no_finish_needed;
         if let Some(entry) = self.answers.get_mut(id) {
-            entry.result_exports = exports;
+            entry.result_exports = sent.exports;
+            entry.described = sent.described;
             // The Return told the peer it need not send `Finish` (P-14):
             // the answer is done now; a `Finish` that comes anyway finds
             // nothing, which is tolerated.

@@ -27,7 +27,7 @@ use backpressure::Backpressure;
 use capnp_actix_proto::embargo::EmbargoTable;
 use capnp_actix_proto::frame::{Frame, Limits};
 use capnp_actix_proto::table::{ExportTable, ImportTable, PeerTable, QuestionTable};
-use capnp_actix_proto::Error;
+use capnp_actix_proto::{CapDescriptor, Error};
 use futures::channel::{mpsc, oneshot};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -258,6 +258,11 @@ pub(crate) struct AnswerEntry {
     /// known: calls the peer keeps making on the answer (as clients do on
     /// the bootstrap answer) go to it without reading the results again.
     pub(crate) settled_target: Option<(Box<[u16]>, Capability)>,
+    /// What our `Return` described each result capability as, by its
+    /// index in the results: once it went out, calls the peer pipelines on
+    /// the answer reach exactly that, and its `Disembargo{senderLoopback}`
+    /// is reflected along it (the Tribble 4-way race rule, P-18).
+    pub(crate) described: Vec<Option<Described>>,
 }
 
 impl AnswerEntry {
@@ -271,22 +276,94 @@ impl AnswerEntry {
             }
         }
         match self.state.settled_target(transform) {
-            Some(payload) => {
-                let cap = payload.cap_at(transform);
+            // Once the Return went out, the path reaches what it described.
+            Some(payload) if self.returned => {
+                let cap = match self.described_at(transform) {
+                    Some(described) => described.target,
+                    None => payload.cap_at(transform),
+                };
                 self.settled_target = Some((transform.into(), cap.clone()));
                 cap
             }
+            Some(payload) => payload.cap_at(transform),
             None => Capability::pipelined(self.state.clone(), transform.into()),
         }
+    }
+
+    /// What our `Return` described the capability at `transform` as.
+    pub(crate) fn described_at(&self, transform: &[u16]) -> Option<Described> {
+        let payload = match self.state.result()? {
+            Ok(payload) => payload,
+            Err(_) => return None,
+        };
+        let index = payload.cap_index_at(transform).ok()?;
+        self.described.get(index)?.clone()
+    }
+}
+
+/// How we named a capability to the peer, and what a message the peer
+/// addresses to that name reaches from then on.
+#[derive(Clone)]
+pub(crate) struct Described {
+    /// The name, as sent.
+    pub(crate) descriptor: CapDescriptor,
+    /// Where calls (and a `Disembargo`) addressed to it go: exactly what
+    /// the name stood for when sent, even if that is a promise that
+    /// resolves later (the Tribble 4-way race rule, rpc.capnp).
+    pub(crate) target: Capability,
+}
+
+/// What identifies an exported capability, so that it is exported under
+/// one id however often it is sent (T-04, P-20).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) enum ExportKey {
+    /// An object, an import or a promise import, by its identity.
+    Object(u64),
+    /// A path into a call's results: the call's state, by address (the
+    /// export holds the state, so the address is not reused while the key
+    /// is in the table), and the path.
+    Path(usize, Arc<[u16]>),
+    /// Something without identity: never shared.
+    Anonymous(u64),
+}
+
+/// The wait of a promise export for its resolution; dropped with the
+/// export, it cancels the wait (P-19).
+pub(crate) struct Resolving(pub(crate) futures::future::AbortHandle);
+
+impl Drop for Resolving {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 /// One of our exports.
 pub(crate) struct ExportEntry {
-    /// What calls on the export go to.
+    /// What calls on the export go to until it is resolved.
     pub(crate) cap: Capability,
-    /// What the promise resolved to, once we sent its `Resolve`.
-    pub(crate) resolved: Option<Capability>,
+    /// For a promise: the wait for its resolution.
+    pub(crate) resolving: Option<Resolving>,
+    /// What its `Resolve` described it as, once sent.
+    pub(crate) resolved: Option<Described>,
+}
+
+impl ExportEntry {
+    pub(crate) fn new(cap: Capability, resolving: Option<Resolving>) -> Self {
+        ExportEntry {
+            cap,
+            resolving,
+            resolved: None,
+        }
+    }
+
+    /// What calls the peer makes on this export reach: after its
+    /// `Resolve`, exactly what that described.
+    pub(crate) fn target(&self) -> Capability {
+        match &self.resolved {
+            Some(described) => described.target.clone(),
+            None => self.cap.clone(),
+        }
+    }
 }
 
 /// What waits for an embargo we started.
@@ -343,8 +420,11 @@ pub struct ConnActor {
     pub(crate) max_answers: usize,
     /// Most of the peer's exports we hold.
     pub(crate) max_imports: usize,
-    /// Most of the peer's calls waiting on one answer.
+    /// Most of the peer's calls waiting on one answer (and most of its
+    /// Disembargos waiting on the connection).
     pub(crate) max_pipelined: usize,
+    /// The peer's `Disembargo{senderLoopback}`s waiting to be reflected.
+    pub(crate) reflections_waiting: usize,
     /// Our questions.
     pub(crate) questions: QuestionTable<QuestionEntry>,
     /// Question ids by caller key.
@@ -352,7 +432,7 @@ pub struct ConnActor {
     /// The peer's questions.
     pub(crate) answers: PeerTable<AnswerEntry>,
     /// Our exports.
-    pub(crate) exports: ExportTable<ExportEntry>,
+    pub(crate) exports: ExportTable<ExportEntry, ExportKey>,
     /// Export identities for capabilities that have none of their own.
     pub(crate) next_anonymous_export: u64,
     /// The peer's exports that we hold.
@@ -420,6 +500,7 @@ impl ConnActor {
                 max_answers: options.max_answers,
                 max_imports: options.max_imports,
                 max_pipelined: options.max_pipelined,
+                reflections_waiting: 0,
                 questions: QuestionTable::new(),
                 question_ids: HashMap::new(),
                 answers: PeerTable::new(),

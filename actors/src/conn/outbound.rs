@@ -2,7 +2,7 @@
 //! translation of capabilities into cap descriptors.
 
 use super::transport::{framed_len, Outgoing};
-use super::{ConnActor, ExportEntry, QuestionEntry, SendCall};
+use super::{ConnActor, Described, ExportEntry, ExportKey, QuestionEntry, Resolving, SendCall};
 use crate::call::{CallState, OutCall};
 use crate::capability::{CapKind, Capability};
 use crate::hooks::{index_of, index_table};
@@ -184,8 +184,8 @@ impl ConnActor {
             target.write(call.reborrow().init_target());
             call.reborrow().init_send_results_to().set_caller(());
             let params = call.get_params()?;
-            let (descriptors, exports) = self.describe_all(&caps, ctx);
-            write_cap_table(params, &descriptors);
+            let (described, exports) = self.describe_all(&caps, ctx);
+            write_cap_table(params, &described);
             let recorded = self.questions.insert(QuestionEntry {
                 key: Some(key),
                 actor: None,
@@ -207,13 +207,13 @@ impl ConnActor {
     }
 
     /// Sends the `Return` for answer `answer_id` with these results, or an
-    /// exception if they cannot be sent. Gives the exports it made.
+    /// exception if they cannot be sent. Says what it told the peer.
     pub(crate) fn send_results(
         &mut self,
         answer_id: u32,
         results: &Arc<Payload>,
         ctx: &mut Context<Self>,
-    ) -> (Vec<u32>, bool) {
+    ) -> SentResults {
         // Results a local object built as this very `Return`, with no
         // capabilities to describe, go out as they are (saying
         // `noFinishNeeded`, which the object's results hook set).
@@ -227,16 +227,19 @@ impl ConnActor {
             } else {
                 self.write(message);
             }
-            return (Vec::new(), true);
+            return SentResults {
+                no_finish_needed: true,
+                ..SentResults::default()
+            };
         }
         match self.build_results(answer_id, results, ctx) {
-            Ok((message, exports, no_finish_needed)) => {
+            Ok((message, sent)) => {
                 self.write(&message);
-                (exports, no_finish_needed)
+                sent
             }
             Err(e) => {
                 self.write(&capnp_actix_proto::message::return_exception(answer_id, &e));
-                (Vec::new(), false)
+                SentResults::default()
             }
         }
     }
@@ -246,100 +249,139 @@ impl ConnActor {
         answer_id: u32,
         results: &Payload,
         ctx: &mut Context<Self>,
-    ) -> Result<(OutMessage, Vec<u32>, bool), Error> {
+    ) -> Result<(OutMessage, SentResults), Error> {
         let mut message = capnp_actix_proto::message::new_message();
-        let caps = {
+        let (caps, origins) = {
             let mut ret = message.init_root::<message::Builder>().init_return();
             ret.set_answer_id(answer_id);
             ret.set_release_param_caps(false);
-            copy_content(results, ret.init_results())?.0
+            copy_content(results, ret.init_results())?
         };
         self.check_size(&message)?;
-        let (descriptors, exports) = self.describe_all(&caps, ctx);
+        let (described, exports) = self.describe_all(&caps, ctx);
         // Without capabilities, the caller need not send `Finish` (P-14).
-        let no_finish_needed = descriptors.is_empty();
+        let no_finish_needed = described.is_empty();
         {
             let root: message::Builder = message.get_root()?;
             if let message::Return(ret) = root.which()? {
                 let mut ret = ret?;
                 ret.set_no_finish_needed(no_finish_needed);
                 if let capnp_actix_proto::rpc_capnp::return_::Results(results) = ret.which()? {
-                    write_cap_table(results?, &descriptors);
+                    write_cap_table(results?, &described);
                 }
             }
         }
-        Ok((message, exports, no_finish_needed))
+        // By the index of each capability in the results payload: that is
+        // how later calls and Disembargos on the answer find theirs.
+        let mut by_origin: Vec<Option<Described>> = vec![None; results.caps.len()];
+        for (described, origin) in described.into_iter().zip(origins) {
+            if let Some(slot) = by_origin.get_mut(origin) {
+                *slot = Some(described);
+            }
+        }
+        let sent = SentResults {
+            exports,
+            no_finish_needed,
+            described: by_origin,
+        };
+        Ok((message, sent))
     }
 
-    /// Descriptors for a cap table, and the export ids they added a
-    /// reference to.
+    /// Descriptions of a cap table's capabilities, and the export ids they
+    /// added a reference to.
     pub(crate) fn describe_all(
         &mut self,
         caps: &[Option<Capability>],
         ctx: &mut Context<Self>,
-    ) -> (Vec<CapDescriptor>, Vec<u32>) {
+    ) -> (Vec<Described>, Vec<u32>) {
         let mut exports = Vec::new();
-        let descriptors = caps
+        let described = caps
             .iter()
             .map(|cap| match cap {
-                None => CapDescriptor::None,
+                None => Described {
+                    descriptor: CapDescriptor::None,
+                    target: Capability::null(),
+                },
                 Some(cap) => {
                     let d = self.describe(cap, ctx);
-                    if let CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) = d {
+                    if let CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) =
+                        d.descriptor
+                    {
                         exports.push(id);
                     }
                     d
                 }
             })
             .collect();
-        (descriptors, exports)
+        (described, exports)
     }
 
     /// How to name `cap` to the peer: its own objects by their ids, answers
     /// to its questions by their paths (P-12), settled promises by what
     /// they settled to, unsettled ones as promises (P-10), anything else
-    /// as an export.
-    pub(crate) fn describe(&mut self, cap: &Capability, ctx: &mut Context<Self>) -> CapDescriptor {
+    /// as an export. Also gives what a message the peer addresses to that
+    /// name must reach from now on: for the peer's own promise, the peer's
+    /// export itself, not what the promise may resolve to later (the
+    /// Tribble 4-way race rule, rpc.capnp).
+    pub(crate) fn describe(&mut self, cap: &Capability, ctx: &mut Context<Self>) -> Described {
         let me = ctx.address();
         let cap = cap.settled();
-        match &cap.kind {
-            CapKind::Null => return CapDescriptor::None,
+        let descriptor = match &cap.kind {
+            CapKind::Null => CapDescriptor::None,
             CapKind::Import(import) if import.conn == me => {
-                return CapDescriptor::ReceiverHosted(import.import_id);
+                CapDescriptor::ReceiverHosted(import.import_id)
             }
-            CapKind::Promise(promise) => {
-                if let Some(import) = promise.import().filter(|i| i.conn == me) {
-                    return CapDescriptor::ReceiverHosted(import.import_id);
+            CapKind::Promise(promise) => match promise.import().filter(|i| i.conn == me) {
+                Some(import) => {
+                    let descriptor = CapDescriptor::ReceiverHosted(import.import_id);
+                    let target = Capability {
+                        kind: CapKind::Import(import),
+                    };
+                    return Described { descriptor, target };
                 }
-                return self.export_promise(&cap, Resolution::Promise(promise.clone()), ctx);
-            }
+                None => self.export_promise(&cap, Awaited::Promise(promise.clone()), ctx),
+            },
             CapKind::Pipelined { call, transform } => {
-                if let Some(remote) = call.remote().filter(|r| r.conn == me) {
-                    if let Some(id) = self.question_ids.get(&remote.key) {
-                        return CapDescriptor::ReceiverAnswer(PromisedAnswer {
-                            question_id: *id,
-                            transform: transform.to_vec(),
-                        });
+                let asked = call
+                    .remote()
+                    .filter(|r| r.conn == me)
+                    .and_then(|remote| self.question_ids.get(&remote.key).copied());
+                match asked {
+                    Some(question_id) => CapDescriptor::ReceiverAnswer(PromisedAnswer {
+                        question_id,
+                        transform: transform.to_vec(),
+                    }),
+                    None => {
+                        let awaited = Awaited::Pipelined(call.clone(), transform.clone());
+                        self.export_promise(&cap, awaited, ctx)
                     }
                 }
-                let resolution = Resolution::Pipelined(call.clone(), transform.clone());
-                return self.export_promise(&cap, resolution, ctx);
             }
-            _ => {}
+            _ => {
+                let key = self.export_key(&cap);
+                CapDescriptor::SenderHosted(
+                    self.exports
+                        .export(key, || ExportEntry::new(cap.clone(), None)),
+                )
+            }
+        };
+        Described {
+            descriptor,
+            target: cap,
         }
-        let key = self.export_key(&cap);
-        CapDescriptor::SenderHosted(self.exports.export(key, || ExportEntry {
-            cap: cap.clone(),
-            resolved: None,
-        }))
     }
 
-    fn export_key(&mut self, cap: &Capability) -> u64 {
+    /// What identifies `cap` among our exports, so that sending it twice
+    /// reuses its id (T-04, P-20).
+    fn export_key(&mut self, cap: &Capability) -> ExportKey {
+        if let CapKind::Pipelined { call, transform } = &cap.kind {
+            return ExportKey::Path(Arc::as_ptr(call) as usize, transform.clone());
+        }
         match cap.identity() {
-            Some(key) => key,
+            Some(key) => ExportKey::Object(key),
             None => {
                 self.next_anonymous_export += 1;
-                self.next_anonymous_export
+                ExportKey::Anonymous(self.next_anonymous_export)
             }
         }
     }
@@ -349,66 +391,93 @@ impl ConnActor {
     fn export_promise(
         &mut self,
         cap: &Capability,
-        resolution: Resolution,
+        awaited: Awaited,
         ctx: &mut Context<Self>,
     ) -> CapDescriptor {
         let key = self.export_key(cap);
-        let known = self.exports.id_of(key).is_some();
-        let id = self.exports.export(key, || ExportEntry {
-            cap: cap.clone(),
-            resolved: None,
-        });
-        if !known {
-            let settled = async move {
-                match resolution {
-                    Resolution::Pipelined(call, transform) => {
-                        // Settled, and past any embargo of ours on it.
-                        call.path_settled(&transform).await;
-                        match call.settled_path(&transform) {
-                            Some(Ok(payload)) => payload.cap_at(&transform),
-                            Some(Err(e)) => Capability::broken(e),
-                            None => Capability::broken(Error::failed("the promise was dropped")),
-                        }
-                    }
-                    Resolution::Promise(promise) => match promise.wait().await {
-                        Ok(cap) => cap,
-                        Err(_) => Capability::broken(Error::failed("the promise was dropped")),
-                    },
-                }
-            };
-            ctx.spawn(
-                settled
-                    .into_actor(self)
-                    .map(move |target, conn, ctx| conn.send_resolve(id, key, target, ctx)),
-            );
+        if let Some(id) = self.exports.id_of(&key) {
+            // Exported already, and its Resolve is arranged (P-20).
+            self.exports
+                .export(key, || unreachable!("exported already"));
+            return CapDescriptor::SenderPromise(id);
         }
+        let settled = async move {
+            match awaited {
+                Awaited::Pipelined(call, transform) => {
+                    // Settled, and past any embargo of ours on it.
+                    call.path_settled(&transform).await;
+                    match call.settled_path(&transform) {
+                        Some(Ok(payload)) => payload.cap_at(&transform),
+                        Some(Err(e)) => Capability::broken(e),
+                        None => Capability::broken(Error::failed("the promise was dropped")),
+                    }
+                }
+                Awaited::Promise(promise) => match promise.wait().await {
+                    Ok(cap) => cap,
+                    Err(_) => Capability::broken(Error::failed("the promise was dropped")),
+                },
+            }
+        };
+        // The wait is cancelled when the export goes (the peer released
+        // it): what it waits on is dropped with it (P-19).
+        let (settled, resolving) = futures::future::abortable(settled);
+        let id = self.exports.export(key, || {
+            ExportEntry::new(cap.clone(), Some(Resolving(resolving)))
+        });
+        ctx.spawn(settled.into_actor(self).map(move |settled, conn, ctx| {
+            if let Ok(target) = settled {
+                conn.send_resolve(id, target, ctx);
+            }
+        }));
         CapDescriptor::SenderPromise(id)
     }
 
-    /// Sends the `Resolve` of promise export `id`, if it is still the
-    /// export it was.
-    fn send_resolve(&mut self, id: u32, key: u64, target: Capability, ctx: &mut Context<Self>) {
-        if self.closing.is_some() || self.exports.id_of(key) != Some(id) {
-            return; // released meanwhile: nobody to tell
+    /// Sends the `Resolve` of promise export `id`: once, and only while
+    /// the export lives (its wait is cancelled when it goes).
+    fn send_resolve(&mut self, id: u32, target: Capability, ctx: &mut Context<Self>) {
+        let unresolved = self
+            .exports
+            .get(id)
+            .is_some_and(|entry| entry.resolving.is_some() && entry.resolved.is_none());
+        if self.closing.is_some() || !unresolved {
+            return;
         }
         let resolution = match &target.kind {
             CapKind::Broken(e) => Err(e.clone()),
             _ => Ok(self.describe(&target, ctx)),
         };
-        if let Some(entry) = self.exports.get_mut(id) {
-            entry.resolved = Some(target);
-        }
         let message = match &resolution {
-            Ok(descriptor) => capnp_actix_proto::message::resolve(id, Ok(descriptor)),
+            Ok(described) => capnp_actix_proto::message::resolve(id, Ok(&described.descriptor)),
             Err(e) => capnp_actix_proto::message::resolve(id, Err(e)),
         };
+        if let Some(entry) = self.exports.get_mut(id) {
+            entry.resolved = Some(resolution.unwrap_or_else(|e| Described {
+                descriptor: CapDescriptor::None,
+                target: Capability::broken(e),
+            }));
+        }
+        // The id stands for the resolution now: the promise, if sent
+        // again, is a new export (as in the C++ reference).
+        self.exports.forget_key(id);
         self.counts.resolves_sent += 1;
         self.write(&message);
     }
 }
 
+/// What a `Return` with results told the peer.
+#[derive(Default)]
+pub(crate) struct SentResults {
+    /// The exports the results added a reference to.
+    pub(crate) exports: Vec<u32>,
+    /// Whether it said `noFinishNeeded`.
+    pub(crate) no_finish_needed: bool,
+    /// What each capability of the results was described as, by its index
+    /// in the results payload.
+    pub(crate) described: Vec<Option<Described>>,
+}
+
 /// What a promise export waits on.
-enum Resolution {
+enum Awaited {
     /// A path into a call's results.
     Pipelined(Arc<CallState>, Arc<[u16]>),
     /// A promise another connection imported.
@@ -444,12 +513,12 @@ pub(crate) fn copy_content(
     Ok((caps, origins))
 }
 
-fn write_cap_table(payload: payload::Builder<'_>, descriptors: &[CapDescriptor]) {
-    if descriptors.is_empty() {
+fn write_cap_table(payload: payload::Builder<'_>, described: &[Described]) {
+    if described.is_empty() {
         return;
     }
-    let mut table = payload.init_cap_table(descriptors.len() as u32);
-    for (i, d) in descriptors.iter().enumerate() {
-        d.write(table.reborrow().get(i as u32));
+    let mut table = payload.init_cap_table(described.len() as u32);
+    for (i, d) in described.iter().enumerate() {
+        d.descriptor.write(table.reborrow().get(i as u32));
     }
 }
