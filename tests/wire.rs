@@ -10,7 +10,7 @@ use capnp::any_pointer;
 use capnp::traits::IntoInternalStructReader;
 use capnp_actix::Stats;
 use capnp_actix_proto::frame::{encode, Limits};
-use capnp_actix_proto::message::{self as out, OutMessage};
+use capnp_actix_proto::message::{self as out};
 use capnp_actix_proto::rpc_capnp::{bootstrap, message};
 use capnp_actix_proto::{Error, MessageTarget, PromisedAnswer};
 use std::cell::Cell;
@@ -418,46 +418,6 @@ fn random_input_never_panics_nor_hangs() {
     });
 }
 
-/// A `Call` with hand-built params: `fill` writes the content (a capability
-/// pointer in it gets index `i` of `caps`).
-fn raw_call(
-    question_id: u32,
-    target: MessageTarget,
-    interface_id: u64,
-    method_id: u16,
-    caps: &[capnp_actix_proto::CapDescriptor],
-    fill: impl FnOnce(any_pointer::Builder<'_>),
-) -> OutMessage {
-    let mut m = capnp_actix_proto::message::new_message();
-    let mut table: capnp::private::layout::CapTable = Vec::new();
-    {
-        let mut c = m.init_root::<message::Builder>().init_call();
-        c.set_question_id(question_id);
-        target.write(c.reborrow().init_target());
-        c.set_interface_id(interface_id);
-        c.set_method_id(method_id);
-        let mut params = c.init_params();
-        {
-            let mut content = params.reborrow().get_content();
-            capnp::traits::ImbueMut::imbue_mut(&mut content, &mut table);
-            fill(content);
-        }
-        if !caps.is_empty() {
-            let mut list = params.init_cap_table(caps.len() as u32);
-            for (i, d) in caps.iter().enumerate() {
-                d.write(list.reborrow().get(i as u32));
-            }
-        }
-    }
-    m
-}
-
-/// A capability pointer's worth of client, to set in hand-built content.
-fn placeholder<C: capnp::capability::FromClientHook>() -> C {
-    capnp_actix::Capability::null().client()
-}
-
-/// Reads until the `Return` for `answer_id`, skipping anything else.
 /// Reads until the `Return` for `answer_id`, playing a well-behaved peer
 /// meanwhile: every `Disembargo{senderLoopback}` is reflected back.
 async fn wait_for_return(peer: &mut Peer, answer_id: u32) -> capnp_actix_proto::frame::Frame {

@@ -320,6 +320,9 @@ pub enum Seen {
     Release(u32, u32),
     Call(u32, MessageTarget),
     Disembargo(MessageTarget, DisembargoContext),
+    /// `Resolve{promiseId, cap}` (an exception resolution reads as `None`).
+    Resolve(u32, CapDescriptor),
+    Return(u32),
     Other(u16),
 }
 
@@ -350,6 +353,17 @@ pub fn seen(frame: &Frame) -> Seen {
             };
             Seen::Disembargo(target, context)
         }
+        message::Resolve(r) => {
+            let r = r.unwrap();
+            let descriptor = match r.which().unwrap() {
+                capnp_actix_proto::rpc_capnp::resolve::Cap(d) => {
+                    CapDescriptor::read(d.unwrap()).unwrap()
+                }
+                capnp_actix_proto::rpc_capnp::resolve::Exception(_) => CapDescriptor::None,
+            };
+            Seen::Resolve(r.get_promise_id(), descriptor)
+        }
+        message::Return(r) => Seen::Return(r.unwrap().get_answer_id()),
         _ => Seen::Other(tag(frame)),
     }
 }
@@ -387,4 +401,43 @@ pub fn echo(
     let mut req = client.echo_request();
     req.get().set_text(text);
     req.send()
+}
+
+/// A `Call` with hand-built params: `fill` writes the content (a capability
+/// pointer in it gets index `i` of `caps`).
+pub fn raw_call(
+    question_id: u32,
+    target: MessageTarget,
+    interface_id: u64,
+    method_id: u16,
+    caps: &[capnp_actix_proto::CapDescriptor],
+    fill: impl FnOnce(any_pointer::Builder<'_>),
+) -> OutMessage {
+    let mut m = capnp_actix_proto::message::new_message();
+    let mut table: capnp::private::layout::CapTable = Vec::new();
+    {
+        let mut c = m.init_root::<message::Builder>().init_call();
+        c.set_question_id(question_id);
+        target.write(c.reborrow().init_target());
+        c.set_interface_id(interface_id);
+        c.set_method_id(method_id);
+        let mut params = c.init_params();
+        {
+            let mut content = params.reborrow().get_content();
+            capnp::traits::ImbueMut::imbue_mut(&mut content, &mut table);
+            fill(content);
+        }
+        if !caps.is_empty() {
+            let mut list = params.init_cap_table(caps.len() as u32);
+            for (i, d) in caps.iter().enumerate() {
+                d.write(list.reborrow().get(i as u32));
+            }
+        }
+    }
+    m
+}
+
+/// A capability pointer's worth of client, to set in hand-built content.
+pub fn placeholder<C: capnp::capability::FromClientHook>() -> C {
+    capnp_actix::Capability::null().client()
 }
