@@ -13,7 +13,10 @@
 //!   `PromisedAnswer` path, read from and written to messages.
 //! - [`table`]: the four per-connection tables (questions, answers, exports,
 //!   imports) with lowest-free id allocation and reference counts.
-//! - [`embargo`]: embargo ids and what waits on each embargo.
+//! - [`embargo`]: the embargo rule (what a resolution requires, where a
+//!   `Disembargo` is reflected), embargo ids and what waits on each.
+//! - [`flow`]: the flow limit on inbound calls, as a gate every inbound
+//!   message passes (park, refuse, or go now).
 //! - [`message`]: builders for every message the runtime sends.
 //! - [`rpc_capnp`], [`rpc_twoparty_capnp`], [`stream_capnp`]: code generated
 //!   from the project's copies of the RPC schemas in `schema/`.
@@ -22,6 +25,7 @@
 pub mod cap_descriptor;
 pub mod embargo;
 pub mod error;
+pub mod flow;
 pub mod frame;
 pub mod message;
 pub mod segments;

@@ -98,6 +98,23 @@ pub fn return_exception(answer_id: u32, error: &Error) -> OutMessage {
     m
 }
 
+/// `Return{answerId, exception}` with `releaseParamCaps = true`: for a call
+/// refused before its params were read, whose capabilities the caller
+/// then counts as released.
+///
+/// ```
+/// use capnp_actix_proto::{message, Error};
+/// let m = message::return_refused(4, &Error::overloaded("over the flow limit"));
+/// ```
+pub fn return_refused(answer_id: u32, error: &Error) -> OutMessage {
+    let mut m = new_message();
+    let mut r = m.init_root::<message::Builder>().init_return();
+    r.set_answer_id(answer_id);
+    r.set_release_param_caps(true);
+    error.write(r.init_exception());
+    m
+}
+
 /// `Return{answerId, canceled}`.
 ///
 /// ```

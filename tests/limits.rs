@@ -35,13 +35,16 @@ fn delayed(id: u32, target: u32, millis: u32) -> OutMessage {
 
 // covers: F-05
 #[test]
-fn over_the_flow_limit_calls_are_read_one_at_a_time() {
+fn over_the_flow_limit_calls_wait_their_turn() {
     run(async {
-        // Any one call is over a 1-byte flow limit: the connection reads
-        // the next only once the previous returned.
-        let mut peer = Peer::serving(ConnOptions::new().flow_limit(1)).await;
+        // Room for two calls running, and two waiting: none is refused,
+        // and no more than two run at once.
+        let mut peer = Peer::start().await;
+        let one_call = encoded(&delayed(1, 0, 30)).len();
+        drop(peer);
+        peer = Peer::serving(ConnOptions::new().flow_limit(2 * one_call)).await;
         let main = peer.bootstrap(0).await;
-        for id in 1..=5 {
+        for id in 1..=4 {
             peer.send(&delayed(id, main, 30)).await;
         }
         let conn = peer.conn.clone();
@@ -54,21 +57,109 @@ fn over_the_flow_limit_calls_are_read_one_at_a_time() {
             }
             most
         });
-        let mut returned = 0;
-        while returned < 5 {
+        let mut returned = Vec::new();
+        while returned.len() < 4 {
             let frame = peer.recv().await;
             let root: message::Reader = frame.get_root().unwrap();
-            if let Ok(message::Return(_)) = root.which() {
-                returned += 1;
+            if let Ok(message::Return(r)) = root.which() {
+                let r = r.unwrap();
+                assert!(
+                    matches!(
+                        r.which(),
+                        Ok(capnp_actix_proto::rpc_capnp::return_::Results(_))
+                    ),
+                    "call {} was not run",
+                    r.get_answer_id()
+                );
+                returned.push(r.get_answer_id());
             }
         }
         let most = watcher.await.unwrap();
-        let one_call = encoded(&delayed(1, main, 30)).len();
         assert!(most > 0, "the calls were counted");
         assert!(
-            most <= one_call,
-            "{most} bytes of calls at once, one is {one_call}"
+            most <= 2 * one_call,
+            "{most} bytes of calls at once, the limit is {}",
+            2 * one_call
         );
+    });
+}
+
+/// The next `Return` our side sends (a `Finish` may come first).
+async fn next_return(peer: &mut Peer) -> capnp_actix_proto::frame::Frame {
+    loop {
+        let frame = peer.recv().await;
+        let root: message::Reader = frame.get_root().unwrap();
+        if let Ok(message::Return(_)) = root.which() {
+            return frame;
+        }
+    }
+}
+
+/// `Return{results: (result)}`: the answer to `Callback.call`.
+fn callback_return(answer_id: u32, result: i64) -> OutMessage {
+    let mut m = capnp_actix_proto::message::new_message();
+    {
+        let mut r = m.init_root::<message::Builder>().init_return();
+        r.set_answer_id(answer_id);
+        r.set_release_param_caps(false);
+        r.init_results()
+            .get_content()
+            .init_as::<test_capnp::callback::call_results::Builder>()
+            .set_result(result);
+    }
+    m
+}
+
+// covers: F-07
+#[test]
+fn over_the_flow_limit_a_handler_that_calls_back_still_gets_its_return() {
+    run(async {
+        // Any call is over a 1-byte limit: while one runs, one more waits
+        // and any further one is refused.
+        let mut peer = Peer::serving(ConnOptions::new().flow_limit(1)).await;
+        let main = peer.bootstrap(0).await;
+        // q1: callBack(the peer's callback 10, 5): the handler calls the
+        // peer and waits for its Return.
+        peer.send(&raw_call(
+            1,
+            MessageTarget::ImportedCap(main),
+            TEST_ID,
+            5,
+            &[CapDescriptor::SenderHosted(10)],
+            |c| {
+                let mut p = c.init_as::<test::call_back_params::Builder>();
+                p.set_cb(placeholder());
+                p.set_value(5);
+            },
+        ))
+        .await;
+        let frame = peer.recv().await;
+        let callback = expect_call(&frame).get_question_id();
+        // The peer sends more calls first: q2 waits, q3 is refused at once.
+        peer.send(&echo_call(2, main, "waits")).await;
+        peer.send(&echo_call(3, main, "refused")).await;
+        let frame = peer.recv().await;
+        let refused = expect_return(&frame, 3);
+        assert!(refused.get_release_param_caps(), "its params are not kept");
+        let capnp_actix_proto::rpc_capnp::return_::Exception(e) = refused.which().unwrap() else {
+            panic!("q3 is refused");
+        };
+        let e = capnp_actix_proto::Error::read(e.unwrap());
+        assert_eq!(e.kind(), capnp_actix_proto::ErrorKind::Overloaded, "{e}");
+        assert!(e.reason().contains("flow_limit"), "{e}");
+        // Then the Return the handler waits for: read, though calls wait.
+        peer.send(&callback_return(callback, 6)).await;
+        let frame = next_return(&mut peer).await;
+        let results = expect_results(&frame, 1);
+        let result = results
+            .get_content()
+            .get_as::<test::call_back_results::Reader>()
+            .unwrap()
+            .get_result();
+        assert_eq!(result, 6);
+        // q1 returned: q2 runs.
+        let frame = next_return(&mut peer).await;
+        expect_results(&frame, 2);
     });
 }
 

@@ -1,8 +1,9 @@
 //! Flow control between a connection's reader, its writer and the actor.
 //!
 //! The reader stops taking bytes off the transport while either
-//! - the peer's unreturned calls hold more than `flow_limit` bytes of
-//!   params (F-05: a peer cannot make us run unbounded work at once), or
+//! - the connection's flow gate says so (messages parked behind calls
+//!   over the flow limit hold more than it allows, see
+//!   `capnp_actix_proto::flow`), or
 //! - more than twice `send_buffer_size` bytes wait for the transport (the
 //!   peer does not read what we owe it, so reading more would only queue
 //!   more replies without bound).
@@ -12,30 +13,27 @@
 use futures::task::AtomicWaker;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 /// Counts shared by the reader, the writer task and the connection actor.
 pub(crate) struct Backpressure {
     /// Bytes handed to the writer task and not yet written.
     queued: AtomicUsize,
-    /// Bytes of params of inbound calls not yet returned.
-    inbound: AtomicUsize,
+    /// The flow gate asks the reader to wait.
+    held: AtomicBool,
     /// Above this many `queued` bytes, the reader waits.
     queued_limit: usize,
-    /// Above this many `inbound` bytes, the reader waits.
-    flow_limit: usize,
     /// The reader, when it waits.
     reader: AtomicWaker,
 }
 
 impl Backpressure {
-    pub(crate) fn new(send_buffer_size: usize, flow_limit: usize) -> Self {
+    pub(crate) fn new(send_buffer_size: usize) -> Self {
         Backpressure {
             queued: AtomicUsize::new(0),
-            inbound: AtomicUsize::new(0),
+            held: AtomicBool::new(false),
             queued_limit: send_buffer_size.saturating_mul(2),
-            flow_limit,
             reader: AtomicWaker::new(),
         }
     }
@@ -43,11 +41,6 @@ impl Backpressure {
     /// Bytes waiting for the transport.
     pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
-    }
-
-    /// Bytes of unreturned inbound calls.
-    pub(crate) fn inbound(&self) -> usize {
-        self.inbound.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add_queued(&self, bytes: usize) {
@@ -59,17 +52,15 @@ impl Backpressure {
         self.reader.wake();
     }
 
-    pub(crate) fn add_inbound(&self, bytes: usize) {
-        self.inbound.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn returned(&self, bytes: usize) {
-        self.inbound.fetch_sub(bytes, Ordering::Relaxed);
-        self.reader.wake();
+    /// Whether the flow gate holds the reader; letting go wakes it.
+    pub(crate) fn hold(&self, held: bool) {
+        if self.held.swap(held, Ordering::Relaxed) && !held {
+            self.reader.wake();
+        }
     }
 
     fn may_read(&self) -> bool {
-        self.queued() <= self.queued_limit && self.inbound() <= self.flow_limit
+        self.queued() <= self.queued_limit && !self.held.load(Ordering::Relaxed)
     }
 
     /// Completes when the reader may take more bytes.

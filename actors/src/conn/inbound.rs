@@ -284,7 +284,7 @@ impl ConnActor {
         }
     }
 
-    fn start_answer(
+    pub(crate) fn start_answer(
         &mut self,
         id: u32,
         pending: PendingCall,
@@ -298,7 +298,7 @@ impl ConnActor {
             )));
         }
         let state = pending.state().clone();
-        self.backpressure.add_inbound(inbound_bytes);
+        self.gate.started(inbound_bytes);
         let entry = AnswerEntry {
             state,
             actor: None,
@@ -310,6 +310,7 @@ impl ConnActor {
             results_elsewhere,
             settled_target: None,
             described: Vec::new(),
+            refused: false,
         };
         if self.answers.insert(id, entry).is_err() {
             return Err(Error::failed(format!(
@@ -765,10 +766,16 @@ impl ConnActor {
         ctx: &mut Context<Self>,
     ) -> Result<(), Error> {
         let question_id = promised.question_id;
-        let state = match self.answers.get(question_id) {
+        let path = promised.transform;
+        let (state, described) = match self.answers.get(question_id) {
             // The peer learns what a path is from our Return, so it cannot
             // ask before it (and nothing unbounded waits for it, F-08).
-            Some(entry) if entry.returned => entry.state.clone(),
+            // What the Return described is taken now: a Finish may follow
+            // the Disembargo and end the answer before the reflection.
+            Some(entry) if entry.returned => (
+                entry.state.clone(),
+                entry.described_at(&path).map(|d| d.descriptor),
+            ),
             Some(_) => {
                 return Err(Error::failed(format!(
                     "Disembargo senderLoopback names answer {question_id}, which has not returned"
@@ -787,15 +794,9 @@ impl ConnActor {
             )));
         }
         self.reflections_waiting += 1;
-        let path = promised.transform;
         let settled = state.path_settled(&path);
         ctx.spawn(settled.into_actor(self).map(move |(), conn, ctx| {
             conn.reflections_waiting -= 1;
-            let described = conn
-                .answers
-                .get(question_id)
-                .and_then(|entry| entry.described_at(&path))
-                .map(|described| described.descriptor);
             if let Err(e) = conn.reflect(id, described.as_ref()) {
                 conn.abort(e, ctx);
             }
@@ -888,7 +889,7 @@ impl Handler<ReturnReady> for ConnActor {
         }
         entry.returned = true;
         let inbound_bytes = std::mem::take(&mut entry.inbound_bytes);
-        self.backpressure.returned(inbound_bytes);
+        let refused = entry.refused;
         entry.actor = None;
         let sent = match msg.outcome {
             // A tail call from the peer: the results stay here (P-13).
@@ -897,6 +898,10 @@ impl Handler<ReturnReady> for ConnActor {
                 SentResults::default()
             }
             ReturnOutcome::Results(payload) => self.send_results(id, &payload, ctx),
+            ReturnOutcome::Exception(e) if refused => {
+                self.write(&out::return_refused(id, &e));
+                SentResults::default()
+            }
             ReturnOutcome::Exception(e) => {
                 self.write(&out::return_exception(id, &e));
                 SentResults::default()
@@ -918,6 +923,9 @@ impl Handler<ReturnReady> for ConnActor {
                 self.remove_answer(id);
             }
         }
+        // Room under the flow limit: what waited goes on.
+        self.gate.returned(inbound_bytes);
+        self.drain_parked(ctx);
     }
 }
 

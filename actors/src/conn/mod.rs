@@ -9,6 +9,7 @@
 //! - `transport.rs`: frames in, batched writes out.
 
 mod backpressure;
+mod gate;
 mod inbound;
 mod outbound;
 mod transport;
@@ -25,6 +26,7 @@ use actix::{
 };
 use backpressure::Backpressure;
 use capnp_actix_proto::embargo::EmbargoTable;
+use capnp_actix_proto::flow::FlowGate;
 use capnp_actix_proto::frame::{Frame, Limits};
 use capnp_actix_proto::table::{ExportTable, ImportTable, PeerTable, QuestionTable};
 use capnp_actix_proto::{CapDescriptor, Error};
@@ -160,10 +162,14 @@ impl ConnOptions {
     }
 
     /// How many bytes of params the peer's calls that have not returned
-    /// yet may hold: above it, the connection stops reading until some
-    /// return (F-05). Reading also stops while more than twice
-    /// [`send_buffer_size`](Self::send_buffer_size) bytes wait for the
-    /// transport. Default: [`DEFAULT_FLOW_LIMIT`].
+    /// yet may hold (F-05). Over it, further calls wait, in arrival order,
+    /// and so does every message behind them, except the `Return`s of our
+    /// own calls: a handler that calls the peer back still gets its answer,
+    /// so the limit cannot deadlock (F-07). Waiting calls may hold as many
+    /// bytes again; a call beyond that is refused with an `overloaded`
+    /// exception naming this limit. Reading also stops while more than
+    /// twice [`send_buffer_size`](Self::send_buffer_size) bytes wait for
+    /// the transport. Default: [`DEFAULT_FLOW_LIMIT`].
     ///
     /// ```
     /// let options = capnp_actix::ConnOptions::new().flow_limit(1 << 20);
@@ -250,6 +256,9 @@ pub(crate) struct AnswerEntry {
     pub(crate) release_result_caps: bool,
     /// Exports we sent in the results, released by such a `Finish`.
     pub(crate) result_exports: Vec<u32>,
+    /// The call was refused by the flow limit, its params unread: its
+    /// `Return` says `releaseParamCaps` (F-07).
+    pub(crate) refused: bool,
     /// The call said `sendResultsTo.yourself`: its results stay here until
     /// the peer takes them with `Return.takeFromOtherQuestion`, and its own
     /// `Return` says `resultsSentElsewhere`.
@@ -425,6 +434,9 @@ pub struct ConnActor {
     pub(crate) max_pipelined: usize,
     /// The peer's `Disembargo{senderLoopback}`s waiting to be reflected.
     pub(crate) reflections_waiting: usize,
+    /// The flow limit on the peer's calls: what may be handled now, what
+    /// waits (F-05, F-07).
+    pub(crate) gate: FlowGate<Frame>,
     /// Our questions.
     pub(crate) questions: QuestionTable<QuestionEntry>,
     /// Question ids by caller key.
@@ -473,10 +485,7 @@ impl ConnActor {
     {
         let limits = options.limits;
         ConnActor::create(move |ctx| {
-            let backpressure = Arc::new(Backpressure::new(
-                options.send_buffer_size,
-                options.flow_limit,
-            ));
+            let backpressure = Arc::new(Backpressure::new(options.send_buffer_size));
             ctx.add_stream(transport::frames(read, limits, backpressure.clone()));
             let (tx, rx) = mpsc::unbounded();
             actix_rt::spawn(transport::write_frames(
@@ -501,6 +510,7 @@ impl ConnActor {
                 max_imports: options.max_imports,
                 max_pipelined: options.max_pipelined,
                 reflections_waiting: 0,
+                gate: FlowGate::new(options.flow_limit),
                 questions: QuestionTable::new(),
                 question_ids: HashMap::new(),
                 answers: PeerTable::new(),
@@ -611,7 +621,7 @@ impl StreamHandler<Result<Frame, ReadFailure>> for ConnActor {
         }
         match item {
             Ok(frame) => {
-                if let Err(e) = self.handle_frame(frame, ctx) {
+                if let Err(e) = self.receive(frame, ctx) {
                     self.abort(e, ctx);
                 }
             }
@@ -797,7 +807,7 @@ impl Handler<Stats> for ConnActor {
             exports: self.exports.len(),
             imports: self.imports.len(),
             queued_bytes: self.backpressure.queued(),
-            inbound_bytes: self.backpressure.inbound(),
+            inbound_bytes: self.gate.running(),
             ..self.counts
         }
     }
