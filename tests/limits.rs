@@ -298,3 +298,28 @@ fn calls_over_max_pipelined_on_one_answer_fail_and_the_rest_go_on() {
         );
     });
 }
+
+// covers: F-08
+#[test]
+fn a_disembargo_naming_an_unreturned_answer_aborts_instead_of_waiting() {
+    run(async {
+        // A peer learns what a path is from our Return: before it, a
+        // senderLoopback naming the answer cannot be honest, and waiting
+        // for it would let a peer pile up waiters without a bound.
+        let mut peer = Peer::start().await;
+        let main = peer.bootstrap(0).await;
+        peer.send(&call(1, MessageTarget::ImportedCap(main), HANG, ""))
+            .await;
+        let target = MessageTarget::PromisedAnswer(capnp_actix_proto::PromisedAnswer {
+            question_id: 1,
+            transform: vec![],
+        });
+        peer.send(&capnp_actix_proto::message::disembargo(
+            &target,
+            capnp_actix_proto::message::DisembargoContext::SenderLoopback(0),
+        ))
+        .await;
+        let abort = peer.expect_abort_and_close().await;
+        assert!(abort.reason().contains("has not returned"), "{abort}");
+    });
+}
