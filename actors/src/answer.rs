@@ -1,4 +1,4 @@
-//! [`AnswerActor`]: one per call (or bootstrap) a peer made on us. It runs
+//! `AnswerActor`: one per call (or bootstrap) a peer made on us. It runs
 //! the call against its target and reports the outcome to the connection,
 //! which sends the `Return`.
 //!
@@ -8,10 +8,9 @@
 //! interest, and the work stops when nothing else needs it).
 
 use crate::call::PendingCall;
-use crate::conn::ConnActor;
 use crate::payload::Payload;
 use crate::stats;
-use actix::Addr;
+use actix::Recipient;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, SpawnHandle,
     WrapFuture,
@@ -21,13 +20,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// The actor of one inbound call.
-pub struct AnswerActor {
+pub(crate) struct AnswerActor {
     /// The peer's question id.
     answer_id: u32,
     /// The connection that sends the `Return` (shared with the other
     /// answers: the connection outlives them, as it cancels them all when
     /// it stops).
-    conn: Rc<Addr<ConnActor>>,
+    conn: Rc<Recipient<ReturnReady>>,
     /// The call, until the actor starts waiting on it.
     pending: Option<PendingCall>,
     /// The wait, so that a `Finish` can cancel it.
@@ -35,7 +34,11 @@ pub struct AnswerActor {
 }
 
 impl AnswerActor {
-    pub(crate) fn new(answer_id: u32, conn: Rc<Addr<ConnActor>>, pending: PendingCall) -> Self {
+    pub(crate) fn new(
+        answer_id: u32,
+        conn: Rc<Recipient<ReturnReady>>,
+        pending: PendingCall,
+    ) -> Self {
         AnswerActor {
             answer_id,
             conn,

@@ -7,19 +7,137 @@
 //! them goes, its guard goes too, and that cancels a local call or sends
 //! `Finish` for a remote question.
 
+use crate::capability::PromiseImport;
 use crate::capability::{Capability, HandedOn};
-use crate::conn::{send_call, CallTarget, ConnActor, QuestionRef};
 use crate::payload::{Body, Payload};
-use crate::promise::PromiseImport;
-use actix::Addr;
+use actix::Message;
 use capnp::any_pointer;
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
+
+/// Question keys: how a caller names its question before the connection
+/// has given it an id. Unique process-wide.
+static NEXT_QUESTION_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// A new question key.
+pub(crate) fn next_question_key() -> u64 {
+    NEXT_QUESTION_KEY.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What calls and references need of a connection. Every method posts a
+/// message and returns at once (it never blocks), so it may be called with
+/// a lock held and from any thread. The connection actor implements it;
+/// this module needs nothing else of the connection.
+pub(crate) trait Link: Send + Sync {
+    /// The connection's id (tells connections apart).
+    fn id(&self) -> u64;
+    /// Sends `call` to `target` on the peer, as question `key`; its
+    /// outcome settles `state`.
+    fn send_call(&self, target: CallTarget, call: OutCall, state: Weak<CallState>, key: u64);
+    /// The caller let go of question `key`: the connection sends `Finish`.
+    fn question_dropped(&self, key: u64);
+    /// The last local reference to import `import_id` (of `generation`)
+    /// went away: the connection sends `Release`.
+    fn import_dropped(&self, import_id: u32, generation: u64);
+}
+
+/// A shared handle on a connection.
+pub(crate) type LinkRef = Arc<dyn Link>;
+
+/// Where a call goes on the peer.
+pub(crate) enum CallTarget {
+    /// One of the peer's exports.
+    Import(u32),
+    /// A capability inside the answer to one of our questions.
+    Promised {
+        /// The caller's key of that question.
+        key: u64,
+        /// Pointer fields from the results' root.
+        transform: Arc<[u16]>,
+    },
+}
+
+/// Sends `call` to `target` on the peer of `link`; its outcome settles
+/// `state`. Callable from any thread.
+pub(crate) fn send_call(link: &LinkRef, target: CallTarget, call: OutCall, state: &Arc<CallState>) {
+    let key = next_question_key();
+    link.send_call(target, call, Arc::downgrade(state), key);
+    // After the call itself, so that calls pipelined on it follow it.
+    state.set_remote(link, key);
+}
+
+/// The caller-side handle of a question; dropping it finishes the question.
+pub(crate) struct QuestionRef {
+    /// The connection.
+    link: LinkRef,
+    /// The question's key.
+    key: u64,
+    /// The question needs no `Finish` any more (its `Return` said
+    /// `noFinishNeeded`): dropping tells the connection nothing.
+    finished: bool,
+}
+
+impl QuestionRef {
+    /// The handle of question `key`, asked on `link`.
+    pub(crate) fn new(link: LinkRef, key: u64) -> Self {
+        QuestionRef {
+            link,
+            key,
+            finished: false,
+        }
+    }
+
+    /// The question is finished already: saves the connection a message
+    /// (and a turn) when the caller lets go.
+    pub(crate) fn mark_finished(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for QuestionRef {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.link.question_dropped(self.key);
+        }
+    }
+}
+
+/// A call delivered to a local object's actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver {
+    /// The call; taken when handled.
+    pub(crate) call: Option<OutCall>,
+    /// Where its outcome goes; gone if the caller lost interest.
+    pub(crate) state: Weak<CallState>,
+}
+
+impl Deliver {
+    pub(crate) fn new(call: OutCall, state: &Arc<CallState>) -> Deliver {
+        Deliver {
+            call: Some(call),
+            state: Arc::downgrade(state),
+        }
+    }
+}
+
+impl Drop for Deliver {
+    fn drop(&mut self) {
+        // Dropped undelivered (the actor stopped first): the caller must
+        // not wait forever.
+        if self.call.is_some() {
+            if let Some(state) = self.state.upgrade() {
+                state.resolve(Err(Error::disconnected("the object's actor has stopped")));
+            }
+        }
+    }
+}
 
 /// A call on its way to a capability.
 pub(crate) struct OutCall {
@@ -115,7 +233,7 @@ struct Embargo {
 #[derive(Clone)]
 pub(crate) struct Remote {
     /// The connection.
-    pub(crate) conn: Addr<ConnActor>,
+    pub(crate) link: LinkRef,
     /// The caller's key of the question.
     pub(crate) key: u64,
 }
@@ -209,11 +327,11 @@ impl CallState {
 
     /// Records that the call went to a connection as question `key`, and
     /// forwards the calls that were waiting on it.
-    pub(crate) fn set_remote(&self, conn: &Addr<ConnActor>, key: u64) {
+    pub(crate) fn set_remote(&self, link: &LinkRef, key: u64) {
         let mut inner = self.lock();
-        inner.guard = Some(Guard::Remote(QuestionRef::new(conn.clone(), key)));
+        inner.guard = Some(Guard::Remote(QuestionRef::new(link.clone(), key)));
         inner.remote = Some(Remote {
-            conn: conn.clone(),
+            link: link.clone(),
             key,
         });
         // Forward while holding the lock (sending never blocks) so that no
@@ -222,7 +340,7 @@ impl CallState {
             if let Some(state) = queued.state.upgrade() {
                 inner.sent_paths.insert(transform.clone());
                 send_call(
-                    conn,
+                    link,
                     CallTarget::Promised { key, transform },
                     queued.call,
                     &state,
@@ -478,7 +596,7 @@ impl CallState {
                 let remote = remote.clone();
                 inner.sent_paths.insert(transform.clone());
                 send_call(
-                    &remote.conn,
+                    &remote.link,
                     CallTarget::Promised {
                         key: remote.key,
                         transform,
@@ -600,8 +718,8 @@ pub struct Response {
 
 impl Response {
     /// The results' content. Capabilities in it are read with
-    /// [`Response::cap`] (or through typed code, see
-    /// [`crate::hooks::typed_response`]).
+    /// [`Response::cap`] (typed code reads them through its generated
+    /// response types instead).
     ///
     /// ```
     /// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix_proto::Error> {

@@ -2,23 +2,26 @@
 //! called from any thread.
 //!
 //! A capability is one of: an object hosted in this process (its
-//! [`ExportActor`](crate::ExportActor)), an import from a connection, a
+//! `ExportActor`), an import from a connection, a
 //! promise for a capability inside a call's results, a broken capability,
 //! or null. Callers do not need to know which: [`Capability::new_call`]
 //! works the same on all of them.
+//!
+//! A promise import ([`PromiseImport`], a `senderPromise` from the peer)
+//! lives here too: calls go to the peer's promise until its `Resolve`
+//! arrives, then to what it resolved to; if calls went to the peer and the
+//! resolution requires it, new calls wait for an embargo, so that they
+//! cannot overtake the ones still on their way back (E-order).
 
 use crate::call::KeepAlive;
-use crate::call::{CallState, OutCall, PendingCall};
-use crate::conn::{ConnActor, ImportDropped};
-use crate::export::{Deliver, ExportActor};
-use crate::payload::Body;
-use crate::promise::PromiseImport;
-use actix::Addr;
-use capnp::any_pointer;
+use crate::call::{
+    send_call, CallState, CallTarget, Deliver, LinkRef, OutCall, PendingCall, Queued,
+};
+use actix::Recipient;
 use capnp_actix_proto::embargo::{after_resolution, AfterResolution, Resolution};
-use capnp_actix_proto::rpc_capnp::message;
 use capnp_actix_proto::Error;
-use std::sync::Arc;
+use futures::channel::oneshot;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The longest chain of promises followed when resolving a capability;
 /// longer chains are treated as cycles.
@@ -83,7 +86,7 @@ pub(crate) enum HandedOn {
 /// any capability (or export) holds one.
 pub(crate) struct LocalRef {
     /// The actor hosting the object.
-    pub(crate) addr: Addr<ExportActor>,
+    pub(crate) actor: Recipient<Deliver>,
     /// Identity, so that exporting the same object twice reuses its id.
     pub(crate) id: u64,
 }
@@ -92,9 +95,7 @@ pub(crate) struct LocalRef {
 /// import on the wire.
 pub(crate) struct ImportRef {
     /// The connection the import belongs to.
-    pub(crate) conn: Addr<ConnActor>,
-    /// Which connection, to tell its imports apart from another's.
-    pub(crate) conn_id: u64,
+    pub(crate) link: LinkRef,
     /// The peer's export id.
     pub(crate) import_id: u32,
     /// Distinguishes this reference from an older one for the same id that
@@ -104,10 +105,7 @@ pub(crate) struct ImportRef {
 
 impl Drop for ImportRef {
     fn drop(&mut self) {
-        self.conn.do_send(ImportDropped {
-            import_id: self.import_id,
-            generation: self.generation,
-        });
+        self.link.import_dropped(self.import_id, self.generation);
     }
 }
 
@@ -145,9 +143,9 @@ impl Capability {
         matches!(self.kind, CapKind::Null)
     }
 
-    pub(crate) fn local(addr: Addr<ExportActor>, id: u64) -> Capability {
+    pub(crate) fn local(actor: Recipient<Deliver>, id: u64) -> Capability {
         Capability {
-            kind: CapKind::Local(Arc::new(LocalRef { addr, id })),
+            kind: CapKind::Local(Arc::new(LocalRef { actor, id })),
         }
     }
 
@@ -167,26 +165,6 @@ impl Capability {
             CapKind::Promise(promise) => Some(Arc::as_ptr(promise) as u64),
             CapKind::Pipelined { .. } => None,
         }
-    }
-
-    /// Starts a call of method `method_id` of interface `interface_id`.
-    /// Fill its params with [`Request::params`], then [`Request::send`].
-    ///
-    /// Typed code does not need this: convert the capability with
-    /// [`Capability::client`] and use the generated methods.
-    ///
-    /// ```
-    /// use capnp_actix::Capability;
-    /// # actix::System::new().block_on(async {
-    /// let cap = Capability::null();
-    /// let mut request = cap.new_call(0x1234, 0);
-    /// request.params().clear();
-    /// let result = request.send().await;
-    /// assert!(result.is_err()); // a null capability fails every call
-    /// # });
-    /// ```
-    pub fn new_call(&self, interface_id: u64, method_id: u16) -> Request {
-        Request::new(self.clone(), interface_id, method_id)
     }
 
     /// Sends a prepared call and gives its pending result.
@@ -218,16 +196,16 @@ impl Capability {
             CapKind::Null => state.resolve(Err(Error::failed("call on a null capability"))),
             CapKind::Broken(e) => state.resolve(Err(e.clone())),
             CapKind::Local(local) => {
-                if !local.addr.connected() {
+                if !local.actor.connected() {
                     state.resolve(Err(Error::disconnected("the object's actor has stopped")));
                     return;
                 }
-                local.addr.do_send(Deliver::new(call, state));
+                local.actor.do_send(Deliver::new(call, state));
             }
             CapKind::Import(import) => {
-                crate::conn::send_call(
-                    &import.conn,
-                    crate::conn::CallTarget::Import(import.import_id),
+                send_call(
+                    &import.link,
+                    CallTarget::Import(import.import_id),
                     call,
                     state,
                 );
@@ -250,7 +228,7 @@ impl Capability {
     /// the peer's own description of it is not at hand (results made in
     /// this process): the peer's if calls on it go to the peer, ours
     /// otherwise.
-    pub(crate) fn resolution_from(&self, conn: &Addr<ConnActor>) -> Resolution {
+    pub(crate) fn resolution_from(&self, conn: u64) -> Resolution {
         if self.is_null_or_broken() {
             return Resolution::Broken;
         }
@@ -269,7 +247,7 @@ impl Capability {
     /// ([`after_resolution`]); a promise of the peer's that is still
     /// unresolved inherits the fact that calls went through the peer, and
     /// decides in its turn (P-17).
-    pub(crate) fn embargo_after(&self, resolution: Resolution, conn: &Addr<ConnActor>) -> bool {
+    pub(crate) fn embargo_after(&self, resolution: Resolution, conn: u64) -> bool {
         let mut cap = self.clone();
         let mut resolution = resolution;
         for _ in 0..MAX_RESOLUTION_DEPTH {
@@ -298,19 +276,19 @@ impl Capability {
 
     /// Whether calls on this capability go to the peer of `conn` (so that
     /// the peer orders them itself, and no embargo is needed).
-    pub(crate) fn is_hosted_by_peer_of(&self, conn: &Addr<ConnActor>) -> bool {
+    pub(crate) fn is_hosted_by_peer_of(&self, conn: u64) -> bool {
         let mut cap = self.clone();
         for _ in 0..MAX_RESOLUTION_DEPTH {
             cap = match &cap.kind {
-                CapKind::Import(import) => return import.conn == *conn,
+                CapKind::Import(import) => return import.link.id() == conn,
                 CapKind::Promise(promise) => match promise.resolution() {
                     Some(resolved) => resolved,
-                    None => return promise.import().is_some_and(|i| i.conn == *conn),
+                    None => return promise.import().is_some_and(|i| i.link.id() == conn),
                 },
                 CapKind::Pipelined { call, transform } => match call.settled_path(transform) {
                     Some(Ok(payload)) => payload.cap_at(transform),
                     Some(Err(_)) => return false,
-                    None => return call.remote().is_some_and(|r| r.conn == *conn),
+                    None => return call.remote().is_some_and(|r| r.link.id() == conn),
                 },
                 CapKind::Null | CapKind::Broken(_) | CapKind::Local(_) => return false,
             };
@@ -384,7 +362,8 @@ impl std::fmt::Debug for Capability {
             CapKind::Import(i) => write!(
                 f,
                 "Capability(import {} of conn {})",
-                i.import_id, i.conn_id
+                i.import_id,
+                i.link.id()
             ),
             CapKind::Pipelined { transform, .. } => {
                 write!(f, "Capability(pipelined {transform:?})")
@@ -393,91 +372,185 @@ impl std::fmt::Debug for Capability {
     }
 }
 
-/// A call being prepared: its target, method and params.
-///
-/// ```
-/// use capnp_actix::Capability;
-/// let mut request = Capability::null().new_call(1, 2);
-/// request.params().set_as::<capnp::text::Owned>("hi").unwrap();
-/// ```
-pub struct Request {
-    /// Where the call goes.
-    target: Capability,
-    /// The method's interface.
-    interface_id: u64,
-    /// The method's ordinal in the interface.
-    method_id: u16,
-    /// A `Message{call}` whose params content the caller fills in place.
-    message: capnp_actix_proto::message::OutMessage,
-    /// Capabilities the caller put in the params, in pointer-index order.
-    cap_table: capnp::private::layout::CapTable,
+/// The mutable part of a promise import.
+struct PromiseInner {
+    /// The peer's promise export, until the promise resolves.
+    import: Option<Arc<ImportRef>>,
+    /// Whether any call went to the peer's promise.
+    calls_sent: bool,
+    /// What the promise resolved to, once it has.
+    resolution: Option<Capability>,
+    /// Whether new calls wait for an embargo to lift.
+    embargoed: bool,
+    /// The calls waiting for it (and, while the embargo lifts, the ones
+    /// made meanwhile).
+    queue: Vec<Queued>,
+    /// Who waits for the resolution.
+    waiters: Vec<oneshot::Sender<Capability>>,
 }
 
-impl Request {
-    fn new(target: Capability, interface_id: u64, method_id: u16) -> Request {
-        let mut message = capnp_actix_proto::message::new_message();
-        {
-            let mut call = message.init_root::<message::Builder>().init_call();
-            call.set_interface_id(interface_id);
-            call.set_method_id(method_id);
-            call.init_params();
-        }
-        Request {
-            target,
-            interface_id,
-            method_id,
-            message,
-            cap_table: Vec::new(),
-        }
-    }
+/// A promise the peer exported to us.
+pub(crate) struct PromiseImport {
+    /// Guarded by a mutex: capabilities are used from any thread.
+    inner: Mutex<PromiseInner>,
+}
 
-    /// The params content, to fill in place. Capabilities set in it travel
-    /// with the call.
-    ///
-    /// ```
-    /// let mut request = capnp_actix::Capability::null().new_call(1, 2);
-    /// request.params().set_as::<capnp::text::Owned>("hello").unwrap();
-    /// ```
-    pub fn params(&mut self) -> any_pointer::Builder<'_> {
-        params_of(&mut self.message, &mut self.cap_table)
-    }
-
-    /// Sends the call. The result is a future of the response that also
-    /// offers pipelined capabilities before the response arrives.
-    ///
-    /// ```
-    /// # actix::System::new().block_on(async {
-    /// let pending = capnp_actix::Capability::null().new_call(1, 2).send();
-    /// let promised = pending.pipeline().cap(&[0]);
-    /// assert!(pending.await.is_err());
-    /// # drop(promised);
-    /// # });
-    /// ```
-    pub fn send(self) -> PendingCall {
-        let caps = crate::hooks::capabilities_of(&self.cap_table);
-        self.target.dispatch(OutCall {
-            interface_id: self.interface_id,
-            method_id: self.method_id,
-            body: Body::Built(self.message),
-            caps,
-            return_for: None,
-            hops: 0,
+impl PromiseImport {
+    pub(crate) fn new(import: Arc<ImportRef>) -> Arc<PromiseImport> {
+        Arc::new(PromiseImport {
+            inner: Mutex::new(PromiseInner {
+                import: Some(import),
+                calls_sent: false,
+                resolution: None,
+                embargoed: false,
+                queue: Vec::new(),
+                waiters: Vec::new(),
+            }),
         })
     }
-}
 
-/// The params content of a `Message{call}` under construction, imbued with
-/// `cap_table`.
-fn params_of<'a>(
-    message: &'a mut capnp_actix_proto::message::OutMessage,
-    cap_table: &'a mut capnp::private::layout::CapTable,
-) -> any_pointer::Builder<'a> {
-    let root: message::Builder = message.get_root().expect("a request holds a Message");
-    let call = match root.which() {
-        Ok(message::Call(Ok(call))) => call,
-        _ => unreachable!("a request's message is always a Call"),
-    };
-    let mut content = call.get_params().expect("params initialized").get_content();
-    capnp::traits::ImbueMut::imbue_mut(&mut content, cap_table);
-    content
+    fn lock(&self) -> MutexGuard<'_, PromiseInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The peer's promise export, while unresolved.
+    pub(crate) fn import(&self) -> Option<Arc<ImportRef>> {
+        self.lock().import.clone()
+    }
+
+    /// What the promise resolved to, once it has and any embargo lifted:
+    /// until then, only the calls held back may know.
+    pub(crate) fn resolution(&self) -> Option<Capability> {
+        let inner = self.lock();
+        if inner.embargoed {
+            return None;
+        }
+        inner.resolution.clone()
+    }
+
+    /// Delivers a call made on the promise.
+    pub(crate) fn deliver(&self, call: OutCall, state: &Arc<CallState>) {
+        let mut inner = self.lock();
+        if inner.embargoed {
+            inner.queue.push(Queued::new(call, state));
+            return;
+        }
+        if let Some(target) = inner.resolution.clone() {
+            drop(inner);
+            target.deliver(call, state);
+            return;
+        }
+        let Some(import) = inner.import.clone() else {
+            drop(inner);
+            state.resolve(Err(capnp_actix_proto::Error::failed(
+                "promise has neither a target nor a resolution",
+            )));
+            return;
+        };
+        inner.calls_sent = true;
+        // Sent under the lock: a resolution cannot slip between the check
+        // and the send.
+        send_call(
+            &import.link,
+            CallTarget::Import(import.import_id),
+            call,
+            state,
+        );
+    }
+
+    /// Takes the fact that calls went to the peer through a promise that
+    /// resolved to this one (P-17).
+    pub(crate) fn take_calls_sent(&self) -> HandedOn {
+        let mut inner = self.lock();
+        match &inner.resolution {
+            None => {
+                inner.calls_sent = true;
+                HandedOn::Taken
+            }
+            Some(_) if inner.embargoed => HandedOn::Embargoed,
+            Some(resolution) => HandedOn::Resolved(resolution.clone()),
+        }
+    }
+
+    /// Resolves the promise. Gives whether an embargo started (calls went
+    /// to the peer and `needs_embargo` holds for the resolution), and the
+    /// reference to the peer's promise export, to drop once any
+    /// `Disembargo` is written.
+    pub(crate) fn resolve(
+        &self,
+        resolution: Capability,
+        needs_embargo: impl Fn(&Capability) -> bool,
+    ) -> (bool, Option<Arc<ImportRef>>) {
+        // Decided without the lock (it may look at other capabilities);
+        // decided again if a call went out meanwhile.
+        let mut decided: Option<(bool, bool)> = None;
+        let (mut inner, embargo) = loop {
+            let inner = self.lock();
+            if inner.resolution.is_some() {
+                return (false, None);
+            }
+            match decided {
+                Some((sent, embargo)) if sent == inner.calls_sent => break (inner, embargo),
+                _ => {}
+            }
+            let sent = inner.calls_sent;
+            drop(inner);
+            decided = Some((sent, sent && needs_embargo(&resolution)));
+        };
+        inner.embargoed = embargo;
+        inner.resolution = Some(resolution.clone());
+        let import = inner.import.take();
+        let waiters = if embargo {
+            Vec::new()
+        } else {
+            std::mem::take(&mut inner.waiters)
+        };
+        drop(inner);
+        for waiter in waiters {
+            let _ = waiter.send(resolution.clone());
+        }
+        (embargo, import)
+    }
+
+    /// Lifts the embargo: waiting calls go to the resolution, in order,
+    /// before any new call can.
+    pub(crate) fn lift_embargo(&self) {
+        loop {
+            let (target, queue) = {
+                let mut inner = self.lock();
+                let Some(target) = inner.resolution.clone() else {
+                    return;
+                };
+                if inner.queue.is_empty() {
+                    inner.embargoed = false;
+                    let waiters = std::mem::take(&mut inner.waiters);
+                    drop(inner);
+                    for waiter in waiters {
+                        let _ = waiter.send(target.clone());
+                    }
+                    return;
+                }
+                (target, std::mem::take(&mut inner.queue))
+            };
+            // Delivered without the lock; calls made meanwhile queue behind.
+            for queued in queue {
+                queued.deliver_to(&target);
+            }
+        }
+    }
+
+    /// A receiver for the resolution.
+    pub(crate) fn wait(&self) -> oneshot::Receiver<Capability> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        match &inner.resolution {
+            Some(cap) if !inner.embargoed => {
+                let _ = tx.send(cap.clone());
+            }
+            _ => inner.waiters.push(tx),
+        }
+        rx
+    }
 }

@@ -1,4 +1,4 @@
-//! [`ExportActor`]: the actor that hosts one local object (a server) and
+//! `ExportActor`: the actor that hosts one local object (a server) and
 //! delivers the calls made on it, in the order they arrive.
 //!
 //! Calls start in arrival order and run concurrently: a call that waits
@@ -7,11 +7,11 @@
 //! cannot deadlock. The actor stops, and the server is dropped, when the
 //! last [`Capability`] that refers to it is gone.
 
-use crate::call::{CallState, OutCall};
+use crate::call::Deliver;
 use crate::capability::Capability;
 use crate::hooks::{capabilities_of, client_hook, BuiltResults, ParamsHookImpl, ResultsHookImpl};
 use crate::payload::{Body, Payload};
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, Context, Handler};
 use capnp::any_pointer;
 use capnp::capability::{FromServer, Params, Promise, Results};
 use capnp_actix_proto::Error;
@@ -20,7 +20,7 @@ use futures::future::{select, Either};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// Identities of local objects; never reused.
 static NEXT_OBJECT_ID: AtomicU64 = AtomicU64::new(1);
@@ -51,7 +51,7 @@ impl<D: capnp::capability::Server + Clone> HostedServer for D {
 }
 
 /// The actor hosting one local object.
-pub struct ExportActor {
+pub(crate) struct ExportActor {
     /// The object (capnpc's dispatch wrapper around the user's server).
     server: Box<dyn HostedServer>,
 }
@@ -68,7 +68,7 @@ impl Actor for ExportActor {
     }
 }
 
-/// Hosts `server` in a new [`ExportActor`] on the current arbiter and gives
+/// Hosts `server` in a new `ExportActor` on the current arbiter and gives
 /// a typed client for it. Must be called from within an Actix system.
 ///
 /// ```ignore
@@ -83,7 +83,7 @@ where
 }
 
 impl Capability {
-    /// Hosts `server` in a new [`ExportActor`] on the current arbiter. `C`
+    /// Hosts `server` in a new `ExportActor` on the current arbiter. `C`
     /// is the generated client type of the interface `server` implements.
     /// Must be called from within an Actix system.
     ///
@@ -100,38 +100,10 @@ impl Capability {
             server: Box::new(dispatch),
         }
         .start();
-        Capability::local(addr, NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-/// A call delivered to a local object.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Deliver {
-    /// The call.
-    call: Option<OutCall>,
-    /// Where its outcome goes; gone if the caller lost interest.
-    state: Weak<CallState>,
-}
-
-impl Deliver {
-    pub(crate) fn new(call: OutCall, state: &Arc<CallState>) -> Deliver {
-        Deliver {
-            call: Some(call),
-            state: Arc::downgrade(state),
-        }
-    }
-}
-
-impl Drop for Deliver {
-    fn drop(&mut self) {
-        // Dropped undelivered (the actor stopped first): the caller must
-        // not wait forever.
-        if self.call.is_some() {
-            if let Some(state) = self.state.upgrade() {
-                state.resolve(Err(Error::disconnected("the object's actor has stopped")));
-            }
-        }
+        Capability::local(
+            addr.recipient(),
+            NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed),
+        )
     }
 }
 

@@ -6,8 +6,9 @@
 //! Convert with [`Capability::client`] and [`Capability::from_client`].
 
 use crate::call::{CallState, PendingCall, Response};
-use crate::capability::{Capability, Request};
+use crate::capability::Capability;
 use crate::payload::Payload;
+use crate::request::Request;
 use capnp::any_pointer;
 use capnp::capability::{FromClientHook, Promise, RemotePromise};
 use capnp::private::capability::{
@@ -88,77 +89,6 @@ pub(crate) fn capability_of(hook: &dyn ClientHook) -> Capability {
             "a capability of another RPC system cannot be sent through capnp-actix",
         ))
     })
-}
-
-/// A placeholder hook that stands for entry `0` of a cap table: reading
-/// or copying content imbued with a table of these tells which entry each
-/// capability pointer names, without making a hook per capability.
-/// Never escapes this crate, and is never called.
-struct IndexHook(usize);
-
-/// A cap table of `len` placeholders, entry `i` standing for index `i`.
-pub(crate) fn index_table(len: usize) -> CapTable {
-    (0..len)
-        .map(|i| Some(Box::new(IndexHook(i)) as Box<dyn ClientHook>))
-        .collect()
-}
-
-/// The index a hook taken from an [`index_table`] stands for. Only for
-/// hooks read from content imbued with such a table (every hook there is
-/// an `IndexHook`, whose `get_ptr` is its index).
-pub(crate) fn index_of(hook: &dyn ClientHook) -> usize {
-    hook.get_ptr()
-}
-
-impl ClientHook for IndexHook {
-    fn add_ref(&self) -> Box<dyn ClientHook> {
-        Box::new(IndexHook(self.0))
-    }
-
-    fn new_call(
-        &self,
-        interface_id: u64,
-        method_id: u16,
-        _size_hint: Option<MessageSize>,
-    ) -> capnp::capability::Request<any_pointer::Owned, any_pointer::Owned> {
-        // Unreachable in practice: placeholders are only read, never called.
-        client_hook(Capability::broken(Error::failed(
-            "a placeholder capability was called",
-        )))
-        .new_call(interface_id, method_id, None)
-    }
-
-    fn call(
-        &self,
-        _interface_id: u64,
-        _method_id: u16,
-        _params: Box<dyn ParamsHook>,
-        _results: Box<dyn ResultsHook>,
-    ) -> Promise<(), capnp::Error> {
-        Promise::err(capnp::Error::failed(
-            "a placeholder capability was called".into(),
-        ))
-    }
-
-    fn get_brand(&self) -> usize {
-        0
-    }
-
-    fn get_ptr(&self) -> usize {
-        self.0
-    }
-
-    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
-        None
-    }
-
-    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
-        None
-    }
-
-    fn when_resolved(&self) -> Promise<(), capnp::Error> {
-        Promise::ok(())
-    }
 }
 
 /// A capnp cap table for a payload's capabilities.

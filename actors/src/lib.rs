@@ -17,17 +17,10 @@
 //! # });
 //! ```
 //!
-//! # Layout
-//! - [`conn`](ConnActor): the connection actor (`conn/`): transport,
-//!   tables, inbound dispatch, outbound calls and returns.
-//! - [`QuestionActor`], [`AnswerActor`], [`ExportActor`]: one per outbound
-//!   question, per inbound call, per hosted object.
-//! - `supervisor`: the teardown of a connection that ended.
-//! - `capability`, `call`: the caller's side ([`Capability`],
-//!   [`Request`], [`PendingCall`], [`Response`], [`Pipeline`]).
-//! - `payload`: params and results as they move between actors.
-//! - `hooks`: the bridge to capnpc-generated clients and servers.
-//! - `stats`: live-actor counts.
+//! Inside, each outbound question, each inbound call (answer) and each
+//! hosted object runs as an actor of its own; they are not part of the
+//! API (nothing can be sent to them from outside), but
+//! [`live_actors`] counts them. ARCHITECTURE.md has the code map.
 #![warn(missing_docs)]
 
 mod answer;
@@ -37,19 +30,19 @@ mod conn;
 mod export;
 mod hooks;
 mod payload;
-mod promise;
+mod placeholder;
 mod question;
+mod request;
 mod stats;
-mod supervisor;
 
-pub use answer::AnswerActor;
 pub use call::{PendingCall, Pipeline, Response};
-pub use capability::{Capability, Request};
+pub use capability::Capability;
+pub use capnp_actix_proto::frame::Limits;
 pub use capnp_actix_proto::{Error, ErrorKind};
 pub use conn::{
     Bootstrap, Call, Close, ConnActor, ConnOptions, ConnStats, Stats, Watch, DEFAULT_FLOW_LIMIT,
     DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS, DEFAULT_MAX_PIPELINED, DEFAULT_SEND_BUFFER_SIZE,
 };
-pub use export::{new_client, ExportActor};
-pub use question::QuestionActor;
+pub use export::new_client;
+pub use request::Request;
 pub use stats::{live_actors, LiveActors};

@@ -7,7 +7,7 @@
 //! local server already sits inside a `Return` message.
 
 use crate::capability::Capability;
-use crate::hooks;
+use crate::placeholder;
 use capnp::any_pointer;
 use capnp_actix_proto::frame::Frame;
 use capnp_actix_proto::message::OutMessage;
@@ -44,7 +44,7 @@ impl Payload {
             let root: message::Builder = msg.init_root();
             let mut content = root.init_return().init_results().init_content();
             capnp::traits::ImbueMut::imbue_mut(&mut content, &mut table);
-            content.set_as_capability(hooks::client_hook(cap.clone()));
+            content.set_as_capability(placeholder::placeholder(0));
         }
         Payload {
             body: Body::Built(msg),
@@ -115,7 +115,7 @@ impl Payload {
 
     /// The cap-table index of the capability pointer at `transform`.
     pub(crate) fn cap_index_at(&self, transform: &[u16]) -> capnp::Result<usize> {
-        let table = hooks::index_table(self.caps.len());
+        let table = placeholder::index_table(self.caps.len());
         let mut content = self.content()?;
         capnp::traits::Imbue::imbue(&mut content, &table);
         let ops: Vec<_> = transform
@@ -123,7 +123,7 @@ impl Payload {
             .map(|f| capnp::private::capability::PipelineOp::GetPointerField(*f))
             .collect();
         let hook = content.get_pipelined_cap(&ops)?;
-        Ok(hooks::index_of(hook.as_ref()))
+        Ok(placeholder::index_of(hook.as_ref()))
     }
 }
 

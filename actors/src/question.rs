@@ -1,4 +1,4 @@
-//! [`QuestionActor`]: one per question we asked a peer (a call or a
+//! `QuestionActor`: one per question we asked a peer (a call or a
 //! bootstrap). It hands the answer to whoever waits for it.
 //!
 //! The connection starts it when the question goes on the wire and sends it
@@ -8,27 +8,38 @@
 //! that it never keeps a question open by itself.
 
 use crate::call::CallState;
-use crate::conn::{ConnActor, StartEmbargoes};
 use crate::payload::Payload;
 use crate::stats;
-use actix::{Actor, ActorContext, Addr, Context, Handler, Message};
+use actix::{Actor, ActorContext, Context, Handler, Message, Recipient};
 use capnp_actix_proto::embargo::Resolution;
 use capnp_actix_proto::Error;
 use std::sync::{Arc, Weak};
 
 /// The actor of one outbound question.
-pub struct QuestionActor {
+pub(crate) struct QuestionActor {
     /// The caller's view of the call; gone if the caller lost interest.
     state: Weak<CallState>,
     /// The connection that asked, for embargoes.
-    conn: Addr<ConnActor>,
+    conn: Recipient<StartEmbargoes>,
+    /// Its id, to tell its imports from others.
+    conn_id: u64,
     /// The caller's key of the question.
     key: u64,
 }
 
 impl QuestionActor {
-    pub(crate) fn new(state: Weak<CallState>, conn: Addr<ConnActor>, key: u64) -> Self {
-        QuestionActor { state, conn, key }
+    pub(crate) fn new(
+        state: Weak<CallState>,
+        conn: Recipient<StartEmbargoes>,
+        conn_id: u64,
+        key: u64,
+    ) -> Self {
+        QuestionActor {
+            state,
+            conn,
+            conn_id,
+            key,
+        }
     }
 }
 
@@ -69,7 +80,7 @@ impl Handler<Returned> for QuestionActor {
             // wait for an embargo (E-order). What the peer's Return says
             // each is decides; results made here (a tail call the peer
             // sent back to us) are judged by where calls on them go.
-            let conn = &self.conn;
+            let conn = self.conn_id;
             let from_peer = msg.2;
             let paths = state.settle(msg.0, |payload, path| {
                 let target = payload.cap_at(path);
@@ -92,4 +103,17 @@ impl Handler<Returned> for QuestionActor {
         }
         ctx.stop();
     }
+}
+
+/// Sent by a question whose `Return` put pipeline paths under embargo to
+/// its connection: send a `Disembargo` for each.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StartEmbargoes {
+    /// The caller's key of the question.
+    pub(crate) key: u64,
+    /// The question's state, which holds the waiting calls.
+    pub(crate) state: Weak<CallState>,
+    /// The paths under embargo.
+    pub(crate) paths: Vec<Arc<[u16]>>,
 }

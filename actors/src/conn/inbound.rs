@@ -3,16 +3,13 @@
 //! aborts with it.
 
 use super::outbound::SentResults;
-use super::{
-    AnswerEntry, ConnActor, EmbargoWaiter, ImportDropped, ImportEntry, QuestionDropped,
-    StartEmbargoes,
-};
+use super::{AnswerEntry, ConnActor, EmbargoWaiter, ImportDropped, ImportEntry, QuestionDropped};
 use crate::answer::{AnswerActor, CancelAnswer, ReturnOutcome, ReturnReady};
 use crate::call::{CallState, OutCall, PendingCall};
+use crate::capability::PromiseImport;
 use crate::capability::{CapKind, Capability, ImportRef};
 use crate::payload::{Body, Payload};
-use crate::promise::PromiseImport;
-use crate::question::Returned;
+use crate::question::{Returned, StartEmbargoes};
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
 use capnp_actix_proto::embargo::{reflect_to, Resolution};
@@ -594,8 +591,7 @@ impl ConnActor {
 
     /// One more reference to import `id`.
     fn import_ref(&mut self, id: u32) -> Capability {
-        let conn = self.self_addr.clone();
-        let conn_id = self.id;
+        let link = self.link.clone();
         let next_generation = &mut self.next_generation;
         let entry = self.imports.receive(id, || ImportEntry {
             local: std::sync::Weak::new(),
@@ -606,12 +602,11 @@ impl ConnActor {
             Some(local) => local,
             None => {
                 *next_generation += 1;
-                let Some(conn) = conn else {
+                let Some(link) = link else {
                     return Capability::broken(Error::disconnected("connection not started"));
                 };
                 let local = Arc::new(ImportRef {
-                    conn,
-                    conn_id,
+                    link,
                     import_id: id,
                     generation: *next_generation,
                 });
@@ -692,13 +687,12 @@ impl ConnActor {
         let Some(promise) = promise.upgrade() else {
             return Ok(());
         };
-        let me = ctx.address();
         // The peer's descriptor says what the promise became (P-17, P-18).
         let resolution = match &resolution {
             Ok(descriptor) => Resolution::of(descriptor),
             Err(_) => Resolution::Broken,
         };
-        let (embargo, import) = promise.resolve(target, |t| t.embargo_after(resolution, &me));
+        let (embargo, import) = promise.resolve(target, |t| t.embargo_after(resolution, self.id));
         if embargo {
             self.counts.embargoes_started += 1;
             let id = self

@@ -12,16 +12,17 @@ mod backpressure;
 mod gate;
 mod inbound;
 mod outbound;
+mod teardown;
 mod transport;
 
-use crate::answer::{AnswerActor, CancelAnswer};
-use crate::call::{CallState, OutCall, PendingCall};
+use crate::answer::{AnswerActor, CancelAnswer, ReturnReady};
+use crate::call::{next_question_key, CallState, CallTarget, Link, LinkRef, OutCall, PendingCall};
+use crate::capability::PromiseImport;
 use crate::capability::{Capability, ImportRef};
-use crate::promise::PromiseImport;
 use crate::question::{QuestionActor, Returned};
 use crate::stats;
 use actix::{
-    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult,
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, Recipient,
     StreamHandler,
 };
 use backpressure::Backpressure;
@@ -38,18 +39,8 @@ use std::sync::{Arc, Weak};
 use tokio::io::{AsyncRead, AsyncWrite};
 use transport::{Outgoing, ReadFailure};
 
-pub(crate) use outbound::{send_call, CallTarget};
-
 /// Connection ids, for logs and to tell connections apart.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Question keys: how a caller names its question before the connection
-/// has given it an id. Unique process-wide.
-static NEXT_QUESTION_KEY: AtomicU64 = AtomicU64::new(1);
-
-pub(crate) fn next_question_key() -> u64 {
-    NEXT_QUESTION_KEY.fetch_add(1, Ordering::Relaxed)
-}
 
 /// Where a connection's bootstrap capability comes from.
 #[derive(Clone)]
@@ -219,7 +210,7 @@ impl ConnOptions {
     /// Limits on message size and shape.
     ///
     /// ```
-    /// use capnp_actix_proto::frame::Limits;
+    /// use capnp_actix::Limits;
     /// let options = capnp_actix::ConnOptions::new().limits(Limits::default());
     /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
@@ -457,9 +448,12 @@ pub struct ConnActor {
     pub(crate) next_generation: u64,
     /// This actor's own address, for the imports it hands out.
     pub(crate) self_addr: Option<Addr<ConnActor>>,
+    /// This connection as capabilities and calls see it; dropped at
+    /// teardown.
+    pub(crate) link: Option<LinkRef>,
     /// The same, shared by the answer actors (cloning an `Addr` allocates;
     /// cloning this does not).
-    pub(crate) answer_conn: Rc<Addr<ConnActor>>,
+    pub(crate) answer_conn: Rc<Recipient<ReturnReady>>,
     /// Why the connection is ending, once it is.
     pub(crate) closing: Option<Error>,
     /// Whoever waits for the end.
@@ -499,8 +493,9 @@ impl ConnActor {
                 Some(BootstrapSource::Main(cap)) => Some(cap),
                 Some(BootstrapSource::Factory(factory)) => Some(factory()),
             };
+            let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
             ConnActor {
-                id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+                id,
                 main,
                 limits,
                 writer: Some(tx),
@@ -521,7 +516,11 @@ impl ConnActor {
                 counts: ConnStats::default(),
                 next_generation: 0,
                 self_addr: Some(ctx.address()),
-                answer_conn: Rc::new(ctx.address()),
+                link: Some(Arc::new(ConnLink {
+                    id,
+                    conn: ctx.address(),
+                })),
+                answer_conn: Rc::new(ctx.address().recipient()),
                 closing: None,
                 watchers: Vec::new(),
             }
@@ -571,6 +570,23 @@ impl ConnActor {
         (ConnActor::start(xr, xw, a), ConnActor::start(yr, yw, b))
     }
 
+    /// Starts the actor of question `key`, which delivers its answer to
+    /// `state`.
+    pub(crate) fn start_question(
+        &self,
+        state: &Arc<CallState>,
+        key: u64,
+        ctx: &mut Context<Self>,
+    ) -> Addr<QuestionActor> {
+        QuestionActor::new(
+            Arc::downgrade(state),
+            ctx.address().recipient(),
+            self.id,
+            key,
+        )
+        .start()
+    }
+
     /// Ends the connection: every table is dropped and waiters learn why.
     pub(crate) fn end(&mut self, reason: Error, ctx: &mut Context<Self>) {
         if self.closing.is_none() {
@@ -589,14 +605,13 @@ impl ConnActor {
         self.end(reason, ctx);
     }
 
-    /// Tears the connection down (the supervisor's duty, see
-    /// [`crate::supervisor`]).
+    /// Tears the connection down (see `teardown`).
     fn teardown(&mut self) {
         let reason = self
             .closing
             .clone()
             .unwrap_or_else(|| Error::disconnected("the connection was closed"));
-        crate::supervisor::tear_down(self, reason);
+        teardown::tear_down(self, reason);
     }
 }
 
@@ -658,11 +673,13 @@ impl Handler<Bootstrap> for ConnActor {
         let key = next_question_key();
         let id = self.questions.insert(QuestionEntry {
             key: Some(key),
-            actor: Some(QuestionActor::new(Arc::downgrade(&state), ctx.address(), key).start()),
+            actor: Some(self.start_question(&state, key, ctx)),
             param_exports: Vec::new(),
         });
         self.question_ids.insert(key, id);
-        state.set_remote(&ctx.address(), key);
+        if let Some(link) = &self.link {
+            state.set_remote(link, key);
+        }
         self.write(&capnp_actix_proto::message::bootstrap(id));
         Ok(Capability::pipelined(state, Arc::from([])))
     }
@@ -813,14 +830,49 @@ impl Handler<Stats> for ConnActor {
     }
 }
 
+/// The connection as calls and capabilities reach it: each method posts a
+/// message to the actor.
+struct ConnLink {
+    /// The connection's id.
+    id: u64,
+    /// Its actor.
+    conn: Addr<ConnActor>,
+}
+
+impl Link for ConnLink {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn send_call(&self, target: CallTarget, call: OutCall, state: Weak<CallState>, key: u64) {
+        self.conn.do_send(SendCall {
+            target,
+            call: Some(call),
+            state,
+            key,
+        });
+    }
+
+    fn question_dropped(&self, key: u64) {
+        self.conn.do_send(QuestionDropped { key });
+    }
+
+    fn import_dropped(&self, import_id: u32, generation: u64) {
+        self.conn.do_send(ImportDropped {
+            import_id,
+            generation,
+        });
+    }
+}
+
 /// A call for the peer, from a capability of this connection.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct SendCall {
     /// Where on the peer it goes.
-    target: CallTarget,
+    pub(crate) target: CallTarget,
     /// The call; taken when handled.
-    call: Option<OutCall>,
+    pub(crate) call: Option<OutCall>,
     /// The caller's state.
     pub(crate) state: Weak<CallState>,
     /// The caller's key for the question.
@@ -846,41 +898,6 @@ pub(crate) struct QuestionDropped {
     pub(crate) key: u64,
 }
 
-/// The caller-side handle of a question; dropping it finishes the question.
-pub(crate) struct QuestionRef {
-    /// The connection.
-    conn: Addr<ConnActor>,
-    /// The question's key.
-    pub(crate) key: u64,
-    /// The question needs no `Finish` any more (its `Return` said
-    /// `noFinishNeeded`): dropping tells the connection nothing.
-    finished: bool,
-}
-
-impl QuestionRef {
-    pub(crate) fn new(conn: Addr<ConnActor>, key: u64) -> Self {
-        QuestionRef {
-            conn,
-            key,
-            finished: false,
-        }
-    }
-
-    /// The question is finished already: saves the connection a message
-    /// (and a turn) when the caller lets go.
-    pub(crate) fn mark_finished(&mut self) {
-        self.finished = true;
-    }
-}
-
-impl Drop for QuestionRef {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.conn.do_send(QuestionDropped { key: self.key });
-        }
-    }
-}
-
 /// The last local reference to an import went away.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -889,19 +906,6 @@ pub(crate) struct ImportDropped {
     pub(crate) import_id: u32,
     /// Which reference (a newer one may have replaced it).
     pub(crate) generation: u64,
-}
-
-/// Sent by a question whose `Return` put pipeline paths under embargo:
-/// send a `Disembargo` for each.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct StartEmbargoes {
-    /// The caller's key of the question.
-    pub(crate) key: u64,
-    /// The question's state, which holds the waiting calls.
-    pub(crate) state: Weak<CallState>,
-    /// The paths under embargo.
-    pub(crate) paths: Vec<Arc<[u16]>>,
 }
 
 /// How long a connection whose writes fail keeps reading, for the reason

@@ -3,54 +3,21 @@
 
 use super::transport::{framed_len, Outgoing};
 use super::{ConnActor, Described, ExportEntry, ExportKey, QuestionEntry, Resolving, SendCall};
-use crate::call::{CallState, OutCall};
+use crate::call::{CallState, CallTarget, OutCall};
+use crate::capability::PromiseImport;
 use crate::capability::{CapKind, Capability};
-use crate::hooks::{index_of, index_table};
 use crate::payload::{Body, Payload};
-use crate::promise::PromiseImport;
+use crate::placeholder::{index_of, index_table};
 
 /// Messages this large go to the writer uncopied; smaller ones are copied
 /// into its batch.
 const UNCOPIED_WRITE_BYTES: usize = 64 * 1024;
-use crate::question::QuestionActor;
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
 use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::rpc_capnp::{message, payload};
 use capnp_actix_proto::{frame, CapDescriptor, Error, PromisedAnswer};
 use std::sync::Arc;
-
-/// Where a call goes on the peer.
-pub(crate) enum CallTarget {
-    /// One of the peer's exports.
-    Import(u32),
-    /// A capability inside the answer to one of our questions.
-    Promised {
-        /// The caller's key of that question.
-        key: u64,
-        /// Pointer fields from the results' root.
-        transform: Arc<[u16]>,
-    },
-}
-
-/// Sends `call` to `target` on the peer of `conn`; its outcome settles
-/// `state`. Callable from any thread.
-pub(crate) fn send_call(
-    conn: &Addr<ConnActor>,
-    target: CallTarget,
-    call: OutCall,
-    state: &Arc<CallState>,
-) {
-    let key = super::next_question_key();
-    conn.do_send(SendCall {
-        target,
-        call: Some(call),
-        state: Arc::downgrade(state),
-        key,
-    });
-    // After the call itself, so that calls pipelined on it follow it.
-    state.set_remote(conn, key);
-}
 
 impl Handler<SendCall> for ConnActor {
     type Result = ();
@@ -199,9 +166,9 @@ impl ConnActor {
         // the writer (woken first) puts the call on the wire before the new
         // actor's first turn. Its `Return` cannot come before this handler
         // ends.
+        let actor = self.start_question(state, key, ctx);
         if let Some(entry) = self.questions.get_mut(id) {
-            entry.actor =
-                Some(QuestionActor::new(Arc::downgrade(state), ctx.address(), key).start());
+            entry.actor = Some(actor);
         }
         Ok(())
     }
@@ -324,14 +291,14 @@ impl ConnActor {
     /// export itself, not what the promise may resolve to later (the
     /// Tribble 4-way race rule, rpc.capnp).
     pub(crate) fn describe(&mut self, cap: &Capability, ctx: &mut Context<Self>) -> Described {
-        let me = ctx.address();
+        let me = self.id;
         let cap = cap.settled();
         let descriptor = match &cap.kind {
             CapKind::Null => CapDescriptor::None,
-            CapKind::Import(import) if import.conn == me => {
+            CapKind::Import(import) if import.link.id() == me => {
                 CapDescriptor::ReceiverHosted(import.import_id)
             }
-            CapKind::Promise(promise) => match promise.import().filter(|i| i.conn == me) {
+            CapKind::Promise(promise) => match promise.import().filter(|i| i.link.id() == me) {
                 Some(import) => {
                     let descriptor = CapDescriptor::ReceiverHosted(import.import_id);
                     let target = Capability {
@@ -344,7 +311,7 @@ impl ConnActor {
             CapKind::Pipelined { call, transform } => {
                 let asked = call
                     .remote()
-                    .filter(|r| r.conn == me)
+                    .filter(|r| r.link.id() == me)
                     .and_then(|remote| self.question_ids.get(&remote.key).copied());
                 match asked {
                     Some(question_id) => CapDescriptor::ReceiverAnswer(PromisedAnswer {

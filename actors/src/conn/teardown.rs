@@ -12,8 +12,8 @@
 //!   shuts the stream down);
 //! - whoever waits on the connection ([`crate::Watch`]) learns why.
 
+use super::{cancel_answer, fail_question, ConnActor};
 use crate::capability::Capability;
-use crate::conn::{cancel_answer, fail_question, ConnActor};
 use capnp_actix_proto::{Error, ErrorKind};
 
 pub(crate) fn tear_down(conn: &mut ConnActor, reason: Error) {
@@ -47,6 +47,7 @@ pub(crate) fn tear_down(conn: &mut ConnActor, reason: Error) {
     drop(conn.main.take());
     conn.writer = None;
     conn.self_addr = None;
+    conn.link = None;
     for watcher in conn.watchers.drain(..) {
         let _ = watcher.send(reason.clone());
     }

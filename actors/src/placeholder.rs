@@ -1,0 +1,129 @@
+//! Placeholder hooks: a cap table whose entry `i` stands for the index `i`.
+//! Reading content imbued with such a table tells which cap-table entry a
+//! capability pointer names, and copying it tells where each entry of the
+//! copy came from, without making a hook per capability.
+//!
+//! Placeholders never leave this crate and are never called; if one were,
+//! the call would fail, not panic.
+
+use capnp::any_pointer;
+use capnp::capability::{Promise, RemotePromise};
+use capnp::private::capability::{
+    ClientHook, ParamsHook, PipelineHook, PipelineOp, RequestHook, ResultsHook,
+};
+use capnp::private::layout::CapTable;
+use capnp::MessageSize;
+
+/// Stands for cap-table index `.0`.
+struct Placeholder(usize);
+
+/// A cap table of `len` placeholders, entry `i` standing for index `i`.
+pub(crate) fn index_table(len: usize) -> CapTable {
+    (0..len)
+        .map(|i| Some(Box::new(Placeholder(i)) as Box<dyn ClientHook>))
+        .collect()
+}
+
+/// A placeholder for index `index`, to write a capability pointer with.
+pub(crate) fn placeholder(index: usize) -> Box<dyn ClientHook> {
+    Box::new(Placeholder(index))
+}
+
+/// The index a hook taken from an [`index_table`] stands for. Only for
+/// hooks read from content imbued with such a table: every hook there is a
+/// placeholder, whose `get_ptr` is its index.
+pub(crate) fn index_of(hook: &dyn ClientHook) -> usize {
+    hook.get_ptr()
+}
+
+fn called() -> capnp::Error {
+    capnp::Error::failed("a placeholder capability was called".into())
+}
+
+impl ClientHook for Placeholder {
+    fn add_ref(&self) -> Box<dyn ClientHook> {
+        Box::new(Placeholder(self.0))
+    }
+
+    fn new_call(
+        &self,
+        _interface_id: u64,
+        _method_id: u16,
+        _size_hint: Option<MessageSize>,
+    ) -> capnp::capability::Request<any_pointer::Owned, any_pointer::Owned> {
+        capnp::capability::Request::new(Box::new(NoRequest(capnp::message::Builder::new_default())))
+    }
+
+    fn call(
+        &self,
+        _interface_id: u64,
+        _method_id: u16,
+        _params: Box<dyn ParamsHook>,
+        _results: Box<dyn ResultsHook>,
+    ) -> Promise<(), capnp::Error> {
+        Promise::err(called())
+    }
+
+    fn get_brand(&self) -> usize {
+        0
+    }
+
+    fn get_ptr(&self) -> usize {
+        self.0
+    }
+
+    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
+        None
+    }
+
+    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
+        None
+    }
+
+    fn when_resolved(&self) -> Promise<(), capnp::Error> {
+        Promise::ok(())
+    }
+}
+
+/// The request of a placeholder: sending it fails.
+struct NoRequest(capnp::message::Builder<capnp::message::HeapAllocator>);
+
+impl RequestHook for NoRequest {
+    fn get(&mut self) -> any_pointer::Builder<'_> {
+        self.0.init_root()
+    }
+
+    fn get_brand(&self) -> usize {
+        0
+    }
+
+    fn send(self: Box<Self>) -> RemotePromise<any_pointer::Owned> {
+        RemotePromise {
+            promise: Promise::err(called()),
+            pipeline: any_pointer::Pipeline::new(Box::new(NoPipeline)),
+        }
+    }
+
+    fn send_streaming(self: Box<Self>) -> Promise<(), capnp::Error> {
+        Promise::err(called())
+    }
+
+    fn tail_send(
+        self: Box<Self>,
+    ) -> Option<(u32, Promise<(), capnp::Error>, Box<dyn PipelineHook>)> {
+        None
+    }
+}
+
+/// The pipeline of a placeholder's request: placeholders again.
+struct NoPipeline;
+
+impl PipelineHook for NoPipeline {
+    fn add_ref(&self) -> Box<dyn PipelineHook> {
+        Box::new(NoPipeline)
+    }
+
+    fn get_pipelined_cap(&self, _ops: &[PipelineOp]) -> Box<dyn ClientHook> {
+        Box::new(Placeholder(usize::MAX))
+    }
+}
