@@ -32,6 +32,17 @@ pub enum Kind {
     Other,
 }
 
+/// What [`FlowGate::admit`] says to do with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Handle it now.
+    Now,
+    /// Park it ([`FlowGate::park`]).
+    Park,
+    /// Refuse it (a call): answer `overloaded`, without keeping its params.
+    Refuse,
+}
+
 /// What to do with an offered message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit<T> {
@@ -99,7 +110,57 @@ impl<T> FlowGate<T> {
         self.running == 0 || self.running.saturating_add(bytes) <= self.limit
     }
 
-    /// Offers an inbound message of `bytes` bytes.
+    /// What to do with an inbound message of this kind and size, without
+    /// taking it: for a runtime that handles the message in place and
+    /// hands it over only to [`park`](Self::park) it.
+    ///
+    /// ```
+    /// use capnp_actix_proto::flow::{Admission, FlowGate, Kind};
+    /// let mut gate = FlowGate::<()>::new(10);
+    /// assert_eq!(gate.admit(Kind::Call, 6), Admission::Now);
+    /// gate.started(6);
+    /// assert_eq!(gate.admit(Kind::Call, 6), Admission::Park);
+    /// assert_eq!(gate.admit(Kind::IndependentReturn, 6), Admission::Now);
+    /// ```
+    pub fn admit(&self, kind: Kind, bytes: usize) -> Admission {
+        let waits = match kind {
+            Kind::IndependentReturn => false,
+            Kind::Call => !self.parked.is_empty() || !self.fits(bytes),
+            Kind::Other => !self.parked.is_empty(),
+        };
+        if !waits {
+            return Admission::Now;
+        }
+        // One call always finds room, so that the gate moves on.
+        if kind == Kind::Call
+            && self.parked_calls > 0
+            && self.parked_calls.saturating_add(bytes) > self.limit
+        {
+            return Admission::Refuse;
+        }
+        Admission::Park
+    }
+
+    /// Parks a message that [`admit`](Self::admit) said must wait.
+    ///
+    /// ```
+    /// use capnp_actix_proto::flow::{FlowGate, Kind};
+    /// let mut gate = FlowGate::new(10);
+    /// gate.started(10);
+    /// gate.park("call", Kind::Call, 4);
+    /// assert_eq!(gate.parked(), 4);
+    /// ```
+    pub fn park(&mut self, message: T, kind: Kind, bytes: usize) {
+        if kind == Kind::Call {
+            self.parked_calls += bytes;
+        } else {
+            self.parked_other += bytes;
+        }
+        self.parked.push_back((message, kind, bytes));
+    }
+
+    /// Offers an inbound message of `bytes` bytes: [`admit`](Self::admit),
+    /// and [`park`](Self::park) it if it must wait.
     ///
     /// ```
     /// use capnp_actix_proto::flow::{Admit, FlowGate, Kind};
@@ -110,25 +171,14 @@ impl<T> FlowGate<T> {
     /// assert_eq!(gate.offer(2, Kind::Call, 6), Admit::Refuse(2));
     /// ```
     pub fn offer(&mut self, message: T, kind: Kind, bytes: usize) -> Admit<T> {
-        let waits = match kind {
-            Kind::IndependentReturn => false,
-            Kind::Call => !self.parked.is_empty() || !self.fits(bytes),
-            Kind::Other => !self.parked.is_empty(),
-        };
-        if !waits {
-            return Admit::Now(message);
-        }
-        if kind == Kind::Call {
-            // One call always finds room, so that the gate moves on.
-            if self.parked_calls > 0 && self.parked_calls.saturating_add(bytes) > self.limit {
-                return Admit::Refuse(message);
+        match self.admit(kind, bytes) {
+            Admission::Now => Admit::Now(message),
+            Admission::Refuse => Admit::Refuse(message),
+            Admission::Park => {
+                self.park(message, kind, bytes);
+                Admit::Parked
             }
-            self.parked_calls += bytes;
-        } else {
-            self.parked_other += bytes;
         }
-        self.parked.push_back((message, kind, bytes));
-        Admit::Parked
     }
 
     /// A call of `bytes` bytes started running.

@@ -18,6 +18,7 @@ use capnp::private::layout::CapTable;
 use capnp::MessageSize;
 use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::rpc_capnp::{message, return_};
+use capnp_actix_proto::table::OwnKeys;
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
 use futures::FutureExt;
@@ -32,7 +33,8 @@ thread_local! {
     /// `get_ptr` are safe methods any foreign hook may implement to return
     /// our values. Hooks are not `Send`, so each one is made and dropped on
     /// the thread whose registry knows it.
-    static LIVE_HOOKS: RefCell<HashMap<usize, Capability>> = RefCell::new(HashMap::new());
+    static LIVE_HOOKS: RefCell<HashMap<usize, Capability, OwnKeys>> =
+        RefCell::new(HashMap::default());
 }
 
 /// The address of a hook's object: what identifies a live `CapHook`.

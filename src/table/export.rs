@@ -1,6 +1,6 @@
 //! Our exports, with the peer's reference counts (T-04).
 
-use super::IdTable;
+use super::{IdTable, OwnKeys};
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
@@ -11,6 +11,9 @@ struct Export<T, K> {
     /// What identifies the exported capability, so exporting it again finds
     /// this entry; forgotten with the entry.
     key: K,
+    /// Whether `ids` still maps `key` to this entry (see
+    /// [`ExportTable::forget_key`]).
+    keyed: bool,
     /// The exported value (what calls on this id go to).
     value: T,
     /// How many references the peer holds: one per time we sent the id,
@@ -37,7 +40,7 @@ pub struct ExportTable<T, K = u64> {
     entries: IdTable<Export<T, K>>,
     /// The id of each exported key, so the same capability is exported
     /// under one id (T-04).
-    ids: HashMap<K, u32>,
+    ids: HashMap<K, u32, OwnKeys>,
 }
 
 impl<T, K> Default for ExportTable<T, K> {
@@ -51,7 +54,7 @@ impl<T, K> Default for ExportTable<T, K> {
     fn default() -> Self {
         ExportTable {
             entries: IdTable::new(),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
         }
     }
 }
@@ -89,6 +92,7 @@ impl<T, K: Hash + Eq + Clone> ExportTable<T, K> {
         }
         let id = self.entries.insert(Export {
             key: key.clone(),
+            keyed: true,
             value: make(),
             refs: 1,
         });
@@ -112,8 +116,9 @@ impl<T, K: Hash + Eq + Clone> ExportTable<T, K> {
     /// assert_eq!(exports.id_of(&7), Some(again));
     /// ```
     pub fn forget_key(&mut self, id: u32) {
-        if let Some(entry) = self.entries.get(id) {
-            if self.ids.get(&entry.key) == Some(&id) {
+        if let Some(entry) = self.entries.get_mut(id) {
+            if entry.keyed {
+                entry.keyed = false;
                 self.ids.remove(&entry.key);
             }
         }
@@ -155,7 +160,7 @@ impl<T, K: Hash + Eq + Clone> ExportTable<T, K> {
         let removed = self.entries.remove(id);
         if let Some(export) = &removed {
             // (A key forgotten, then exported again, names another id.)
-            if self.ids.get(&export.key) == Some(&id) {
+            if export.keyed {
                 self.ids.remove(&export.key);
             }
         }

@@ -21,6 +21,69 @@ pub use import::ImportTable;
 pub use question::{QuestionError, QuestionTable};
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A fast hasher for keys this side chooses (addresses of its own
+/// objects, its own ids): never for keys a peer picks, which could be
+/// chosen to collide. The Fx hash of the Rust compiler: a rotate, a xor
+/// and a multiply per word.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use capnp_actix_proto::table::OwnKeys;
+/// let mut map: HashMap<u64, &str, OwnKeys> = HashMap::default();
+/// map.insert(0x5555_0000_1000, "an object");
+/// assert_eq!(map.get(&0x5555_0000_1000), Some(&"an object"));
+/// ```
+#[derive(Default, Clone, Copy, Debug)]
+pub struct OwnKeyHasher(u64);
+
+impl OwnKeyHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for OwnKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        for &byte in chunks.remainder() {
+            self.add(u64::from(byte));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Builds [`OwnKeyHasher`]s, for maps keyed by what this side chooses.
+pub type OwnKeys = BuildHasherDefault<OwnKeyHasher>;
 
 /// Entries at or below this many slots are never shrunk.
 const MIN_SHRINK_CAPACITY: usize = 64;

@@ -3,7 +3,9 @@
 //! aborts with it.
 
 use super::outbound::SentResults;
-use super::{AnswerEntry, ConnActor, EmbargoWaiter, ImportDropped, ImportEntry, QuestionDropped};
+use super::{
+    AnswerEntry, ConnActor, EmbargoWaiter, ImportDropped, ImportEntry, QuestionDropped, SentCaps,
+};
 use crate::answer::{AnswerActor, CancelAnswer, ReturnOutcome, ReturnReady};
 use crate::call::{CallState, OutCall, PendingCall};
 use crate::capability::PromiseImport;
@@ -13,6 +15,7 @@ use crate::question::{Returned, StartEmbargoes};
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
 use capnp_actix_proto::embargo::{reflect_to, Resolution};
+use capnp_actix_proto::flow::{Admission, Kind};
 use capnp_actix_proto::frame::Frame;
 use capnp_actix_proto::message::DisembargoContext;
 use capnp_actix_proto::rpc_capnp::{call, disembargo, message, payload, resolve, return_};
@@ -219,13 +222,40 @@ enum Outcome {
     Later(Arc<CallState>),
 }
 
+/// An inbound message, read, with the frame it came in (which holds the
+/// payload of a call or a return).
+pub(crate) struct Received {
+    inbound: Inbound,
+    frame: Frame,
+}
+
+/// What the flow gate needs to know of a message: its kind, and for a
+/// call, the question id (to refuse it by).
+fn flow_kind(inbound: &Inbound) -> (Kind, Option<u32>) {
+    match inbound {
+        Inbound::Call(header) => (Kind::Call, Some(header.question_id)),
+        // A Return passes calls that wait unless handling it looks up one
+        // of the peer's questions.
+        Inbound::Return(header) => match &header.kind {
+            ReturnKind::TakeFrom(_) => (Kind::Other, None),
+            ReturnKind::Results(descriptors)
+                if descriptors
+                    .iter()
+                    .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(_))) =>
+            {
+                (Kind::Other, None)
+            }
+            _ => (Kind::IndependentReturn, None),
+        },
+        _ => (Kind::Other, None),
+    }
+}
+
 impl ConnActor {
-    /// Handles one inbound frame.
-    pub(crate) fn handle_frame(
-        &mut self,
-        frame: Frame,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), Error> {
+    /// Takes one inbound frame: reads it, passes it through the flow gate
+    /// (handled now, parked, or refused), and handles it. A message we do
+    /// not implement is answered with `unimplemented` at once.
+    pub(crate) fn receive(&mut self, frame: Frame, ctx: &mut Context<Self>) -> Result<(), Error> {
         let inbound = {
             let root: message::Reader = frame.get_root()?;
             let inbound = read_inbound(root)?;
@@ -236,6 +266,36 @@ impl ConnActor {
             }
             inbound
         };
+        let (kind, question_id) = flow_kind(&inbound);
+        let bytes = frame.size_in_words() * 8;
+        match self.gate.admit(kind, bytes) {
+            Admission::Now => self.handle(inbound, frame, ctx),
+            Admission::Park => {
+                self.gate.park(Received { inbound, frame }, kind, bytes);
+                self.backpressure.hold(self.gate.reader_should_wait());
+                Ok(())
+            }
+            Admission::Refuse => self.refuse(question_id.unwrap_or(u32::MAX)),
+        }
+    }
+
+    /// Handles a message that waited in the flow gate.
+    pub(crate) fn handle_received(
+        &mut self,
+        received: Received,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Error> {
+        self.handle(received.inbound, received.frame, ctx)
+    }
+
+    /// Handles one inbound message.
+    #[inline]
+    fn handle(
+        &mut self,
+        inbound: Inbound,
+        frame: Frame,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Error> {
         match inbound {
             Inbound::Unimplemented(what) => self.handle_unimplemented(what),
             Inbound::Abort(e) => {
@@ -303,10 +363,8 @@ impl ConnActor {
             inbound_bytes,
             finished: false,
             release_result_caps: false,
-            result_exports: Vec::new(),
             results_elsewhere,
-            settled_target: None,
-            described: Vec::new(),
+            sent: None,
             refused: false,
         };
         if self.answers.insert(id, entry).is_err() {
@@ -520,7 +578,7 @@ impl ConnActor {
     fn remove_answer(&mut self, id: u32) {
         if let Some(entry) = self.answers.remove(id) {
             if entry.release_result_caps {
-                for export in entry.result_exports {
+                for export in entry.sent.map(|sent| sent.exports).unwrap_or_default() {
                     let _ = self.exports.release(export, 1);
                 }
             }
@@ -907,8 +965,13 @@ impl Handler<ReturnReady> for ConnActor {
         };
         let no_finish_needed = sent.no_finish_needed;
         if let Some(entry) = self.answers.get_mut(id) {
-            entry.result_exports = sent.exports;
-            entry.described = sent.described;
+            if !sent.exports.is_empty() || !sent.described.is_empty() {
+                entry.sent = Some(Box::new(SentCaps {
+                    exports: sent.exports,
+                    described: sent.described,
+                    settled_target: None,
+                }));
+            }
             // The Return told the peer it need not send `Finish` (P-14):
             // the answer is done now; a `Finish` that comes anyway finds
             // nothing, which is tolerated.

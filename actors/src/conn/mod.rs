@@ -230,23 +230,23 @@ pub(crate) struct QuestionEntry {
     pub(crate) param_exports: Vec<u32>,
 }
 
-/// One of the peer's questions, while its id is in use.
+/// One of the peer's questions, while its id is in use. Kept small: the
+/// answers table moves entries as it grows and shrinks, and most answers
+/// (results without capabilities) never need more than this.
 pub(crate) struct AnswerEntry {
     /// The call's state: calls the peer pipelines on this answer go here.
     pub(crate) state: Arc<CallState>,
     /// The actor running the call, until it reports.
     pub(crate) actor: Option<Addr<AnswerActor>>,
-    /// Whether our `Return` went out.
-    pub(crate) returned: bool,
     /// Bytes of the call's message, counted against the flow limit until
     /// the `Return` goes out.
     pub(crate) inbound_bytes: usize,
+    /// Whether our `Return` went out.
+    pub(crate) returned: bool,
     /// Whether the peer's `Finish` arrived.
     pub(crate) finished: bool,
     /// Whether that `Finish` released the result capabilities.
     pub(crate) release_result_caps: bool,
-    /// Exports we sent in the results, released by such a `Finish`.
-    pub(crate) result_exports: Vec<u32>,
     /// The call was refused by the flow limit, its params unread: its
     /// `Return` says `releaseParamCaps` (F-07).
     pub(crate) refused: bool,
@@ -254,35 +254,46 @@ pub(crate) struct AnswerEntry {
     /// the peer takes them with `Return.takeFromOtherQuestion`, and its own
     /// `Return` says `resultsSentElsewhere`.
     pub(crate) results_elsewhere: bool,
-    /// The capability a pipeline path in the results settled to, once
-    /// known: calls the peer keeps making on the answer (as clients do on
-    /// the bootstrap answer) go to it without reading the results again.
-    pub(crate) settled_target: Option<(Box<[u16]>, Capability)>,
-    /// What our `Return` described each result capability as, by its
-    /// index in the results: once it went out, calls the peer pipelines on
-    /// the answer reach exactly that, and its `Disembargo{senderLoopback}`
-    /// is reflected along it (the Tribble 4-way race rule, P-18).
+    /// What the `Return` told the peer about capabilities, once it did.
+    pub(crate) sent: Option<Box<SentCaps>>,
+}
+
+/// What a `Return` told the peer about the capabilities of its results.
+#[derive(Default)]
+pub(crate) struct SentCaps {
+    /// Exports we sent in the results, released by a `Finish` that says
+    /// `releaseResultCaps`.
+    pub(crate) exports: Vec<u32>,
+    /// What each result capability was described as, by its index in the
+    /// results: calls the peer pipelines on the answer reach exactly that,
+    /// and its `Disembargo{senderLoopback}` is reflected along it (the
+    /// Tribble 4-way race rule, P-18).
     pub(crate) described: Vec<Option<Described>>,
+    /// The capability a pipeline path settled to, once asked: calls the
+    /// peer keeps making on the answer (as clients do on the bootstrap
+    /// answer) go to it without reading the results again.
+    pub(crate) settled_target: Option<(Box<[u16]>, Capability)>,
 }
 
 impl AnswerEntry {
     /// What a call the peer pipelines on this answer at `transform` goes
-    /// to: the capability itself once the results are known (and nothing
-    /// queued on them is still being delivered), the promise of it before.
+    /// to: once the Return went out, what it described; the capability in
+    /// the results once they are known (and nothing queued on them is
+    /// still being delivered); the promise of it before.
     pub(crate) fn pipelined_target(&mut self, transform: &[u16]) -> Capability {
-        if let Some((path, cap)) = &self.settled_target {
+        if let Some((path, cap)) = self.sent.as_ref().and_then(|s| s.settled_target.as_ref()) {
             if **path == *transform {
                 return cap.clone();
             }
         }
         match self.state.settled_target(transform) {
-            // Once the Return went out, the path reaches what it described.
             Some(payload) if self.returned => {
                 let cap = match self.described_at(transform) {
                     Some(described) => described.target,
                     None => payload.cap_at(transform),
                 };
-                self.settled_target = Some((transform.into(), cap.clone()));
+                let sent = self.sent.get_or_insert_with(Box::default);
+                sent.settled_target = Some((transform.into(), cap.clone()));
                 cap
             }
             Some(payload) => payload.cap_at(transform),
@@ -292,12 +303,16 @@ impl AnswerEntry {
 
     /// What our `Return` described the capability at `transform` as.
     pub(crate) fn described_at(&self, transform: &[u16]) -> Option<Described> {
+        let described = &self.sent.as_ref()?.described;
+        if described.is_empty() {
+            return None;
+        }
         let payload = match self.state.result()? {
             Ok(payload) => payload,
             Err(_) => return None,
         };
         let index = payload.cap_index_at(transform).ok()?;
-        self.described.get(index)?.clone()
+        described.get(index)?.clone()
     }
 }
 
@@ -427,7 +442,7 @@ pub struct ConnActor {
     pub(crate) reflections_waiting: usize,
     /// The flow limit on the peer's calls: what may be handled now, what
     /// waits (F-05, F-07).
-    pub(crate) gate: FlowGate<Frame>,
+    pub(crate) gate: FlowGate<inbound::Received>,
     /// Our questions.
     pub(crate) questions: QuestionTable<QuestionEntry>,
     /// Question ids by caller key.
