@@ -1,0 +1,183 @@
+//! [`ConnOptions`]: how a connection behaves (its bootstrap capability and
+//! its limits), with the defaults.
+
+use crate::capability::Capability;
+use capnp_actix_proto::frame::Limits;
+use std::sync::Arc;
+
+/// Where a connection's bootstrap capability comes from.
+#[derive(Clone)]
+pub(super) enum BootstrapSource {
+    /// One capability for every connection.
+    Main(Capability),
+    /// A new capability for each connection, made when it starts.
+    Factory(Arc<dyn Fn() -> Capability + Send + Sync>),
+}
+
+/// How a connection behaves.
+///
+/// ```
+/// use capnp_actix::{Capability, ConnOptions};
+/// let options = ConnOptions::new().main_interface(Capability::null());
+/// ```
+#[derive(Clone)]
+pub struct ConnOptions {
+    /// What a peer's `Bootstrap` gets; `None` answers it with an exception.
+    pub(super) bootstrap: Option<BootstrapSource>,
+    /// Limits on inbound messages and on what we send.
+    pub(super) limits: Limits,
+    /// How many bytes may wait for the transport before new calls fail.
+    pub(super) send_buffer_size: usize,
+    /// How many bytes of params the peer's unreturned calls may hold before
+    /// we stop reading.
+    pub(super) flow_limit: usize,
+    /// How many questions the peer may leave open.
+    pub(super) max_answers: usize,
+    /// How many of the peer's exports we hold at most.
+    pub(super) max_imports: usize,
+    /// How many of the peer's calls may wait on one of its answers.
+    pub(super) max_pipelined: usize,
+}
+
+impl Default for ConnOptions {
+    fn default() -> Self {
+        ConnOptions {
+            bootstrap: None,
+            limits: Limits::default(),
+            send_buffer_size: DEFAULT_SEND_BUFFER_SIZE,
+            flow_limit: DEFAULT_FLOW_LIMIT,
+            max_answers: DEFAULT_MAX_ANSWERS,
+            max_imports: DEFAULT_MAX_IMPORTS,
+            max_pipelined: DEFAULT_MAX_PIPELINED,
+        }
+    }
+}
+
+/// The default of [`ConnOptions::send_buffer_size`]: 64 MiB.
+pub const DEFAULT_SEND_BUFFER_SIZE: usize = 64 << 20;
+
+/// The default of [`ConnOptions::flow_limit`]: 64 MiB.
+pub const DEFAULT_FLOW_LIMIT: usize = 64 << 20;
+
+/// The default of [`ConnOptions::max_answers`].
+pub const DEFAULT_MAX_ANSWERS: usize = 65536;
+
+/// The default of [`ConnOptions::max_imports`].
+pub const DEFAULT_MAX_IMPORTS: usize = 65536;
+
+/// The default of [`ConnOptions::max_pipelined`].
+pub const DEFAULT_MAX_PIPELINED: usize = 16384;
+
+impl ConnOptions {
+    /// Options with no bootstrap capability and default limits.
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serve `cap` to every peer that asks for the bootstrap capability.
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().main_interface(capnp_actix::Capability::null());
+    /// ```
+    pub fn main_interface(mut self, cap: Capability) -> Self {
+        self.bootstrap = Some(BootstrapSource::Main(cap));
+        self
+    }
+
+    /// Make a bootstrap capability for each connection with `factory`; it
+    /// runs on the connection's arbiter when the connection starts.
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().bootstrap_factory(capnp_actix::Capability::null);
+    /// ```
+    pub fn bootstrap_factory(
+        mut self,
+        factory: impl Fn() -> Capability + Send + Sync + 'static,
+    ) -> Self {
+        self.bootstrap = Some(BootstrapSource::Factory(Arc::new(factory)));
+        self
+    }
+
+    /// How many bytes may wait for the transport (written by us, not yet
+    /// taken by the socket) before new calls on the connection fail with an
+    /// `overloaded` error instead of queueing more. Returns and other
+    /// replies are always queued. Default: [`DEFAULT_SEND_BUFFER_SIZE`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().send_buffer_size(1 << 20);
+    /// ```
+    pub fn send_buffer_size(mut self, bytes: usize) -> Self {
+        self.send_buffer_size = bytes;
+        self
+    }
+
+    /// How many bytes of params the peer's calls that have not returned
+    /// yet may hold (F-05). Over it, further calls wait, in arrival order,
+    /// and so does every message behind them, except the `Return`s of our
+    /// own calls: a handler that calls the peer back still gets its answer,
+    /// so the limit cannot deadlock (F-07). Waiting calls may hold as many
+    /// bytes again; a call beyond that is refused with an `overloaded`
+    /// exception naming this limit. Reading also stops while more than
+    /// twice [`send_buffer_size`](Self::send_buffer_size) bytes wait for
+    /// the transport. Default: [`DEFAULT_FLOW_LIMIT`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().flow_limit(1 << 20);
+    /// ```
+    pub fn flow_limit(mut self, bytes: usize) -> Self {
+        self.flow_limit = bytes;
+        self
+    }
+
+    /// How many questions the peer may have open at once (calls and
+    /// bootstraps without their `Finish`); one more aborts the connection
+    /// with a reason naming this limit. Default: [`DEFAULT_MAX_ANSWERS`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().max_answers(1000);
+    /// ```
+    pub fn max_answers(mut self, answers: usize) -> Self {
+        self.max_answers = answers;
+        self
+    }
+
+    /// How many of the peer's capabilities we hold at once; one more
+    /// aborts the connection with a reason naming this limit. Default:
+    /// [`DEFAULT_MAX_IMPORTS`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().max_imports(1000);
+    /// ```
+    pub fn max_imports(mut self, imports: usize) -> Self {
+        self.max_imports = imports;
+        self
+    }
+
+    /// How many of the peer's calls may wait at once on one of its
+    /// answers that has no results yet (promise pipelining); the next fails
+    /// with an `overloaded` exception naming this limit, and the connection
+    /// lives. Default: [`DEFAULT_MAX_PIPELINED`].
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().max_pipelined(1000);
+    /// ```
+    pub fn max_pipelined(mut self, calls: usize) -> Self {
+        self.max_pipelined = calls;
+        self
+    }
+
+    /// Limits on message size and shape.
+    ///
+    /// ```
+    /// use capnp_actix::Limits;
+    /// let options = capnp_actix::ConnOptions::new().limits(Limits::default());
+    /// ```
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
