@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let mut next_id = 0u64;
     // A message handled (now, or released from the gate) starts running if
     // it is a call.
-    let mut handle = |message: (u64, Kind, usize), running: &mut Vec<usize>| {
+    let handle = |message: (u64, Kind, usize), running: &mut Vec<usize>| {
         if message.1 == Kind::Call {
             running.push(message.2);
         }

@@ -1,7 +1,8 @@
 //! The four per-connection tables of the RPC protocol.
 //!
 //! - questions ([`QuestionTable`]): calls we made, by ids we choose;
-//! - answers ([`PeerTable`]): calls the peer made, by ids it chooses;
+//! - answers ([`AnswerTable`]): calls the peer made, by ids it chooses,
+//!   and when each ends (its `Return` and the peer's `Finish`);
 //! - exports ([`ExportTable`]): capabilities we host for the peer, by ids we
 //!   choose, with the peer's reference count;
 //! - imports ([`ImportTable`]): capabilities the peer hosts for us, by ids it
@@ -10,12 +11,14 @@
 //! Ids we choose always reuse the lowest free one ([`IdTable`]), as the
 //! protocol recommends, so that ids stay small.
 
+mod answer;
 mod export;
 mod import;
 mod question;
 #[cfg(test)]
 mod tests;
 
+pub use answer::{AnswerError, AnswerTable, Ended, Finished};
 pub use export::{ExportTable, ReleaseError};
 pub use import::ImportTable;
 pub use question::{QuestionError, QuestionTable};

@@ -65,12 +65,13 @@ impl ConnActor {
     ) -> Result<(), Error> {
         let question_id = promised.question_id;
         let path = promised.transform;
+        let returned = self.answers.is_returned(question_id);
         let (state, described) = match self.answers.get(question_id) {
             // The peer learns what a path is from our Return, so it cannot
             // ask before it (and nothing unbounded waits for it, F-08).
             // What the Return described is taken now: a Finish may follow
             // the Disembargo and end the answer before the reflection.
-            Some(entry) if entry.returned => (
+            Some(entry) if returned => (
                 entry.state.clone(),
                 entry.described_at(&path).map(|d| d.descriptor),
             ),

@@ -20,6 +20,7 @@ use capnp_actix_proto::flow::{Admission, Kind};
 use capnp_actix_proto::frame::Frame;
 use capnp_actix_proto::message::DisembargoContext;
 use capnp_actix_proto::rpc_capnp::{call, disembargo, message, payload, resolve, return_};
+use capnp_actix_proto::table::{Ended, Finished};
 use capnp_actix_proto::{message as out, CapDescriptor, Error};
 use std::sync::Arc;
 
@@ -349,30 +350,18 @@ impl ConnActor {
         results_elsewhere: bool,
         inbound_bytes: usize,
     ) -> Result<(), Error> {
-        if self.answers.len() >= self.max_answers {
-            return Err(Error::failed(format!(
-                "the peer has {} questions open, the most allowed (max_answers)",
-                self.answers.len()
-            )));
-        }
-        let state = pending.state().clone();
-        self.gate.started(inbound_bytes);
         let entry = AnswerEntry {
-            state,
+            state: pending.state().clone(),
             actor: None,
-            returned: false,
             inbound_bytes,
-            finished: false,
-            release_result_caps: false,
             results_elsewhere,
             sent: None,
             refused: false,
         };
-        if self.answers.insert(id, entry).is_err() {
-            return Err(Error::failed(format!(
-                "duplicate question id {id} from the peer"
-            )));
-        }
+        self.answers
+            .start(id, entry)
+            .map_err(|e| Error::failed(e.to_string()))?;
+        self.gate.started(inbound_bytes);
         let actor = AnswerActor::new(id, self.answer_conn.clone(), pending).start();
         if let Some(entry) = self.answers.get_mut(id) {
             entry.actor = Some(actor);
@@ -416,6 +405,7 @@ impl ConnActor {
                 }
             },
             MessageTarget::PromisedAnswer(promised) => {
+                let returned = self.answers.is_returned(promised.question_id);
                 match self.answers.get_mut(promised.question_id) {
                     Some(entry) if entry.state.waiting() >= self.max_pipelined => {
                         Capability::broken(Error::overloaded(format!(
@@ -423,7 +413,7 @@ impl ConnActor {
                             self.max_pipelined, promised.question_id
                         )))
                     }
-                    Some(entry) => entry.pipelined_target(&promised.transform),
+                    Some(entry) => entry.pipelined_target(&promised.transform, returned),
                     None => Capability::broken(Error::failed(format!(
                         "pipelined call on answer {}, which is finished or unknown",
                         promised.question_id
@@ -558,30 +548,27 @@ impl ConnActor {
     }
 
     fn handle_finish(&mut self, id: u32, release_result_caps: bool) -> Result<(), Error> {
-        // A Finish for an unknown question is tolerated (F-02).
-        let Some(entry) = self.answers.get_mut(id) else {
-            return Ok(());
-        };
-        if entry.finished {
-            return Ok(());
-        }
-        entry.finished = true;
-        entry.release_result_caps = release_result_caps;
-        if entry.returned {
-            self.remove_answer(id);
-        } else if let Some(actor) = &entry.actor {
-            actor.do_send(CancelAnswer { report: true });
+        // The core's answer table decides; a Finish for an unknown question
+        // is tolerated (F-02).
+        match self.answers.finish(id, release_result_caps) {
+            Finished::Unknown | Finished::Again => {}
+            Finished::Ended(ended) => self.end_answer(ended),
+            Finished::Cancel => {
+                if let Some(actor) = self.answers.get(id).and_then(|e| e.actor.as_ref()) {
+                    actor.do_send(CancelAnswer { report: true });
+                }
+            }
         }
         Ok(())
     }
 
-    /// Forgets a returned and finished answer.
-    fn remove_answer(&mut self, id: u32) {
-        if let Some(entry) = self.answers.remove(id) {
-            if entry.release_result_caps {
-                for export in entry.sent.map(|sent| sent.exports).unwrap_or_default() {
-                    let _ = self.exports.release(export, 1);
-                }
+    /// An answer ended: release what its results carried, if the peer's
+    /// `Finish` asked.
+    fn end_answer(&mut self, ended: Ended<AnswerEntry>) {
+        if ended.release_result_caps {
+            let exports = ended.value.sent.map(|sent| sent.exports);
+            for export in exports.unwrap_or_default() {
+                let _ = self.exports.release(export, 1);
             }
         }
     }
@@ -776,13 +763,12 @@ impl Handler<ReturnReady> for ConnActor {
 
     fn handle(&mut self, msg: ReturnReady, ctx: &mut Context<Self>) {
         let id = msg.answer_id;
+        if self.answers.is_returned(id) || self.closing.is_some() {
+            return;
+        }
         let Some(entry) = self.answers.get_mut(id) else {
             return;
         };
-        if entry.returned || self.closing.is_some() {
-            return;
-        }
-        entry.returned = true;
         let inbound_bytes = std::mem::take(&mut entry.inbound_bytes);
         let refused = entry.refused;
         entry.actor = None;
@@ -815,13 +801,12 @@ impl Handler<ReturnReady> for ConnActor {
                     settled_target: None,
                 }));
             }
-            // The Return told the peer it need not send `Finish` (P-14):
-            // the answer is done now; a `Finish` that comes anyway finds
-            // nothing, which is tolerated.
-            entry.finished |= no_finish_needed;
-            if entry.finished {
-                self.remove_answer(id);
-            }
+        }
+        // The Return went out; it ends the answer if the Finish came first,
+        // or if it told the peer none is needed (P-14: a Finish that comes
+        // anyway finds nothing, which is tolerated).
+        if let Some(ended) = self.answers.returned(id, no_finish_needed) {
+            self.end_answer(ended);
         }
         // Room under the flow limit: what waited goes on.
         self.gate.returned(inbound_bytes);

@@ -31,7 +31,7 @@ use backpressure::Backpressure;
 use capnp_actix_proto::embargo::EmbargoTable;
 use capnp_actix_proto::flow::FlowGate;
 use capnp_actix_proto::frame::{Frame, Limits};
-use capnp_actix_proto::table::{ExportTable, ImportTable, PeerTable, QuestionTable};
+use capnp_actix_proto::table::{AnswerTable, ExportTable, ImportTable, QuestionTable};
 use capnp_actix_proto::{CapDescriptor, Error};
 use futures::channel::{mpsc, oneshot};
 use std::collections::HashMap;
@@ -72,12 +72,6 @@ pub(crate) struct AnswerEntry {
     /// Bytes of the call's message, counted against the flow limit until
     /// the `Return` goes out.
     pub(crate) inbound_bytes: usize,
-    /// Whether our `Return` went out.
-    pub(crate) returned: bool,
-    /// Whether the peer's `Finish` arrived.
-    pub(crate) finished: bool,
-    /// Whether that `Finish` released the result capabilities.
-    pub(crate) release_result_caps: bool,
     /// The call was refused by the flow limit, its params unread: its
     /// `Return` says `releaseParamCaps` (F-07).
     pub(crate) refused: bool,
@@ -111,14 +105,14 @@ impl AnswerEntry {
     /// to: once the Return went out, what it described; the capability in
     /// the results once they are known (and nothing queued on them is
     /// still being delivered); the promise of it before.
-    pub(crate) fn pipelined_target(&mut self, transform: &[u16]) -> Capability {
+    pub(crate) fn pipelined_target(&mut self, transform: &[u16], returned: bool) -> Capability {
         if let Some((path, cap)) = self.sent.as_ref().and_then(|s| s.settled_target.as_ref()) {
             if **path == *transform {
                 return cap.clone();
             }
         }
         match self.state.settled_target(transform) {
-            Some(payload) if self.returned => {
+            Some(payload) if returned => {
                 let cap = match self.described_at(transform) {
                     Some(described) => described.target,
                     None => payload.cap_at(transform),
@@ -262,8 +256,6 @@ pub struct ConnActor {
     pub(crate) backpressure: Arc<Backpressure>,
     /// Above this many queued bytes, new calls fail (`overloaded`).
     pub(crate) send_buffer_size: usize,
-    /// Most questions the peer may leave open.
-    pub(crate) max_answers: usize,
     /// Most of the peer's exports we hold.
     pub(crate) max_imports: usize,
     /// Most of the peer's calls waiting on one answer (and most of its
@@ -279,7 +271,7 @@ pub struct ConnActor {
     /// Question ids by caller key.
     pub(crate) question_ids: HashMap<u64, u32>,
     /// The peer's questions.
-    pub(crate) answers: PeerTable<AnswerEntry>,
+    pub(crate) answers: AnswerTable<AnswerEntry>,
     /// Our exports.
     pub(crate) exports: ExportTable<ExportEntry, ExportKey>,
     /// Export identities for capabilities that have none of their own.
@@ -347,14 +339,13 @@ impl ConnActor {
                 writer: Some(tx),
                 backpressure,
                 send_buffer_size: options.send_buffer_size,
-                max_answers: options.max_answers,
                 max_imports: options.max_imports,
                 max_pipelined: options.max_pipelined,
                 reflections_waiting: 0,
                 gate: FlowGate::new(options.flow_limit),
                 questions: QuestionTable::new(),
                 question_ids: HashMap::new(),
-                answers: PeerTable::new(),
+                answers: AnswerTable::new(options.max_answers),
                 exports: ExportTable::new(),
                 next_anonymous_export: 1 << 63,
                 imports: ImportTable::new(),
