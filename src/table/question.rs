@@ -162,6 +162,54 @@ impl<T> QuestionTable<T> {
         }
     }
 
+    /// We let go of question `id`: gives the `releaseResultCaps` of the
+    /// `Finish` to send, or `None` when there is none to send (finished
+    /// already, or unknown). Before the `Return` the `Finish` asks the peer
+    /// to release what the `Return` will carry, which we then never import
+    /// ([`finished_early`](Self::finished_early)); after it, the results'
+    /// capabilities were imported one by one and are released the same
+    /// way. The id is freed if the `Return` came.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// let early = questions.insert("dropped before its Return");
+    /// assert_eq!(questions.finish(early), Some(true));
+    /// assert_eq!(questions.finish(early), None);
+    /// assert!(questions.finished_early(early));
+    /// let late = questions.insert("dropped after it");
+    /// questions.mark_returned(late).unwrap();
+    /// assert_eq!(questions.finish(late), Some(false));
+    /// assert!(questions.get(late).is_none());
+    /// ```
+    pub fn finish(&mut self, id: u32) -> Option<bool> {
+        let question = self.entries.get(id)?;
+        if question.finished {
+            return None;
+        }
+        let release_result_caps = !question.returned;
+        self.mark_finished(id);
+        Some(release_result_caps)
+    }
+
+    /// Whether we finished `id` before its `Return` arrived: that `Return`
+    /// names capabilities the peer releases itself (our `Finish` said
+    /// `releaseResultCaps`), so none of them is imported.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::QuestionTable;
+    /// let mut questions = QuestionTable::new();
+    /// let id = questions.insert(());
+    /// assert!(!questions.finished_early(id));
+    /// questions.finish(id);
+    /// assert!(questions.finished_early(id));
+    /// ```
+    pub fn finished_early(&self, id: u32) -> bool {
+        self.entries
+            .get(id)
+            .is_some_and(|q| q.finished && !q.returned)
+    }
+
     /// Whether the `Return` for `id` arrived (false for ids not in the
     /// table).
     ///

@@ -247,3 +247,24 @@ fn error_messages_name_the_ids() {
         "return for question 4, which is not asked"
     );
 }
+
+// covers: P-21, T-03
+#[test]
+fn an_early_finish_asks_the_peer_to_release_the_results() {
+    let mut questions = QuestionTable::new();
+    let early = questions.insert("early");
+    let late = questions.insert("late");
+    // Dropped before the Return: releaseResultCaps, once.
+    assert_eq!(questions.finish(early), Some(true));
+    assert_eq!(questions.finish(early), None);
+    assert!(questions.finished_early(early));
+    // Its Return then frees the id; nothing of it is ours to import.
+    assert_eq!(questions.mark_returned(early), Ok(Some("early")));
+    assert!(!questions.finished_early(early));
+    // Dropped after the Return: the Finish releases nothing.
+    questions.mark_returned(late).unwrap();
+    assert!(!questions.finished_early(late));
+    assert_eq!(questions.finish(late), Some(false));
+    assert!(questions.is_empty());
+    assert_eq!(questions.finish(99), None, "unknown: nothing to send");
+}

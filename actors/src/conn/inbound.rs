@@ -450,8 +450,7 @@ impl ConnActor {
         // We finished this question before its Return, asking the peer to
         // release the results' capabilities itself: they are not ours to
         // import (or release).
-        let finished_early = self.questions.is_finished(header.answer_id)
-            && !self.questions.is_returned(header.answer_id);
+        let finished_early = self.questions.finished_early(header.answer_id);
         let result = match header.kind {
             ReturnKind::Results(_) if finished_early => Outcome::Now(Err(Error::failed(
                 "the call was finished before its Return",
@@ -827,14 +826,10 @@ impl Handler<QuestionDropped> for ConnActor {
         if let Some(entry) = self.questions.get_mut(id) {
             entry.key = None;
         }
-        if !self.questions.is_finished(id) {
-            // After the Return, its capabilities were imported one by one
-            // and are released the same way: the Finish releases nothing.
-            // Before it, the Finish asks the peer to release what its
-            // Return will carry, which we then never import (P-21).
-            let early = !self.questions.is_returned(id);
-            self.write(&out::finish(id, early));
-            self.questions.mark_finished(id);
+        // The core's question table says whether a Finish goes out, and
+        // whether it asks the peer to release the results (P-21).
+        if let Some(release_result_caps) = self.questions.finish(id) {
+            self.write(&out::finish(id, release_result_caps));
         }
     }
 }
