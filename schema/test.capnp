@@ -50,6 +50,9 @@ interface Test {
   liveCounters @18 () -> (count :UInt32);
   # How many counters this server made are still alive (release checks).
   promisedCounter @19 (millis :UInt32, start :Int64) -> (counter :Counter);
+  neverReturn @20 (cap :Counter) -> (capCopy :Counter);
+  # Puts `cap` in its results and keeps it in its work, then never returns:
+  # only a cancellation (Finish) ends it, which must release both.
   # Returns at once a promise for a counter that exists only after a delay:
   # the caller gets a senderPromise, then a Resolve.
 }

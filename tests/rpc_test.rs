@@ -9,8 +9,8 @@
 //! leak" (`wire_client.rs`), "export the same promise twice"
 //! (`races.rs`). Not yet here: `setPipeline` (needs
 //! `Results::set_pipeline`), `EmbargoUnwrap` (needs a way to unwrap a local
-//! server), "exceptions during disconnect" and "loopback bootstrap" (no
-//! counterpart in this runtime yet).
+//! server), "loopback bootstrap" (a connection does not bootstrap itself in
+//! this runtime).
 
 mod support;
 
@@ -445,5 +445,114 @@ fn rpc_test_method_throws_exception() {
         let err = req.send().promise.await.err().expect("it throws");
         assert_eq!(err.kind, capnp::ErrorKind::Failed, "{mode:?}");
         assert!(err.extra.contains("test exception"), "{mode:?}: {err}");
+    });
+}
+
+// covers: P-07
+#[test]
+fn rpc_test_cancel() {
+    // A call that never returns keeps a capability of ours in its work and
+    // in its half-built results: dropping the call cancels it, and both
+    // references are released.
+    for_modes(&REMOTE_MODES, |mode| async move {
+        let h = harness(mode).await;
+        let client = h.client_conn.clone().unwrap();
+        let tally = Tally::default();
+        let ours: counter::Client = capnp_actix::new_client(CounterImpl::new(0, &tally));
+        let mut req = h.test.never_return_request();
+        req.get().set_cap(ours.clone());
+        let pending = req.send();
+        eventually_exports(&client, 1).await;
+        assert_eq!(echo(&h.test, "meanwhile").await, "meanwhile", "{mode:?}");
+        drop(ours);
+        drop(pending);
+        eventually_exports(&client, 0).await;
+        let counters = tally.counters.clone();
+        eventually("ours released", SETTLE, || {
+            counters.load(Ordering::SeqCst) == 0
+        })
+        .await;
+        let cancelled = h.tally.cancellations.clone();
+        eventually("the call cancelled", SETTLE, || {
+            cancelled.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    });
+}
+
+/// A write half whose shutdown fails, as the C++ test's network does.
+struct FailingShutdown<W>(W);
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FailingShutdown<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("a_disconnect_exception")))
+    }
+}
+
+// covers: F-03
+#[test]
+fn rpc_test_handles_exceptions_thrown_during_disconnect() {
+    // The connection aborts (a Return for a question never asked) over a
+    // transport whose shutdown fails: the Abort goes out, the connection
+    // ends with the abort's reason, and its actor stops.
+    support::raw::run(async {
+        use tokio::io::AsyncWriteExt;
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let (read, write) = tokio::io::split(ours);
+        let conn = capnp_actix::ConnActor::start(
+            read,
+            FailingShutdown(write),
+            capnp_actix::ConnOptions::new(),
+        );
+        let ended = conn.send(capnp_actix::Watch).await.unwrap();
+        let never_asked = capnp_actix::Error::failed("an answer to nothing");
+        let bytes = support::raw::encoded(&capnp_actix_proto::message::return_exception(
+            1234,
+            &never_asked,
+        ));
+        theirs.write_all(&bytes).await.unwrap();
+        let mut decoder =
+            capnp_actix_proto::FrameDecoder::new(capnp_actix_proto::Limits::default());
+        let frame = loop {
+            if let Some(frame) = decoder.next_frame().unwrap() {
+                break frame;
+            }
+            let mut buf = [0u8; 4096];
+            use tokio::io::AsyncReadExt;
+            let n = actix_rt::time::timeout(Duration::from_secs(5), theirs.read(&mut buf))
+                .await
+                .expect("the Abort")
+                .unwrap();
+            assert!(n > 0, "EOF before the Abort");
+            decoder.push(&buf[..n]);
+        };
+        let abort = support::raw::expect_abort(&frame);
+        let why = actix_rt::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .expect("the connection ends")
+            .expect("with a reason");
+        assert_eq!(why, abort);
+        eventually("the connection's actor stopped", SETTLE, || {
+            !conn.connected()
+        })
+        .await;
     });
 }

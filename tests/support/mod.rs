@@ -376,6 +376,19 @@ impl test::Server for TestImpl {
         Ok(())
     }
 
+    async fn never_return(
+        self: Rc<Self>,
+        params: test::NeverReturnParams,
+        mut results: test::NeverReturnResults,
+    ) -> Result<(), capnp::Error> {
+        let cap = params.get()?.get_cap()?;
+        results.get().set_cap_copy(cap.clone());
+        let guard = CancelGuard(self.tally.cancellations.clone());
+        futures::future::pending::<()>().await;
+        drop((guard, cap, results));
+        Ok(())
+    }
+
     async fn promised_counter(
         self: Rc<Self>,
         params: test::PromisedCounterParams,
