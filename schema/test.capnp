@@ -53,6 +53,9 @@ interface Test {
   neverReturn @20 (cap :Counter) -> (capCopy :Counter);
   # Puts `cap` in its results and keeps it in its work, then never returns:
   # only a cancellation (Finish) ends it, which must release both.
+  pipelineOnly @21 (start :Int64) -> (counter :Counter);
+  # Sets `counter` (a new Counter at `start`), publishes the results for
+  # pipelining (setPipeline), and never returns.
   # Returns at once a promise for a counter that exists only after a delay:
   # the caller gets a senderPromise, then a Resolve.
 }

@@ -7,9 +7,8 @@
 //! Scenarios covered elsewhere, at the wire level where the C++ test
 //! checks messages: `Abort` (`wire.rs`), "send() throws, exports don't
 //! leak" (`wire_client.rs`), "export the same promise twice"
-//! (`races.rs`). Not yet here: `setPipeline` (needs
-//! `Results::set_pipeline`), `EmbargoUnwrap` (needs a way to unwrap a local
-//! server), "loopback bootstrap" (a connection does not bootstrap itself in
+//! (`races.rs`). Not yet here: `EmbargoUnwrap` (needs a way to unwrap a
+//! local server), "loopback bootstrap" (a connection does not bootstrap itself in
 //! this runtime).
 
 mod support;
@@ -554,5 +553,27 @@ fn rpc_test_handles_exceptions_thrown_during_disconnect() {
             !conn.connected()
         })
         .await;
+    });
+}
+
+// covers: P-03
+#[test]
+fn rpc_test_set_pipeline() {
+    // A method that publishes its results for pipelining and never
+    // returns: calls pipelined on them (made before and after) complete,
+    // and the call itself stays pending.
+    for_each_mode(|mode| async move {
+        let h = harness(mode).await;
+        let mut req = h.test.pipeline_only_request();
+        req.get().set_start(5);
+        let mut pending = req.send();
+        let counter = pending.pipeline.get_counter();
+        let early = increment(&counter, 1);
+        assert_eq!(early.await.unwrap(), 6, "{mode:?}");
+        assert_eq!(increment(&counter, 1).await.unwrap(), 7, "{mode:?}");
+        assert!(
+            futures::poll!(&mut pending.promise).is_pending(),
+            "{mode:?}: the call never returns"
+        );
     });
 }

@@ -254,9 +254,13 @@ struct Inner {
     /// Calls pipelined on a local call that has not returned yet (and,
     /// while `draining`, the ones made meanwhile).
     queued: Vec<(Arc<[u16]>, Queued)>,
-    /// The outcome is known and `queued` is being delivered: new calls
-    /// join the queue so as not to overtake it.
+    /// The outcome (or an early pipeline) is known and `queued` is being
+    /// delivered: new calls join the queue so as not to overtake it.
     draining: bool,
+    /// Results a local server published for pipelining before returning
+    /// (`set_pipeline`): calls pipelined on the call go to them until the
+    /// outcome is known.
+    early: Option<Arc<Payload>>,
     /// Futures waiting for the outcome.
     waiters: Vec<oneshot::Sender<Result<Arc<Payload>, Error>>>,
     /// Tasks polling a [`PendingCall`] of this call, to wake with the
@@ -286,6 +290,7 @@ impl CallState {
                 embargoed: HashMap::new(),
                 queued: Vec::new(),
                 draining: false,
+                early: None,
                 waiters: Vec::new(),
                 wakers: Vec::new(),
                 guard: None,
@@ -424,6 +429,33 @@ impl CallState {
     /// Settles the call. The first outcome wins; later ones are ignored.
     pub(crate) fn resolve(&self, result: Result<Arc<Payload>, Error>) {
         self.settle(result, |_, _| false);
+    }
+
+    /// A local server published its results so far for pipelining: calls
+    /// that waited for the results go to them, in order, and so do new
+    /// ones until the call returns.
+    pub(crate) fn set_pipeline(&self, results: Arc<Payload>) {
+        {
+            let mut inner = self.lock();
+            if inner.result.is_some() || inner.remote.is_some() {
+                return;
+            }
+            inner.early = Some(results.clone());
+            inner.draining = true;
+        }
+        loop {
+            let queued = {
+                let mut inner = self.lock();
+                if inner.queued.is_empty() {
+                    inner.draining = false;
+                    break;
+                }
+                std::mem::take(&mut inner.queued)
+            };
+            for (transform, queued) in queued {
+                queued.deliver_to(&results.cap_at(&transform));
+            }
+        }
     }
 
     /// Takes the fact that calls went to the peer through a promise that
@@ -605,7 +637,13 @@ impl CallState {
                     state,
                 );
             }
-            (None, None) => inner.queued.push((transform, Queued::new(call, state))),
+            (None, None) => match inner.early.clone() {
+                Some(early) => {
+                    drop(inner);
+                    early.cap_at(&transform).deliver(call, state);
+                }
+                None => inner.queued.push((transform, Queued::new(call, state))),
+            },
         }
     }
 

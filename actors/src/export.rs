@@ -123,7 +123,11 @@ impl Handler<Deliver> for ExportActor {
         let params = Params::new(Box::new(ParamsHookImpl::new(Arc::new(call.into_payload()))));
         let (done_tx, done_rx) = oneshot::channel();
         let answer_id = return_for.map(|(_, id)| id);
-        let results = Results::new(Box::new(ResultsHookImpl::new(done_tx, answer_id)));
+        let results = Results::new(Box::new(ResultsHookImpl::new(
+            done_tx,
+            answer_id,
+            state.clone(),
+        )));
         let mut work = self
             .server
             .dispatch(interface_id, method_id, params, results);

@@ -7,7 +7,7 @@
 
 use crate::call::{CallState, PendingCall, Response};
 use crate::capability::Capability;
-use crate::payload::Payload;
+use crate::payload::{Body, Payload};
 use crate::request::Request;
 use capnp::any_pointer;
 use capnp::capability::{FromClientHook, Promise, RemotePromise};
@@ -24,7 +24,7 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 thread_local! {
     /// The `CapHook`s alive on this thread, by address, each with a copy of
@@ -346,10 +346,17 @@ pub(crate) struct ResultsHookImpl {
     cap_table: CapTable,
     /// Where the finished results go.
     done: Option<oneshot::Sender<BuiltResults>>,
+    /// The call, for calls pipelined on results the server publishes
+    /// early (`set_pipeline`).
+    call: Weak<CallState>,
 }
 
 impl ResultsHookImpl {
-    pub(crate) fn new(done: oneshot::Sender<BuiltResults>, answer_id: Option<u32>) -> Self {
+    pub(crate) fn new(
+        done: oneshot::Sender<BuiltResults>,
+        answer_id: Option<u32>,
+        call: Weak<CallState>,
+    ) -> Self {
         let mut message = capnp_actix_proto::message::new_message();
         {
             let mut ret = message.init_root::<message::Builder>().init_return();
@@ -364,6 +371,7 @@ impl ResultsHookImpl {
             message: Some(message),
             cap_table: Vec::new(),
             done: Some(done),
+            call,
         }
     }
 }
@@ -391,7 +399,34 @@ impl ResultsHook for ResultsHookImpl {
         Ok(content)
     }
 
+    /// The server publishes its results so far for promise pipelining
+    /// before it returns: calls pipelined on the call go to a snapshot of
+    /// them from now on (the C++ reference's `setPipeline`).
     fn set_pipeline(&mut self) -> capnp::Result<()> {
+        let Some(message) = self.message.as_ref() else {
+            return Err(capnp::Error::failed("results already sent".into()));
+        };
+        let Some(call) = self.call.upgrade() else {
+            return Ok(()); // nobody waits for the results any more
+        };
+        // A snapshot: the message as it stands, framed and read back (its
+        // capability pointers keep their indexes into the same table).
+        let mut bytes = Vec::new();
+        capnp_actix_proto::frame::encode(message, &mut bytes);
+        let mut decoder = capnp_actix_proto::FrameDecoder::new(capnp_actix_proto::frame::Limits {
+            max_message_words: usize::MAX / 8,
+            ..capnp_actix_proto::frame::Limits::default()
+        });
+        decoder.push(&bytes);
+        let frame = decoder
+            .next_frame()
+            .map_err(|e| capnp::Error::failed(e.to_string()))?
+            .ok_or_else(|| capnp::Error::failed("results snapshot incomplete".into()))?;
+        call.set_pipeline(Arc::new(Payload {
+            body: Body::Frame(frame),
+            caps: capabilities_of(&self.cap_table),
+            return_for: None,
+        }));
         Ok(())
     }
 

@@ -389,6 +389,21 @@ impl test::Server for TestImpl {
         Ok(())
     }
 
+    async fn pipeline_only(
+        self: Rc<Self>,
+        params: test::PipelineOnlyParams,
+        mut results: test::PipelineOnlyResults,
+    ) -> Result<(), capnp::Error> {
+        let start = params.get()?.get_start();
+        let counter: counter::Client =
+            capnp_actix::new_client(CounterImpl::new(start, &self.tally));
+        results.get().set_counter(counter);
+        results.set_pipeline()?;
+        futures::future::pending::<()>().await;
+        drop(results);
+        Ok(())
+    }
+
     async fn promised_counter(
         self: Rc<Self>,
         params: test::PromisedCounterParams,
