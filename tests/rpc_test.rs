@@ -7,9 +7,8 @@
 //! Scenarios covered elsewhere, at the wire level where the C++ test
 //! checks messages: `Abort` (`wire.rs`), "send() throws, exports don't
 //! leak" (`wire_client.rs`), "export the same promise twice"
-//! (`races.rs`). Not yet here: `EmbargoUnwrap` (needs a way to unwrap a
-//! local server), "loopback bootstrap" (a connection does not bootstrap itself in
-//! this runtime).
+//! (`races.rs`). Not here: "loopback bootstrap" (a connection does not
+//! bootstrap itself in this runtime).
 
 mod support;
 
@@ -575,5 +574,36 @@ fn rpc_test_set_pipeline() {
             futures::poll!(&mut pending.promise).is_pending(),
             "{mode:?}: the call never returns"
         );
+    });
+}
+
+// covers: P-11, P-12
+#[test]
+fn rpc_test_embargo_unwrap() {
+    // As `Embargo`, with our sequencer in a `ServerSet`: unwrapping the
+    // echoed capability waits for its embargo, so the calls made before
+    // have reached the server object when it completes; all arrive in
+    // order.
+    for_modes(&REMOTE_MODES, |mode| async move {
+        let h = harness(mode).await;
+        let set = capnp_actix::ServerSet::new();
+        let ours = set.new_capability::<sequencer::Client>(SequencerImpl::new());
+        let mut req = h.test.echo_seq_request();
+        req.get().set_seq(ours.client());
+        let echoed = req.send();
+        let pipeline = echoed.pipeline.get_seq();
+        let mut calls = send_next(&pipeline, 0..3);
+        let echoed_cap = Capability::from_client(&pipeline);
+        let server = set
+            .local_server(&echoed_cap)
+            .await
+            .expect("the echoed capability is ours");
+        assert!(
+            server.count() >= 3,
+            "{mode:?}: unwrapped before the calls arrived"
+        );
+        calls.extend(send_next(&pipeline, 3..6));
+        expect_in_order(calls, &format!("{mode:?}")).await;
+        drop(echoed.promise);
     });
 }

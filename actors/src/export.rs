@@ -95,16 +95,24 @@ impl Capability {
         C: FromServer<S>,
         S: 'static,
     {
-        let dispatch = C::from_server(Rc::new(server));
-        let addr = ExportActor {
-            server: Box::new(dispatch),
-        }
-        .start();
-        Capability::local(
-            addr.recipient(),
-            NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed),
-        )
+        host::<C, S>(Rc::new(server)).0
     }
+}
+
+/// Hosts `server` in a new `ExportActor`; gives its capability and its
+/// object id.
+pub(crate) fn host<C, S>(server: Rc<S>) -> (Capability, u64)
+where
+    C: FromServer<S>,
+    S: 'static,
+{
+    let dispatch = C::from_server(server);
+    let addr = ExportActor {
+        server: Box::new(dispatch),
+    }
+    .start();
+    let id = NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed);
+    (Capability::local(addr.recipient(), id), id)
 }
 
 impl Handler<Deliver> for ExportActor {

@@ -33,6 +33,7 @@ mod payload;
 mod placeholder;
 mod question;
 mod request;
+mod server_set;
 mod stats;
 
 pub use call::{PendingCall, Pipeline, Response};
@@ -45,4 +46,5 @@ pub use conn::{
 };
 pub use export::new_client;
 pub use request::Request;
+pub use server_set::ServerSet;
 pub use stats::{live_actors, LiveActors};

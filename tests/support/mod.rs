@@ -85,6 +85,13 @@ impl SequencerImpl {
     }
 }
 
+impl SequencerImpl {
+    /// How many calls it received.
+    pub fn count(&self) -> u32 {
+        self.count.get()
+    }
+}
+
 impl Default for SequencerImpl {
     fn default() -> Self {
         Self::new()
