@@ -109,6 +109,36 @@ async fn held_until_reflected(
     assert_eq!(reply.get().unwrap().get_value(), 10);
 }
 
+/// A promise of ours that settles, after 30 ms, to `cap` (the peer's
+/// import), sent to the peer in a `holdSeq` call while unsettled; gives the
+/// export id it went out as (after checking its `Resolve` named `import`),
+/// and what keeps the calls alive.
+async fn export_promise_of(peer: &mut Peer, cap: &Capability, import: u32) -> (u32, impl Sized) {
+    let tally = Tally::default();
+    let local: test::Client =
+        Capability::from_server::<test::Client, _>(TestImpl::new(&tally)).client();
+    let mut req = local.delayed_seq_request();
+    req.get().set_seq(cap.client::<sequencer::Client>());
+    req.get().set_millis(30);
+    let delayed = req.send();
+    let client: test::Client = cap.client();
+    let mut hold = client.hold_seq_request();
+    hold.get().set_seq(delayed.pipeline.get_seq());
+    let held = hold.send();
+    let CapDescriptor::SenderPromise(export) = first_param_cap(&peer.recv().await) else {
+        panic!("an unsettled promise goes out as senderPromise");
+    };
+    let sent = collect(peer, Duration::from_millis(150)).await;
+    assert!(
+        sent.contains(&Seen::Resolve(
+            export,
+            CapDescriptor::ReceiverHosted(import)
+        )),
+        "{sent:?}"
+    );
+    (export, (delayed, held, local))
+}
+
 // covers: P-17
 #[test]
 fn a_promise_resolved_to_another_promise_that_comes_home_embargoes() {
@@ -187,25 +217,7 @@ fn a_result_naming_our_export_is_embargoed_even_when_it_forwards_to_the_peer() {
         let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderHosted(1)).await;
         // A promise of ours that settles, after a moment, to the peer's
         // own object 1; sent to the peer while unsettled.
-        let tally = Tally::default();
-        let local: test::Client =
-            Capability::from_server::<test::Client, _>(TestImpl::new(&tally)).client();
-        let mut req = local.delayed_seq_request();
-        req.get().set_seq(cap.client::<sequencer::Client>());
-        req.get().set_millis(30);
-        let delayed = req.send();
-        let client: test::Client = cap.client();
-        let mut hold = client.hold_seq_request();
-        hold.get().set_seq(delayed.pipeline.get_seq());
-        let _hold_seq = hold.send();
-        let CapDescriptor::SenderPromise(export) = first_param_cap(&peer.recv().await) else {
-            panic!("an unsettled promise goes out as senderPromise");
-        };
-        let sent = collect(&mut peer, Duration::from_millis(150)).await;
-        assert!(
-            sent.contains(&Seen::Resolve(export, CapDescriptor::ReceiverHosted(1))),
-            "{sent:?}"
-        );
+        let (export, _keep) = export_promise_of(&mut peer, &cap, 1).await;
         // A call, with a call pipelined on its result, which the peer then
         // names as our export: ours, though it forwards back to the peer.
         let pending = cap.new_call(support::raw::TEST_ID, ECHO_CAP).send();
@@ -337,24 +349,7 @@ fn a_sender_loopback_on_our_resolved_export_is_reflected_along_its_resolve() {
         let mine: counter::Client = capnp_actix::new_client(CounterImpl::new(0, &tally));
         let (counter_export, _hold) = export_counter(&mut peer, &cap, &mine).await;
         // A promise of ours that settles to the peer's promise 7.
-        let local: test::Client =
-            Capability::from_server::<test::Client, _>(TestImpl::new(&tally)).client();
-        let mut req = local.delayed_seq_request();
-        req.get().set_seq(cap.client::<sequencer::Client>());
-        req.get().set_millis(30);
-        let delayed = req.send();
-        let client: test::Client = cap.client();
-        let mut hold = client.hold_seq_request();
-        hold.get().set_seq(delayed.pipeline.get_seq());
-        let _hold_seq = hold.send();
-        let CapDescriptor::SenderPromise(export) = first_param_cap(&peer.recv().await) else {
-            panic!("an unsettled promise goes out as senderPromise");
-        };
-        let sent = collect(&mut peer, Duration::from_millis(150)).await;
-        assert!(
-            sent.contains(&Seen::Resolve(export, CapDescriptor::ReceiverHosted(7))),
-            "{sent:?}"
-        );
+        let (export, _keep) = export_promise_of(&mut peer, &cap, 7).await;
         // The peer's promise 7 resolves to our counter; then the peer, told
         // that our export resolved to its promise, sends a senderLoopback
         // naming our export.

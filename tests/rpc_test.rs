@@ -62,6 +62,14 @@ fn delayed_seq(local: &test::Client, seq: sequencer::Client, millis: u32) -> seq
     req.send().pipeline.get_seq()
 }
 
+/// A promise made here that breaks ("foo") after 30 ms, and the local
+/// object that makes it.
+fn breaking_promise() -> (sequencer::Client, test::Client) {
+    let local = local_test(&Tally::default());
+    let broken: sequencer::Client = Capability::broken(capnp_actix::Error::failed("foo")).client();
+    (delayed_seq(&local, broken, 30), local)
+}
+
 // covers: P-01, P-08
 #[test]
 fn rpc_test_basic() {
@@ -357,11 +365,7 @@ fn rpc_test_embargo_error() {
     // error.
     for_modes(&REMOTE_MODES, |mode| async move {
         let h = harness(mode).await;
-        let tally = Tally::default();
-        let local = local_test(&tally);
-        let broken: sequencer::Client =
-            Capability::broken(capnp_actix::Error::failed("foo")).client();
-        let promise = delayed_seq(&local, broken, 30);
+        let (promise, _local) = breaking_promise();
         let mut req = h.test.echo_seq_request();
         req.get().set_seq(promise);
         let echoed = req.send();
@@ -411,12 +415,9 @@ fn rpc_test_call_broken_promise() {
     // fails, and the connection lives.
     for_modes(&REMOTE_MODES, |mode| async move {
         let h = harness(mode).await;
-        let tally = Tally::default();
-        let local = local_test(&tally);
-        let broken: sequencer::Client =
-            Capability::broken(capnp_actix::Error::failed("foo")).client();
+        let (promise, _local) = breaking_promise();
         let mut hold = h.test.hold_seq_request();
-        hold.get().set_seq(delayed_seq(&local, broken, 30));
+        hold.get().set_seq(promise);
         hold.send().promise.await.unwrap();
         let mut held = h.test.call_held_seq_request();
         held.get().set_expected(0);

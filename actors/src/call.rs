@@ -443,6 +443,13 @@ impl CallState {
             inner.early = Some(results.clone());
             inner.draining = true;
         }
+        self.drain(&Ok(results));
+    }
+
+    /// Delivers the calls that waited for the results (`draining` is set),
+    /// in order, to `results`, or fails them with its error; calls made
+    /// meanwhile join the queue behind them.
+    fn drain(&self, results: &Result<Arc<Payload>, Error>) {
         loop {
             let queued = {
                 let mut inner = self.lock();
@@ -453,7 +460,14 @@ impl CallState {
                 std::mem::take(&mut inner.queued)
             };
             for (transform, queued) in queued {
-                queued.deliver_to(&results.cap_at(&transform));
+                match results {
+                    Ok(payload) => queued.deliver_to(&payload.cap_at(&transform)),
+                    Err(e) => {
+                        if let Some(state) = queued.state.upgrade() {
+                            state.resolve(Err(e.clone()));
+                        }
+                    }
+                }
             }
         }
     }
@@ -530,26 +544,7 @@ impl CallState {
         drop(holds);
         // Deliver what waited, in order; calls made meanwhile join the
         // queue behind them.
-        loop {
-            let queued = {
-                let mut inner = self.lock();
-                if inner.queued.is_empty() {
-                    inner.draining = false;
-                    break;
-                }
-                std::mem::take(&mut inner.queued)
-            };
-            for (transform, queued) in queued {
-                match &result {
-                    Ok(payload) => queued.deliver_to(&payload.cap_at(&transform)),
-                    Err(e) => {
-                        if let Some(state) = queued.state.upgrade() {
-                            state.resolve(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-        }
+        self.drain(&result);
         let (waiters, wakers) = {
             let mut inner = self.lock();
             (
