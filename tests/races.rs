@@ -109,6 +109,34 @@ async fn held_until_reflected(
     assert_eq!(reply.get().unwrap().get_value(), 10);
 }
 
+/// Asserts that nothing in `sent` is a `Disembargo`.
+fn no_disembargo(sent: &[Seen]) {
+    assert!(
+        !sent.iter().any(|s| matches!(s, Seen::Disembargo(..))),
+        "{sent:?}"
+    );
+}
+
+/// The peer resolves its promise `promise` to our `export` (our counter
+/// `mine`): we must send a `senderLoopback` along the promise, and a call
+/// made then on `counter` waits until the peer reflects it.
+async fn resolves_home(
+    peer: &mut Peer,
+    promise: u32,
+    export: u32,
+    counter: &counter::Client,
+    mine: &counter::Client,
+) {
+    peer.send(&out::resolve(
+        promise,
+        Ok(&CapDescriptor::ReceiverHosted(export)),
+    ))
+    .await;
+    let sent = collect(peer, WINDOW).await;
+    let id = sender_loopback(&sent, &MessageTarget::ImportedCap(promise));
+    held_until_reflected(peer, counter, mine, id).await;
+}
+
 /// A promise of ours that settles, after 30 ms, to `cap` (the peer's
 /// import), sent to the peer in a `holdSeq` call while unsettled; gives the
 /// export id it went out as (after checking its `Resolve` named `import`),
@@ -158,18 +186,10 @@ fn a_promise_resolved_to_another_promise_that_comes_home_embargoes() {
         // It resolves to another promise of the peer's: nothing to hold yet.
         peer.send(&out::resolve(7, Ok(&CapDescriptor::SenderPromise(8))))
             .await;
-        let sent = collect(&mut peer, WINDOW).await;
-        assert!(
-            !sent.iter().any(|s| matches!(s, Seen::Disembargo(..))),
-            "{sent:?}"
-        );
+        no_disembargo(&collect(&mut peer, WINDOW).await);
         // That one resolves to our counter: the call sent through the first
         // promise may still be on its way back, so new calls wait.
-        peer.send(&out::resolve(8, Ok(&CapDescriptor::ReceiverHosted(export))))
-            .await;
-        let sent = collect(&mut peer, WINDOW).await;
-        let id = sender_loopback(&sent, &MessageTarget::ImportedCap(8));
-        held_until_reflected(&mut peer, &as_counter, &mine, id).await;
+        resolves_home(&mut peer, 8, export, &as_counter, &mine).await;
     });
 }
 
@@ -194,18 +214,10 @@ fn a_result_that_is_a_promise_coming_home_later_embargoes_the_path() {
         // The result is a promise of the peer's: no embargo yet.
         peer.send(&return_cap(question, CapDescriptor::SenderPromise(8)))
             .await;
-        let sent = collect(&mut peer, WINDOW).await;
-        assert!(
-            !sent.iter().any(|s| matches!(s, Seen::Disembargo(..))),
-            "{sent:?}"
-        );
+        no_disembargo(&collect(&mut peer, WINDOW).await);
         // It resolves to our counter: the pipelined call may still be on
         // its way back through the peer.
-        peer.send(&out::resolve(8, Ok(&CapDescriptor::ReceiverHosted(export))))
-            .await;
-        let sent = collect(&mut peer, WINDOW).await;
-        let id = sender_loopback(&sent, &MessageTarget::ImportedCap(8));
-        held_until_reflected(&mut peer, &as_counter, &mine, id).await;
+        resolves_home(&mut peer, 8, export, &as_counter, &mine).await;
         drop(pending);
     });
 }
