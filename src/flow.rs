@@ -14,10 +14,16 @@
 //!
 //! Memory stays bounded (F-06, F-08): parked calls hold at most `limit`
 //! bytes (one more call is refused, with an `overloaded` exception, and its
-//! params are not kept), and when the other parked messages pass `limit`
-//! bytes the reader stops taking bytes off the transport.
+//! params are not kept), and when the other parked messages pass their own
+//! bound ([`MIN_OTHER_BOUND`] or `limit`, whichever is larger) the reader
+//! stops taking bytes off the transport. That bound is kept apart from the
+//! flow limit, which may be small: a peer reaches it only by flooding
+//! `Finish`es, `Release`s and the like while its calls are refused.
 
 use std::collections::VecDeque;
+
+/// The least bound on parked messages other than calls: 1 MiB.
+pub const MIN_OTHER_BOUND: usize = 1 << 20;
 
 /// What kind of message is offered to the gate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +82,8 @@ pub enum Admit<T> {
 pub struct FlowGate<T> {
     /// Most bytes of running calls, and of parked calls.
     limit: usize,
+    /// Most bytes of other parked messages before the reader waits.
+    other_bound: usize,
     /// Bytes of the calls running (handled, not yet returned).
     running: usize,
     /// What waits, in arrival order, with its kind and size.
@@ -95,8 +103,22 @@ impl<T> FlowGate<T> {
     /// assert_eq!(gate.running(), 0);
     /// ```
     pub fn new(limit: usize) -> Self {
+        FlowGate::with_bounds(limit, limit.max(MIN_OTHER_BOUND))
+    }
+
+    /// A gate with its own bound on parked messages other than calls.
+    ///
+    /// ```
+    /// use capnp_actix_proto::flow::{FlowGate, Kind};
+    /// let mut gate = FlowGate::with_bounds(10, 4);
+    /// gate.started(10);
+    /// gate.park((), Kind::Other, 5);
+    /// assert!(gate.reader_should_wait());
+    /// ```
+    pub fn with_bounds(limit: usize, other_bound: usize) -> Self {
         FlowGate {
             limit,
+            other_bound,
             running: 0,
             parked: VecDeque::new(),
             parked_calls: 0,
@@ -263,12 +285,12 @@ impl<T> FlowGate<T> {
     }
 
     /// Whether the reader should stop taking bytes off the transport:
-    /// messages other than calls parked past the limit (calls past it are
-    /// refused instead).
+    /// messages other than calls parked past their bound (calls past the
+    /// limit are refused instead).
     ///
     /// ```
     /// use capnp_actix_proto::flow::{FlowGate, Kind};
-    /// let mut gate = FlowGate::new(10);
+    /// let mut gate = FlowGate::with_bounds(10, 10);
     /// gate.started(10);
     /// gate.offer((), Kind::Call, 10);
     /// gate.offer((), Kind::Other, 8);
@@ -277,7 +299,7 @@ impl<T> FlowGate<T> {
     /// assert!(gate.reader_should_wait());
     /// ```
     pub fn reader_should_wait(&self) -> bool {
-        self.parked_other > self.limit
+        self.parked_other > self.other_bound
     }
 }
 
@@ -356,7 +378,13 @@ mod tests {
     // covers: F-06
     #[test]
     fn the_reader_waits_only_for_other_messages_past_the_limit() {
-        let mut gate = FlowGate::new(10);
+        // A small flow limit does not make the reader wait early: other
+        // messages have a bound of their own.
+        let mut small = FlowGate::new(1);
+        small.started(1);
+        small.offer((), Kind::Other, 1000);
+        assert!(!small.reader_should_wait());
+        let mut gate = FlowGate::with_bounds(10, 10);
         gate.started(10);
         gate.offer((), Kind::Call, 10);
         assert!(!gate.reader_should_wait());

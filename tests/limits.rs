@@ -323,3 +323,75 @@ fn a_disembargo_naming_an_unreturned_answer_aborts_instead_of_waiting() {
         assert!(abort.reason().contains("has not returned"), "{abort}");
     });
 }
+
+/// Whether `frame` is a `Return` for `id`, and what kind.
+fn return_kind(frame: &capnp_actix_proto::frame::Frame) -> Option<(u32, &'static str, bool)> {
+    use capnp_actix_proto::rpc_capnp::return_;
+    let root: message::Reader = frame.get_root().unwrap();
+    let Ok(message::Return(Ok(r))) = root.which() else {
+        return None;
+    };
+    let kind = match r.which() {
+        Ok(return_::Results(_)) => "results",
+        Ok(return_::Exception(_)) => "exception",
+        Ok(return_::ResultsSentElsewhere(())) => "elsewhere",
+        _ => "other",
+    };
+    Some((r.get_answer_id(), kind, r.get_release_param_caps()))
+}
+
+// covers: F-07, T-02
+#[test]
+fn a_refused_call_takes_its_turn_so_its_id_can_be_reused() {
+    run(async {
+        // One call runs (300 ms), one waits; the third is refused. The peer
+        // finishes the refused question and reuses its id at once: the
+        // Finish waits in the gate, and the new call must not be taken
+        // for a duplicate of the old one.
+        let mut peer = Peer::serving(ConnOptions::new().flow_limit(1)).await;
+        let main = peer.bootstrap(0).await;
+        peer.send(&capnp_actix_proto::message::finish(0, false))
+            .await;
+        peer.send(&delayed(1, main, 300)).await;
+        peer.send(&echo_call(2, main, "waits")).await;
+        peer.send(&echo_call(3, main, "refused")).await;
+        let first = next_return(&mut peer).await;
+        assert_eq!(return_kind(&first), Some((3, "exception", true)));
+        peer.send(&capnp_actix_proto::message::finish(3, false))
+            .await;
+        peer.send(&echo_call(3, main, "refused again")).await;
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            seen.push(return_kind(&next_return(&mut peer).await).unwrap());
+        }
+        assert!(seen.contains(&(3, "exception", true)), "{seen:?}");
+        assert!(seen.contains(&(1, "results", false)), "{seen:?}");
+        assert!(seen.contains(&(2, "results", false)), "{seen:?}");
+        // No Abort: the connection still serves.
+        peer.send(&echo_call(4, main, "alive")).await;
+        let frame = next_return(&mut peer).await;
+        expect_results(&frame, 4);
+    });
+}
+
+// covers: F-07, P-13
+#[test]
+fn a_refused_tail_call_says_its_results_were_sent_elsewhere() {
+    run(async {
+        let mut peer = Peer::serving(ConnOptions::new().flow_limit(1)).await;
+        let main = peer.bootstrap(0).await;
+        peer.send(&delayed(1, main, 30)).await;
+        peer.send(&echo_call(2, main, "waits")).await;
+        let mut tail = echo_call(3, main, "a tail call");
+        {
+            let root: message::Builder = tail.get_root().unwrap();
+            let message::Call(Ok(call)) = root.which().unwrap() else {
+                panic!("a Call")
+            };
+            call.init_send_results_to().set_yourself(());
+        }
+        peer.send(&tail).await;
+        let frame = next_return(&mut peer).await;
+        assert_eq!(return_kind(&frame), Some((3, "elsewhere", true)));
+    });
+}

@@ -98,3 +98,19 @@ fn an_early_finish_releases_the_result_caps_and_its_return_imports_nothing() {
         assert!(sent.contains(&Seen::Release(9, 1)), "{sent:?}");
     });
 }
+
+// covers: P-21, F-06
+#[test]
+fn a_promise_resolved_to_itself_breaks_instead_of_holding_itself() {
+    run(async {
+        let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderPromise(7)).await;
+        peer.send(&out::resolve(7, Ok(&CapDescriptor::SenderPromise(7))))
+            .await;
+        let _ = collect(&mut peer, Duration::from_millis(50)).await;
+        let err = echo(&cap, "x").promise.await.err().expect("it broke");
+        assert!(err.to_string().contains("itself"), "{err}");
+        // The connection lives.
+        let stats = peer.conn.send(capnp_actix::Stats).await.unwrap();
+        assert_eq!(stats.imports, 0, "the promise's import is released");
+    });
+}

@@ -274,6 +274,25 @@ impl Capability {
         true
     }
 
+    /// Whether following this capability's resolutions reaches `promise`
+    /// (a chain longer than any real one counts as reaching it).
+    pub(crate) fn leads_to(&self, promise: &Arc<PromiseImport>) -> bool {
+        let mut cap = self.clone();
+        for _ in 0..MAX_RESOLUTION_DEPTH {
+            let CapKind::Promise(next) = &cap.kind else {
+                return false;
+            };
+            if Arc::ptr_eq(next, promise) {
+                return true;
+            }
+            match next.resolved_to() {
+                Some(resolution) => cap = resolution,
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// Whether calls on this capability go to the peer of `conn` (so that
     /// the peer orders them itself, and no embargo is needed).
     pub(crate) fn is_hosted_by_peer_of(&self, conn: u64) -> bool {
@@ -458,6 +477,11 @@ impl PromiseImport {
             call,
             state,
         );
+    }
+
+    /// What the promise resolved to, embargoed or not.
+    fn resolved_to(&self) -> Option<Capability> {
+        self.lock().resolution.clone()
     }
 
     /// Takes the fact that calls went to the peer through a promise that

@@ -3,15 +3,25 @@
 //! read (`inbound::receive`): refusing a call it has no room for, and
 //! handling what waited once there is room.
 
-use super::ConnActor;
-use crate::call::{CallState, PendingCall};
+use super::inbound::Received;
+use super::{AnswerEntry, ConnActor};
+use crate::call::CallState;
 use actix::Context;
+use capnp_actix_proto::flow::Kind;
+use capnp_actix_proto::message as out;
+use capnp_actix_proto::rpc_capnp::message;
 use capnp_actix_proto::Error;
 
+/// What a refused call's place in the gate counts for.
+const REFUSED_BYTES: usize = 8;
+
 impl ConnActor {
-    /// Answers a call the flow limit has no room for with `overloaded`,
-    /// without reading (or keeping) its params.
-    pub(super) fn refuse(&mut self, question_id: u32) -> Result<(), Error> {
+    /// Answers a call the flow limit has no room for, at once: an
+    /// `overloaded` exception (or, for a call whose results the peer will
+    /// take for another question, `resultsSentElsewhere`, with the same
+    /// error left for that), saying `releaseParamCaps`: its params are not
+    /// read, nor kept. Its answer waits in the gate for its turn.
+    pub(super) fn refuse(&mut self, question_id: u32, results_elsewhere: bool) {
         log::debug!(
             "conn {}: refusing call {question_id}: over the flow limit",
             self.id
@@ -20,11 +30,44 @@ impl ConnActor {
             "the peer's calls waiting to run hold more than {} bytes (flow_limit)",
             self.gate.limit()
         ));
-        let pending = PendingCall::new(CallState::settled(Err(refusal)));
-        self.start_answer(question_id, pending, false, 0)?;
-        if let Some(entry) = self.answers.get_mut(question_id) {
-            entry.refused = true;
-        }
+        let message = if results_elsewhere {
+            let mut message = out::return_results_sent_elsewhere(question_id);
+            if let Ok(root) = message.get_root::<message::Builder>() {
+                if let Ok(message::Return(Ok(mut ret))) = root.which() {
+                    ret.set_release_param_caps(true);
+                }
+            }
+            message
+        } else {
+            out::return_refused(question_id, &refusal)
+        };
+        self.write(&message);
+        let refused = Received::Refused {
+            question_id,
+            results_elsewhere,
+            refusal,
+        };
+        self.gate.park(refused, Kind::Other, REFUSED_BYTES);
+    }
+
+    /// A refused call's turn in the gate: its answer, returned already.
+    pub(super) fn enter_refused(
+        &mut self,
+        question_id: u32,
+        results_elsewhere: bool,
+        refusal: Error,
+    ) -> Result<(), Error> {
+        let entry = AnswerEntry {
+            state: CallState::settled(Err(refusal)),
+            actor: None,
+            inbound_bytes: 0,
+            results_elsewhere,
+            sent: None,
+        };
+        self.answers
+            .start(question_id, entry)
+            .map_err(|e| Error::failed(e.to_string()))?;
+        self.answers.returned(question_id, false);
         Ok(())
     }
 

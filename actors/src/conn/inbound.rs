@@ -25,7 +25,7 @@ use capnp_actix_proto::{message as out, CapDescriptor, Error};
 use std::sync::Arc;
 
 /// The parts of a `Call` needed once its frame has moved into the params.
-struct CallHeader {
+pub(super) struct CallHeader {
     question_id: u32,
     target: MessageTarget,
     interface_id: u64,
@@ -35,7 +35,7 @@ struct CallHeader {
 }
 
 /// Where a call's results go (`Call.sendResultsTo`).
-enum ResultsTo {
+pub(super) enum ResultsTo {
     /// Back to the caller, as usual.
     Caller,
     /// Nowhere yet: the caller will take them for another question.
@@ -45,7 +45,7 @@ enum ResultsTo {
 }
 
 /// How a `Return` ended its question.
-enum ReturnKind {
+pub(super) enum ReturnKind {
     Results(Vec<CapDescriptor>),
     Exception(Error),
     Canceled,
@@ -55,7 +55,7 @@ enum ReturnKind {
 }
 
 /// The parts of a `Return` needed once its frame has moved into the results.
-struct ReturnHeader {
+pub(super) struct ReturnHeader {
     answer_id: u32,
     release_param_caps: bool,
     no_finish_needed: bool,
@@ -63,7 +63,7 @@ struct ReturnHeader {
 }
 
 /// An inbound message, read into owned form.
-enum Inbound {
+pub(super) enum Inbound {
     Unimplemented(Unechoed),
     Abort(Error),
     Bootstrap {
@@ -94,7 +94,7 @@ enum Inbound {
 }
 
 /// What an `unimplemented` message echoed back to us.
-enum Unechoed {
+pub(super) enum Unechoed {
     Question(u32),
     /// A `Resolve` we sent, with the export it carried.
     Resolve(Option<u32>),
@@ -224,33 +224,19 @@ enum Outcome {
     Later(Arc<CallState>),
 }
 
-/// An inbound message, read, with the frame it came in (which holds the
-/// payload of a call or a return).
-pub(crate) struct Received {
-    inbound: Inbound,
-    frame: Frame,
-}
-
-/// What the flow gate needs to know of a message: its kind, and for a
-/// call, the question id (to refuse it by).
-fn flow_kind(inbound: &Inbound) -> (Kind, Option<u32>) {
-    match inbound {
-        Inbound::Call(header) => (Kind::Call, Some(header.question_id)),
-        // A Return passes calls that wait unless handling it looks up one
-        // of the peer's questions.
-        Inbound::Return(header) => match &header.kind {
-            ReturnKind::TakeFrom(_) => (Kind::Other, None),
-            ReturnKind::Results(descriptors)
-                if descriptors
-                    .iter()
-                    .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(_))) =>
-            {
-                (Kind::Other, None)
-            }
-            _ => (Kind::IndependentReturn, None),
-        },
-        _ => (Kind::Other, None),
-    }
+/// What waits in the flow gate, in arrival order.
+pub(super) enum Received {
+    /// An inbound message, read, with the frame it came in (which holds
+    /// the payload of a call or a return).
+    Message { inbound: Inbound, frame: Frame },
+    /// A call the flow limit refused: its `Return` went out at once; its
+    /// answer takes its place here, so that it follows what came before
+    /// it (a `Finish` of an earlier question with the same id).
+    Refused {
+        question_id: u32,
+        results_elsewhere: bool,
+        refusal: Error,
+    },
 }
 
 impl ConnActor {
@@ -268,26 +254,86 @@ impl ConnActor {
             }
             inbound
         };
-        let (kind, question_id) = flow_kind(&inbound);
+        let kind = self.flow_kind(&inbound);
         let bytes = frame.size_in_words() * 8;
         match self.gate.admit(kind, bytes) {
             Admission::Now => self.handle(inbound, frame, ctx),
             Admission::Park => {
-                self.gate.park(Received { inbound, frame }, kind, bytes);
+                if let Inbound::Resolve { .. } = inbound {
+                    self.parked_resolves += 1;
+                }
+                self.gate
+                    .park(Received::Message { inbound, frame }, kind, bytes);
                 self.backpressure.hold(self.gate.reader_should_wait());
                 Ok(())
             }
-            Admission::Refuse => self.refuse(question_id.unwrap_or(u32::MAX)),
+            Admission::Refuse => match &inbound {
+                Inbound::Call(header) => {
+                    let elsewhere = matches!(header.results_to, ResultsTo::Yourself);
+                    self.refuse(header.question_id, elsewhere);
+                    Ok(())
+                }
+                _ => Err(Error::failed(
+                    "the flow gate refused a message that is no call",
+                )),
+            },
         }
     }
 
-    /// Handles a message that waited in the flow gate.
-    pub(crate) fn handle_received(
+    /// What the flow gate needs to know of a message. A `Return` passes
+    /// calls that wait unless handling it depends on something that may
+    /// wait behind them: one of the peer's questions (`receiverAnswer`,
+    /// `takeFromOtherQuestion`), an import while a `Resolve` waits (the
+    /// peer may have reused its id), or exports it releases
+    /// (`releaseParamCaps`) that a waiting call may name.
+    fn flow_kind(&self, inbound: &Inbound) -> Kind {
+        let Inbound::Return(header) = inbound else {
+            return match inbound {
+                Inbound::Call(_) => Kind::Call,
+                _ => Kind::Other,
+            };
+        };
+        let depends = match &header.kind {
+            ReturnKind::TakeFrom(_) => true,
+            ReturnKind::Results(descriptors) => {
+                descriptors
+                    .iter()
+                    .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(_)))
+                    || (self.parked_resolves > 0 && !descriptors.is_empty())
+            }
+            _ => false,
+        };
+        let releases = header.release_param_caps
+            && self
+                .questions
+                .get(header.answer_id)
+                .is_some_and(|q| !q.param_exports.is_empty());
+        if depends || releases {
+            Kind::Other
+        } else {
+            Kind::IndependentReturn
+        }
+    }
+
+    /// Handles what waited in the flow gate.
+    pub(super) fn handle_received(
         &mut self,
         received: Received,
         ctx: &mut Context<Self>,
     ) -> Result<(), Error> {
-        self.handle(received.inbound, received.frame, ctx)
+        match received {
+            Received::Message { inbound, frame } => {
+                if let Inbound::Resolve { .. } = inbound {
+                    self.parked_resolves -= 1;
+                }
+                self.handle(inbound, frame, ctx)
+            }
+            Received::Refused {
+                question_id,
+                results_elsewhere,
+                refusal,
+            } => self.enter_refused(question_id, results_elsewhere, refusal),
+        }
     }
 
     /// Handles one inbound message.
@@ -356,7 +402,6 @@ impl ConnActor {
             inbound_bytes,
             results_elsewhere,
             sent: None,
-            refused: false,
         };
         self.answers
             .start(id, entry)
@@ -732,6 +777,15 @@ impl ConnActor {
         let Some(promise) = promise.upgrade() else {
             return Ok(());
         };
+        // A promise that would resolve to itself (directly, or through
+        // other promises) would hold itself forever: it breaks instead.
+        let target = if target.leads_to(&promise) {
+            Capability::broken(Error::failed(format!(
+                "Resolve for import {promise_id} makes the promise resolve to itself"
+            )))
+        } else {
+            target
+        };
         // The peer's descriptor says what the promise became (P-17, P-18).
         let resolution = match &resolution {
             Ok(descriptor) => Resolution::of(descriptor),
@@ -769,7 +823,6 @@ impl Handler<ReturnReady> for ConnActor {
             return;
         };
         let inbound_bytes = std::mem::take(&mut entry.inbound_bytes);
-        let refused = entry.refused;
         entry.actor = None;
         let sent = match msg.outcome {
             // A tail call from the peer: the results stay here (P-13).
@@ -778,10 +831,6 @@ impl Handler<ReturnReady> for ConnActor {
                 SentResults::default()
             }
             ReturnOutcome::Results(payload) => self.send_results(id, &payload, ctx),
-            ReturnOutcome::Exception(e) if refused => {
-                self.write(&out::return_refused(id, &e));
-                SentResults::default()
-            }
             ReturnOutcome::Exception(e) => {
                 self.write(&out::return_exception(id, &e));
                 SentResults::default()

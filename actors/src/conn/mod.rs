@@ -72,9 +72,6 @@ pub(crate) struct AnswerEntry {
     /// Bytes of the call's message, counted against the flow limit until
     /// the `Return` goes out.
     pub(crate) inbound_bytes: usize,
-    /// The call was refused by the flow limit, its params unread: its
-    /// `Return` says `releaseParamCaps` (F-07).
-    pub(crate) refused: bool,
     /// The call said `sendResultsTo.yourself`: its results stay here until
     /// the peer takes them with `Return.takeFromOtherQuestion`, and its own
     /// `Return` says `resultsSentElsewhere`.
@@ -265,7 +262,9 @@ pub struct ConnActor {
     pub(crate) reflections_waiting: usize,
     /// The flow limit on the peer's calls: what may be handled now, what
     /// waits (F-05, F-07).
-    pub(crate) gate: FlowGate<inbound::Received>,
+    gate: FlowGate<inbound::Received>,
+    /// How many `Resolve`s wait in the gate.
+    pub(crate) parked_resolves: usize,
     /// Our questions.
     pub(crate) questions: QuestionTable<QuestionEntry>,
     /// Question ids by caller key.
@@ -343,6 +342,7 @@ impl ConnActor {
                 max_pipelined: options.max_pipelined,
                 reflections_waiting: 0,
                 gate: FlowGate::new(options.flow_limit),
+                parked_resolves: 0,
                 questions: QuestionTable::new(),
                 question_ids: HashMap::new(),
                 answers: AnswerTable::new(options.max_answers),
