@@ -395,3 +395,58 @@ fn a_refused_tail_call_says_its_results_were_sent_elsewhere() {
         assert_eq!(return_kind(&frame), Some((3, "elsewhere", true)));
     });
 }
+
+// covers: F-07
+#[test]
+fn over_the_flow_limit_a_return_naming_an_open_answer_still_passes() {
+    run(async {
+        // As the callback case, but the peer's Return names one of our
+        // open answers (the bootstrap's) in its cap table: that answer is
+        // open and nothing waiting names it, so the Return passes too.
+        let mut peer = Peer::serving(ConnOptions::new().flow_limit(1)).await;
+        let main = peer.bootstrap(0).await;
+        peer.send(&raw_call(
+            1,
+            MessageTarget::ImportedCap(main),
+            TEST_ID,
+            5,
+            &[CapDescriptor::SenderHosted(10)],
+            |c| {
+                let mut p = c.init_as::<test::call_back_params::Builder>();
+                p.set_cb(placeholder());
+                p.set_value(5);
+            },
+        ))
+        .await;
+        let frame = peer.recv().await;
+        let callback = expect_call(&frame).get_question_id();
+        peer.send(&echo_call(2, main, "waits")).await;
+        let mut ret = callback_return(callback, 6);
+        {
+            let root: message::Builder = ret.get_root().unwrap();
+            let message::Return(Ok(r)) = root.which().unwrap() else {
+                panic!("a Return")
+            };
+            let capnp_actix_proto::rpc_capnp::return_::Results(Ok(results)) = r.which().unwrap()
+            else {
+                panic!("results")
+            };
+            CapDescriptor::ReceiverAnswer(capnp_actix_proto::PromisedAnswer {
+                question_id: 0,
+                transform: vec![],
+            })
+            .write(results.init_cap_table(1).get(0));
+        }
+        peer.send(&ret).await;
+        let frame = next_return(&mut peer).await;
+        let results = expect_results(&frame, 1);
+        let result = results
+            .get_content()
+            .get_as::<test::call_back_results::Reader>()
+            .unwrap()
+            .get_result();
+        assert_eq!(result, 6);
+        let frame = next_return(&mut peer).await;
+        expect_results(&frame, 2);
+    });
+}

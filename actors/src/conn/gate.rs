@@ -47,6 +47,7 @@ impl ConnActor {
             results_elsewhere,
             refusal,
         };
+        self.waiting.add(&refused);
         self.gate.park(refused, Kind::Other, REFUSED_BYTES);
     }
 

@@ -224,6 +224,54 @@ enum Outcome {
     Later(Arc<CallState>),
 }
 
+/// What waits in the flow gate that a `Return` could depend on.
+#[derive(Default)]
+pub(super) struct Waiting {
+    /// `Resolve`s waiting.
+    resolves: usize,
+    /// The peer's question ids named by a waiting `Call`, `Finish` or
+    /// refused call, with how many name each.
+    questions: std::collections::HashMap<u32, usize>,
+}
+
+impl Waiting {
+    /// What `received` names: whether it is a `Resolve`, and the question.
+    fn keys(received: &Received) -> (bool, Option<u32>) {
+        match received {
+            Received::Message { inbound, .. } => match inbound {
+                Inbound::Resolve { .. } => (true, None),
+                Inbound::Call(header) => (false, Some(header.question_id)),
+                Inbound::Finish { question_id, .. } => (false, Some(*question_id)),
+                _ => (false, None),
+            },
+            Received::Refused { question_id, .. } => (false, Some(*question_id)),
+        }
+    }
+
+    /// `received` starts waiting.
+    pub(super) fn add(&mut self, received: &Received) {
+        let (resolve, question) = Self::keys(received);
+        self.resolves += usize::from(resolve);
+        if let Some(id) = question {
+            *self.questions.entry(id).or_default() += 1;
+        }
+    }
+
+    /// `received` stops waiting.
+    fn remove(&mut self, received: &Received) {
+        let (resolve, question) = Self::keys(received);
+        self.resolves -= usize::from(resolve);
+        if let Some(id) = question {
+            if let Some(count) = self.questions.get_mut(&id) {
+                *count -= 1;
+                if *count == 0 {
+                    self.questions.remove(&id);
+                }
+            }
+        }
+    }
+}
+
 /// What waits in the flow gate, in arrival order.
 pub(super) enum Received {
     /// An inbound message, read, with the frame it came in (which holds
@@ -259,11 +307,9 @@ impl ConnActor {
         match self.gate.admit(kind, bytes) {
             Admission::Now => self.handle(inbound, frame, ctx),
             Admission::Park => {
-                if let Inbound::Resolve { .. } = inbound {
-                    self.parked_resolves += 1;
-                }
-                self.gate
-                    .park(Received::Message { inbound, frame }, kind, bytes);
+                let received = Received::Message { inbound, frame };
+                self.waiting.add(&received);
+                self.gate.park(received, kind, bytes);
                 self.backpressure.hold(self.gate.reader_should_wait());
                 Ok(())
             }
@@ -283,9 +329,10 @@ impl ConnActor {
     /// What the flow gate needs to know of a message. A `Return` passes
     /// calls that wait unless handling it depends on something that may
     /// wait behind them: one of the peer's questions (`receiverAnswer`,
-    /// `takeFromOtherQuestion`), an import while a `Resolve` waits (the
-    /// peer may have reused its id), or exports it releases
-    /// (`releaseParamCaps`) that a waiting call may name.
+    /// `takeFromOtherQuestion`) that is not open yet or that a waiting
+    /// message names, an import while a `Resolve` waits (the peer may have
+    /// reused its id), or exports it releases (`releaseParamCaps`) that a
+    /// waiting call may name.
     fn flow_kind(&self, inbound: &Inbound) -> Kind {
         let Inbound::Return(header) = inbound else {
             return match inbound {
@@ -293,13 +340,15 @@ impl ConnActor {
                 _ => Kind::Other,
             };
         };
+        let unsettled =
+            |id: u32| !self.answers.contains(id) || self.waiting.questions.contains_key(&id);
         let depends = match &header.kind {
-            ReturnKind::TakeFrom(_) => true,
+            ReturnKind::TakeFrom(id) => unsettled(*id),
             ReturnKind::Results(descriptors) => {
-                descriptors
-                    .iter()
-                    .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(_)))
-                    || (self.parked_resolves > 0 && !descriptors.is_empty())
+                descriptors.iter().any(|d| match d {
+                    CapDescriptor::ReceiverAnswer(promised) => unsettled(promised.question_id),
+                    _ => false,
+                }) || (self.waiting.resolves > 0 && !descriptors.is_empty())
             }
             _ => false,
         };
@@ -321,13 +370,9 @@ impl ConnActor {
         received: Received,
         ctx: &mut Context<Self>,
     ) -> Result<(), Error> {
+        self.waiting.remove(&received);
         match received {
-            Received::Message { inbound, frame } => {
-                if let Inbound::Resolve { .. } = inbound {
-                    self.parked_resolves -= 1;
-                }
-                self.handle(inbound, frame, ctx)
-            }
+            Received::Message { inbound, frame } => self.handle(inbound, frame, ctx),
             Received::Refused {
                 question_id,
                 results_elsewhere,

@@ -263,8 +263,8 @@ pub struct ConnActor {
     /// The flow limit on the peer's calls: what may be handled now, what
     /// waits (F-05, F-07).
     gate: FlowGate<inbound::Received>,
-    /// How many `Resolve`s wait in the gate.
-    pub(crate) parked_resolves: usize,
+    /// What waits in the gate that a `Return` could depend on.
+    waiting: inbound::Waiting,
     /// Our questions.
     pub(crate) questions: QuestionTable<QuestionEntry>,
     /// Question ids by caller key.
@@ -342,7 +342,7 @@ impl ConnActor {
                 max_pipelined: options.max_pipelined,
                 reflections_waiting: 0,
                 gate: FlowGate::new(options.flow_limit),
-                parked_resolves: 0,
+                waiting: Default::default(),
                 questions: QuestionTable::new(),
                 question_ids: HashMap::new(),
                 answers: AnswerTable::new(options.max_answers),
