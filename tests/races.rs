@@ -132,8 +132,14 @@ async fn resolves_home(
         Ok(&CapDescriptor::ReceiverHosted(export)),
     ))
     .await;
-    let sent = collect(peer, WINDOW).await;
-    let id = sender_loopback(&sent, &MessageTarget::ImportedCap(promise));
+    let target = MessageTarget::ImportedCap(promise);
+    let sent = collect_until(peer, |s| {
+        s.iter().any(|s| {
+            matches!(s, Seen::Disembargo(t, DisembargoContext::SenderLoopback(_)) if *t == target)
+        })
+    })
+    .await;
+    let id = sender_loopback(&sent, &target);
     held_until_reflected(peer, counter, mine, id).await;
 }
 
@@ -156,14 +162,9 @@ async fn export_promise_of(peer: &mut Peer, cap: &Capability, import: u32) -> (u
     let CapDescriptor::SenderPromise(export) = first_param_cap(&peer.recv().await) else {
         panic!("an unsettled promise goes out as senderPromise");
     };
-    let sent = collect(peer, Duration::from_millis(150)).await;
-    assert!(
-        sent.contains(&Seen::Resolve(
-            export,
-            CapDescriptor::ReceiverHosted(import)
-        )),
-        "{sent:?}"
-    );
+    let resolve = Seen::Resolve(export, CapDescriptor::ReceiverHosted(import));
+    let sent = collect_until(peer, |s| s.contains(&resolve)).await;
+    assert!(sent.contains(&resolve), "{sent:?}");
     (export, (delayed, held, local))
 }
 
@@ -465,7 +466,13 @@ fn one_promise_is_one_export_with_one_resolve() {
         let _ = collect(&mut peer, Duration::from_millis(20)).await;
         let _c = send(&promise);
         assert_eq!(first_param_cap(&peer.recv().await), first);
-        let sent = collect(&mut peer, Duration::from_millis(200)).await;
+        // Until the one Resolve, then a while more for any second one.
+        let mut sent = collect_until(&mut peer, |s| {
+            s.iter()
+                .any(|s| matches!(s, Seen::Resolve(id, _) if *id == export))
+        })
+        .await;
+        sent.extend(collect(&mut peer, WINDOW).await);
         let resolves = sent
             .iter()
             .filter(|s| matches!(s, Seen::Resolve(id, _) if *id == export))

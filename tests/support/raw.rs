@@ -368,6 +368,22 @@ pub fn seen(frame: &Frame) -> Seen {
     }
 }
 
+/// What our side sends until `done` holds for what came so far (or
+/// [`WAIT`] passes: then what came, for the caller's assertion to fail on).
+/// For a message that must come: no fixed window to race against.
+pub async fn collect_until(peer: &mut Peer, done: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+    let mut all = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !done(&all) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match actix_rt::time::timeout(left, peer.next()).await {
+            Ok(Some(frame)) => all.push(seen(&frame)),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    all
+}
+
 /// Everything our side sends within `window`.
 pub async fn collect(peer: &mut Peer, window: Duration) -> Vec<Seen> {
     let mut all = Vec::new();
