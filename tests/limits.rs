@@ -110,31 +110,46 @@ fn callback_return(answer_id: u32, result: i64) -> OutMessage {
     m
 }
 
+/// A server with a 1-byte flow limit, running q1 = `callBack(the peer's
+/// callback 10, 5)`: its handler has called the peer and waits for the
+/// Return. Gives the peer, the main export, and the callback's question.
+async fn calling_back() -> (Peer, u32, u32) {
+    let mut peer = Peer::serving(ConnOptions::new().flow_limit(1)).await;
+    let main = peer.bootstrap(0).await;
+    peer.send(&raw_call(
+        1,
+        MessageTarget::ImportedCap(main),
+        TEST_ID,
+        5,
+        &[CapDescriptor::SenderHosted(10)],
+        |c| {
+            let mut p = c.init_as::<test::call_back_params::Builder>();
+            p.set_cb(placeholder());
+            p.set_value(5);
+        },
+    ))
+    .await;
+    let frame = peer.recv().await;
+    let callback = expect_call(&frame).get_question_id();
+    (peer, main, callback)
+}
+
+/// The result in q1's `callBack` Return.
+fn call_back_result(frame: &capnp_actix_proto::frame::Frame) -> i64 {
+    expect_results(frame, 1)
+        .get_content()
+        .get_as::<test::call_back_results::Reader>()
+        .unwrap()
+        .get_result()
+}
+
 // covers: F-07
 #[test]
 fn over_the_flow_limit_a_handler_that_calls_back_still_gets_its_return() {
     run(async {
-        // Any call is over a 1-byte limit: while one runs, one more waits
+        // Any call is over a 1-byte limit: while q1 runs, one more waits
         // and any further one is refused.
-        let mut peer = Peer::serving(ConnOptions::new().flow_limit(1)).await;
-        let main = peer.bootstrap(0).await;
-        // q1: callBack(the peer's callback 10, 5): the handler calls the
-        // peer and waits for its Return.
-        peer.send(&raw_call(
-            1,
-            MessageTarget::ImportedCap(main),
-            TEST_ID,
-            5,
-            &[CapDescriptor::SenderHosted(10)],
-            |c| {
-                let mut p = c.init_as::<test::call_back_params::Builder>();
-                p.set_cb(placeholder());
-                p.set_value(5);
-            },
-        ))
-        .await;
-        let frame = peer.recv().await;
-        let callback = expect_call(&frame).get_question_id();
+        let (mut peer, main, callback) = calling_back().await;
         // The peer sends more calls first: q2 waits, q3 is refused at once.
         peer.send(&echo_call(2, main, "waits")).await;
         peer.send(&echo_call(3, main, "refused")).await;
@@ -150,13 +165,7 @@ fn over_the_flow_limit_a_handler_that_calls_back_still_gets_its_return() {
         // Then the Return the handler waits for: read, though calls wait.
         peer.send(&callback_return(callback, 6)).await;
         let frame = next_return(&mut peer).await;
-        let results = expect_results(&frame, 1);
-        let result = results
-            .get_content()
-            .get_as::<test::call_back_results::Reader>()
-            .unwrap()
-            .get_result();
-        assert_eq!(result, 6);
+        assert_eq!(call_back_result(&frame), 6);
         // q1 returned: q2 runs.
         let frame = next_return(&mut peer).await;
         expect_results(&frame, 2);
@@ -403,23 +412,7 @@ fn over_the_flow_limit_a_return_naming_an_open_answer_still_passes() {
         // As the callback case, but the peer's Return names one of our
         // open answers (the bootstrap's) in its cap table: that answer is
         // open and nothing waiting names it, so the Return passes too.
-        let mut peer = Peer::serving(ConnOptions::new().flow_limit(1)).await;
-        let main = peer.bootstrap(0).await;
-        peer.send(&raw_call(
-            1,
-            MessageTarget::ImportedCap(main),
-            TEST_ID,
-            5,
-            &[CapDescriptor::SenderHosted(10)],
-            |c| {
-                let mut p = c.init_as::<test::call_back_params::Builder>();
-                p.set_cb(placeholder());
-                p.set_value(5);
-            },
-        ))
-        .await;
-        let frame = peer.recv().await;
-        let callback = expect_call(&frame).get_question_id();
+        let (mut peer, main, callback) = calling_back().await;
         peer.send(&echo_call(2, main, "waits")).await;
         let mut ret = callback_return(callback, 6);
         {
@@ -439,13 +432,7 @@ fn over_the_flow_limit_a_return_naming_an_open_answer_still_passes() {
         }
         peer.send(&ret).await;
         let frame = next_return(&mut peer).await;
-        let results = expect_results(&frame, 1);
-        let result = results
-            .get_content()
-            .get_as::<test::call_back_results::Reader>()
-            .unwrap()
-            .get_result();
-        assert_eq!(result, 6);
+        assert_eq!(call_back_result(&frame), 6);
         let frame = next_return(&mut peer).await;
         expect_results(&frame, 2);
     });
