@@ -54,6 +54,11 @@ impl Backpressure {
 
     /// Whether the flow gate holds the reader; letting go wakes it.
     pub(crate) fn hold(&self, held: bool) {
+        // A load first: the usual call changes nothing, and needs no
+        // read-modify-write on the per-return path.
+        if self.held.load(Ordering::Relaxed) == held {
+            return;
+        }
         if self.held.swap(held, Ordering::Relaxed) && !held {
             self.reader.wake();
         }
