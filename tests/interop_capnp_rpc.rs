@@ -26,7 +26,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 // The generated code names its types `crate::test_capnp::...`.
 use support::test_capnp;
-use support::{eventually, CounterImpl, SequencerImpl, Tally, TestImpl};
+use support::{echo, eventually, CounterImpl, SequencerImpl, Tally, TestImpl};
 use test_capnp::{counter, pair, sequencer, test, FailureKind};
 use tokio::time::{sleep, timeout};
 
@@ -374,19 +374,6 @@ async fn large_message(ctx: Ctx) {
 // ---------------------------------------------------------------------------
 // Call helpers
 // ---------------------------------------------------------------------------
-
-async fn echo(test: &test::Client, text: &str) -> String {
-    let mut req = test.echo_request();
-    req.get().set_text(text);
-    let reply = req.send().promise.await.unwrap();
-    reply
-        .get()
-        .unwrap()
-        .get_text()
-        .unwrap()
-        .to_string()
-        .unwrap()
-}
 
 async fn new_counter(test: &test::Client, start: i64) -> counter::Client {
     let mut req = test.new_counter_request();

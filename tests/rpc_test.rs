@@ -36,19 +36,6 @@ async fn increment(c: &counter::Client, by: i64) -> Result<i64, capnp::Error> {
     Ok(req.send().promise.await?.get()?.get_value())
 }
 
-async fn echo(t: &test::Client, text: &str) -> String {
-    let mut req = t.echo_request();
-    req.get().set_text(text);
-    let reply = req.send().promise.await.unwrap();
-    reply
-        .get()
-        .unwrap()
-        .get_text()
-        .unwrap()
-        .to_string()
-        .unwrap()
-}
-
 /// A local `Test` object (as the C++ tests make client-side objects).
 fn local_test(tally: &Tally) -> test::Client {
     Capability::from_server::<test::Client, _>(TestImpl::new(tally)).client()

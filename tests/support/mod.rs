@@ -576,6 +576,20 @@ async fn connected(
     }
 }
 
+/// `test.echo(text)`, awaited: the text that came back.
+pub async fn echo(test: &test::Client, text: &str) -> String {
+    let mut req = test.echo_request();
+    req.get().set_text(text);
+    let reply = req.send().promise.await.unwrap();
+    reply
+        .get()
+        .unwrap()
+        .get_text()
+        .unwrap()
+        .to_string()
+        .unwrap()
+}
+
 /// Polls `check` until it holds, failing the test after `limit`.
 pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
