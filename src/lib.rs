@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod cap_descriptor;
+pub mod connection;
 pub mod embargo;
 pub mod error;
 pub mod flow;

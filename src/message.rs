@@ -203,25 +203,38 @@ pub fn unimplemented(original: message::Reader<'_>) -> capnp::Result<OutMessage>
     Ok(m)
 }
 
+/// The name of a message's kind, as the schema spells it (for logs and
+/// tests).
+///
+/// ```
+/// use capnp_actix_proto::message;
+/// let m = message::finish(1, false);
+/// assert_eq!(message::kind(m.get_root_as_reader().unwrap()), "finish");
+/// ```
+pub fn kind(message: message::Reader<'_>) -> &'static str {
+    use message::Which;
+    match message.which() {
+        Ok(Which::Unimplemented(_)) => "unimplemented",
+        Ok(Which::Abort(_)) => "abort",
+        Ok(Which::Bootstrap(_)) => "bootstrap",
+        Ok(Which::Call(_)) => "call",
+        Ok(Which::Return(_)) => "return",
+        Ok(Which::Finish(_)) => "finish",
+        Ok(Which::Resolve(_)) => "resolve",
+        Ok(Which::Release(_)) => "release",
+        Ok(Which::Disembargo(_)) => "disembargo",
+        Ok(_) => "other",
+        Err(_) => "unknown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rpc_capnp::message::Which;
 
     fn which_name(m: &OutMessage) -> &'static str {
-        let r: message::Reader = m.get_root_as_reader().unwrap();
-        match r.which().unwrap() {
-            Which::Unimplemented(_) => "unimplemented",
-            Which::Abort(_) => "abort",
-            Which::Bootstrap(_) => "bootstrap",
-            Which::Call(_) => "call",
-            Which::Return(_) => "return",
-            Which::Finish(_) => "finish",
-            Which::Resolve(_) => "resolve",
-            Which::Release(_) => "release",
-            Which::Disembargo(_) => "disembargo",
-            _ => "other",
-        }
+        kind(m.get_root_as_reader().unwrap())
     }
 
     #[test]

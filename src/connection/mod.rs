@@ -1,0 +1,927 @@
+//! One connection's protocol as a state machine, with no runtime (in the
+//! manner of quinn-proto's `Connection`).
+//!
+//! Inbound frames go in through [`Connection::receive`]; what the local
+//! side does goes in through the other methods (asking a question, letting
+//! go of one, exporting, returning, embargoing). What to do comes out:
+//! messages to send, from [`Connection::poll_transmit`], in the order they
+//! were decided, and [`Event`]s for the runtime, from
+//! [`Connection::poll_event`]: calls to deliver, questions answered,
+//! answers cancelled or ended, exports released, promises resolved,
+//! embargoes lifted, `Disembargo`s to reflect.
+//!
+//! What only the runtime knows goes in as plain data: each table keeps a
+//! slot of the runtime's own (the types of [`Slots`]) beside the protocol's
+//! state, and the runtime says which capability a path into an answer leads
+//! to ([`Slots::cap_index`]).
+//!
+//! Every decision is made here once: ids and their reuse, when a question
+//! or an answer ends, what a `Finish`, `Release`, `Resolve`, `Disembargo` or
+//! `unimplemented` does, which cap descriptors are valid and what they
+//! import, the flow limit (which messages run, wait or are refused), the
+//! bounds a peer may not pass, and where a `senderLoopback` is reflected
+//! (the Tribble rule). A protocol error comes back as an `Err`: the runtime
+//! aborts the connection with it ([`Connection::abort`]).
+//!
+//! [`pair`] wires two connections to each other in memory, so that races
+//! are replayed message by message without a runtime.
+
+mod inbound;
+pub mod pair;
+mod read;
+#[cfg(test)]
+mod tests;
+
+pub use read::ResultsTo;
+
+use crate::cap_descriptor::{CapDescriptor, MessageTarget, PromisedAnswer};
+use crate::embargo::{EmbargoTable, Resolution};
+use crate::error::Error;
+use crate::flow::FlowGate;
+use crate::frame::Frame;
+use crate::message::{self as out, DisembargoContext, OutMessage};
+use crate::table::{AnswerTable, Ended, ExportTable, ImportTable, QuestionTable};
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+/// The runtime's data kept in the connection's tables, and what only the
+/// runtime can say about it.
+///
+/// ```
+/// use capnp_actix_proto::connection::Slots;
+/// struct Mine;
+/// impl Slots for Mine {
+///     type Question = String; // who waits for each answer
+///     type Answer = ();
+///     type Export = &'static str;
+///     type ExportKey = u64;
+///     type Import = ();
+///     type Embargo = Vec<String>; // calls held back
+///     fn cap_index(_: &(), transform: &[u16]) -> Option<usize> {
+///         transform.first().map(|&i| usize::from(i))
+///     }
+/// }
+/// ```
+pub trait Slots {
+    /// Who takes the answer to one of our questions (given back once, in
+    /// [`Event::Return`]).
+    type Question;
+    /// The runtime's side of one of the peer's questions (the running call).
+    type Answer;
+    /// What one of our exports stands for.
+    type Export;
+    /// What identifies an exported capability, so that it is exported once
+    /// however often it is sent.
+    type ExportKey: Hash + Eq + Clone;
+    /// The runtime's side of one import (its local reference).
+    type Import: Default;
+    /// What waits for one of our embargoes.
+    type Embargo;
+    /// Which capability of `answer`'s results the path `transform` leads
+    /// to: its index in the results' cap table (as sent in our `Return`),
+    /// `None` if none.
+    fn cap_index(answer: &Self::Answer, transform: &[u16]) -> Option<usize>;
+}
+
+/// The limits and settings of one connection.
+///
+/// ```
+/// use capnp_actix_proto::connection::Config;
+/// let config = Config { max_imports: 100, ..Config::default() };
+/// assert!(config.serves_bootstrap);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most bytes of the peer's calls that run at once (the flow limit;
+    /// `usize::MAX`: none).
+    pub flow_limit: usize,
+    /// Most of the peer's questions open at once.
+    pub max_answers: usize,
+    /// Most of the peer's exports we hold.
+    pub max_imports: usize,
+    /// Most of the peer's `Disembargo{senderLoopback}`s waiting to be
+    /// reflected.
+    pub max_reflections: usize,
+    /// Whether a `Bootstrap` finds an interface here.
+    pub serves_bootstrap: bool,
+}
+
+impl Default for Config {
+    /// No flow limit, 65,536 answers and imports, 1,024 reflections, a
+    /// bootstrap interface.
+    fn default() -> Self {
+        Config {
+            flow_limit: usize::MAX,
+            max_answers: 1 << 16,
+            max_imports: 1 << 16,
+            max_reflections: 1024,
+            serves_bootstrap: true,
+        }
+    }
+}
+
+/// What a capability the peer names in a cap table is here, once its
+/// reference is counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// No capability.
+    None,
+    /// One more reference to import `id` (the peer's export); a promise if
+    /// the peer said `senderPromise`. Its slot is
+    /// [`Connection::import_mut`].
+    Import {
+        /// The import id.
+        id: u32,
+        /// The peer exported a promise: a `Resolve` follows.
+        promise: bool,
+    },
+    /// Our export `id`, which exists.
+    Export(u32),
+    /// A path into our answer to one of the peer's questions, which
+    /// exists.
+    Answer(PromisedAnswer),
+    /// Nothing that exists: calls on it fail with this.
+    Broken(Error),
+}
+
+/// What an inbound call is addressed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallTo {
+    /// Our export `id`, which exists.
+    Export(u32),
+    /// A path into one of our answers, which exists.
+    Answer {
+        /// The answer.
+        question_id: u32,
+        /// The path into its results.
+        transform: Vec<u16>,
+        /// Whether our `Return` for it went out.
+        returned: bool,
+    },
+    /// Nothing that exists (an answer that ended): the call fails with this.
+    Broken(Error),
+}
+
+/// A call from the peer, to deliver. Start its answer with
+/// [`Connection::start_answer`].
+pub struct InboundCall {
+    /// The peer's question id, which becomes our answer id.
+    pub question_id: u32,
+    /// What it calls.
+    pub target: CallTo,
+    /// The method's interface.
+    pub interface_id: u64,
+    /// The method.
+    pub method_id: u16,
+    /// Where the results go.
+    pub results_to: ResultsTo,
+    /// The params' capabilities, counted.
+    pub caps: Vec<Incoming>,
+    /// The message, which holds the params.
+    pub frame: Frame,
+    /// Its size, which counts against the flow limit until the `Return`.
+    pub bytes: usize,
+}
+
+/// What a question's answer is.
+pub enum Outcome {
+    /// Results, with their capabilities counted; the message holds them.
+    Results {
+        /// The cap table, counted.
+        caps: Vec<Incoming>,
+        /// The `Return` message.
+        frame: Frame,
+    },
+    /// An exception (or a cancellation, or an echo of `unimplemented`).
+    Error(Error),
+    /// The results of our answer to the peer's question with this id (a
+    /// call the peer made to us with `sendResultsTo.yourself`), once it
+    /// settles.
+    TakeFrom(u32),
+}
+
+impl std::fmt::Debug for InboundCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundCall")
+            .field("question_id", &self.question_id)
+            .field("target", &self.target)
+            .field("caps", &self.caps)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Results { caps, .. } => f
+                .debug_struct("Results")
+                .field("caps", caps)
+                .finish_non_exhaustive(),
+            Outcome::Error(e) => f.debug_tuple("Error").field(e).finish(),
+            Outcome::TakeFrom(id) => f.debug_tuple("TakeFrom").field(id).finish(),
+        }
+    }
+}
+
+/// What the runtime has to do, in the order the connection decided it.
+pub enum Event<S: Slots> {
+    /// The peer asks for our bootstrap interface as `question_id`: start
+    /// its answer, with this exception if `refusal` says so.
+    Bootstrap {
+        /// The peer's question.
+        question_id: u32,
+        /// Why it gets an exception instead, if it does.
+        refusal: Option<Error>,
+    },
+    /// A call to deliver.
+    Call(InboundCall),
+    /// A call the flow limit refused has its turn: its `Return` went out
+    /// already. Start its answer (settled with `refusal`, kept for the
+    /// peer's `takeFromOtherQuestion` if `results_elsewhere`) and mark it
+    /// returned.
+    Refused {
+        /// The peer's question.
+        question_id: u32,
+        /// The call said `sendResultsTo.yourself`.
+        results_elsewhere: bool,
+        /// The exception it got.
+        refusal: Error,
+    },
+    /// One of our questions is answered.
+    Return {
+        /// The question.
+        question_id: u32,
+        /// Who waits for the answer.
+        taker: Option<S::Question>,
+        /// The answer.
+        outcome: Outcome,
+        /// No `Finish` will be sent for it (its id is free already).
+        no_finish_needed: bool,
+    },
+    /// The peer finished one of our answers before it returned: cancel the
+    /// call (its `Return` still goes out).
+    Cancel {
+        /// The answer.
+        question_id: u32,
+    },
+    /// One of our answers ended.
+    AnswerEnded(S::Answer),
+    /// The peer released one of our exports for good.
+    Released(S::Export),
+    /// A promise the peer exported to us resolved. What it resolved to is
+    /// counted already; `resolution` is what the peer's word makes it (for
+    /// the embargo rule).
+    Resolve {
+        /// The import.
+        promise_id: u32,
+        /// What it resolved to.
+        to: Result<Incoming, Error>,
+        /// What the peer's descriptor says it became.
+        resolution: Resolution,
+    },
+    /// The peer reflected one of our embargoes: what waited goes on.
+    EmbargoLifted(S::Embargo),
+    /// Send `Disembargo{target, receiverLoopback: embargo_id}` once the
+    /// calls the runtime already had under way to `target` are sent
+    /// ([`Connection::reflect`]).
+    Reflect {
+        /// Where it goes back to (the Tribble rule).
+        target: MessageTarget,
+        /// The peer's embargo.
+        embargo_id: u32,
+    },
+    /// The same, for a path into one of our answers: once that path has
+    /// settled here (past our own embargo on it, if any), then
+    /// [`Connection::reflect`] and [`Connection::reflection_done`].
+    ReflectWhenSettled {
+        /// The answer.
+        question_id: u32,
+        /// The path.
+        transform: Vec<u16>,
+        /// Where it goes back to.
+        target: MessageTarget,
+        /// The peer's embargo.
+        embargo_id: u32,
+    },
+    /// The peer aborted the connection.
+    Aborted(Error),
+}
+
+impl<S: Slots> std::fmt::Debug for Event<S>
+where
+    S::Question: std::fmt::Debug,
+    S::Answer: std::fmt::Debug,
+    S::Export: std::fmt::Debug,
+    S::Embargo: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Bootstrap {
+                question_id,
+                refusal,
+            } => f
+                .debug_struct("Bootstrap")
+                .field("question_id", question_id)
+                .field("refusal", refusal)
+                .finish(),
+            Event::Call(call) => f.debug_tuple("Call").field(call).finish(),
+            Event::Refused {
+                question_id,
+                results_elsewhere,
+                ..
+            } => f
+                .debug_struct("Refused")
+                .field("question_id", question_id)
+                .field("results_elsewhere", results_elsewhere)
+                .finish_non_exhaustive(),
+            Event::Return {
+                question_id,
+                taker,
+                outcome,
+                no_finish_needed,
+            } => f
+                .debug_struct("Return")
+                .field("question_id", question_id)
+                .field("taker", taker)
+                .field("outcome", outcome)
+                .field("no_finish_needed", no_finish_needed)
+                .finish(),
+            Event::Cancel { question_id } => f
+                .debug_struct("Cancel")
+                .field("question_id", question_id)
+                .finish(),
+            Event::AnswerEnded(a) => f.debug_tuple("AnswerEnded").field(a).finish(),
+            Event::Released(e) => f.debug_tuple("Released").field(e).finish(),
+            Event::Resolve {
+                promise_id,
+                to,
+                resolution,
+            } => f
+                .debug_struct("Resolve")
+                .field("promise_id", promise_id)
+                .field("to", to)
+                .field("resolution", resolution)
+                .finish(),
+            Event::EmbargoLifted(w) => f.debug_tuple("EmbargoLifted").field(w).finish(),
+            Event::Reflect { target, embargo_id } => f
+                .debug_struct("Reflect")
+                .field("target", target)
+                .field("embargo_id", embargo_id)
+                .finish(),
+            Event::ReflectWhenSettled {
+                question_id,
+                transform,
+                target,
+                embargo_id,
+            } => f
+                .debug_struct("ReflectWhenSettled")
+                .field("question_id", question_id)
+                .field("transform", transform)
+                .field("target", target)
+                .field("embargo_id", embargo_id)
+                .finish(),
+            Event::Aborted(e) => f.debug_tuple("Aborted").field(e).finish(),
+        }
+    }
+}
+
+/// What a `Return` of ours told the peer about capabilities.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// The exports it added a reference to (released by a `Finish` that
+    /// says `releaseResultCaps`).
+    pub exports: Vec<u32>,
+    /// What each capability of the results was described as, by its index
+    /// in the results' cap table: a `senderLoopback` naming it is
+    /// reflected along exactly that.
+    pub described: Vec<Option<CapDescriptor>>,
+}
+
+/// Cumulative counts of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// `Resolve`s sent.
+    pub resolves_sent: u64,
+    /// `Resolve`s received.
+    pub resolves_received: u64,
+    /// Embargoes started (`Disembargo{senderLoopback}` sent).
+    pub embargoes_started: u64,
+}
+
+/// Everything a connection held when it closed, for the runtime to fail,
+/// cancel or drop.
+pub struct Drained<S: Slots> {
+    /// Who waited for answers.
+    pub questions: Vec<S::Question>,
+    /// The running calls and the answers kept.
+    pub answers: Vec<S::Answer>,
+    /// What waited for embargoes.
+    pub embargoes: Vec<S::Embargo>,
+    /// Our exports.
+    pub exports: Vec<S::Export>,
+    /// The imports, with whether each was a promise.
+    pub imports: Vec<(S::Import, bool)>,
+}
+
+/// One of our questions.
+struct Question<Q> {
+    /// The runtime's key for it, until it lets go.
+    key: Option<u64>,
+    /// Who waits for the answer, until it comes.
+    taker: Option<Q>,
+    /// Exports sent in the params, released on a `Return` that says
+    /// `releaseParamCaps`.
+    param_exports: Vec<u32>,
+}
+
+/// One of the peer's questions.
+struct Answer<A> {
+    value: A,
+    /// Bytes of the call, counted against the flow limit until the Return.
+    inbound_bytes: usize,
+    /// The call said `sendResultsTo.yourself`.
+    results_elsewhere: bool,
+    /// What the `Return` said about capabilities, if it carried any.
+    sent: Option<Box<Sent>>,
+}
+
+/// One of our exports.
+struct Export<E> {
+    value: E,
+    /// Exported as a promise; it gets one `Resolve`.
+    promise: bool,
+    /// Its `Resolve` went out, describing it as this (`None`: an
+    /// exception).
+    resolved: Option<Option<CapDescriptor>>,
+}
+
+/// One of the peer's exports, held here.
+struct Import<I> {
+    value: I,
+    /// Which local reference is current.
+    generation: u64,
+    /// The peer said `senderPromise`.
+    promise: bool,
+}
+
+/// One connection's protocol state.
+pub struct Connection<S: Slots> {
+    config: Config,
+    questions: QuestionTable<Question<S::Question>>,
+    question_ids: HashMap<u64, u32>,
+    answers: AnswerTable<Answer<S::Answer>>,
+    exports: ExportTable<Export<S::Export>, S::ExportKey>,
+    imports: ImportTable<Import<S::Import>>,
+    next_generation: u64,
+    embargoes: EmbargoTable<S::Embargo>,
+    gate: FlowGate<inbound::Received>,
+    waiting: inbound::Waiting,
+    reflections_waiting: usize,
+    events: VecDeque<Event<S>>,
+    transmits: VecDeque<OutMessage>,
+    counts: Counts,
+    closed: bool,
+}
+
+impl<S: Slots> Connection<S> {
+    /// A connection with nothing asked, exported or imported.
+    ///
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let conn = Connection::<Test>::new(Config::default());
+    /// assert_eq!(conn.questions(), 0);
+    /// ```
+    pub fn new(config: Config) -> Self {
+        Connection {
+            gate: FlowGate::new(config.flow_limit),
+            answers: AnswerTable::new(config.max_answers),
+            config,
+            questions: QuestionTable::new(),
+            question_ids: HashMap::new(),
+            exports: ExportTable::new(),
+            imports: ImportTable::new(),
+            next_generation: 0,
+            embargoes: EmbargoTable::new(),
+            waiting: Default::default(),
+            reflections_waiting: 0,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            counts: Counts::default(),
+            closed: false,
+        }
+    }
+
+    /// The next message to send, in the order decided.
+    pub fn poll_transmit(&mut self) -> Option<OutMessage> {
+        self.transmits.pop_front()
+    }
+
+    /// Whether a message waits to be sent.
+    pub fn has_transmit(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
+    /// The next thing for the runtime to do.
+    pub fn poll_event(&mut self) -> Option<Event<S>> {
+        self.events.pop_front()
+    }
+
+    /// Queues `message` to be sent after everything decided so far.
+    pub fn send(&mut self, message: OutMessage) {
+        if !self.closed {
+            self.transmits.push_back(message);
+        }
+    }
+
+    /// Ends the connection after telling the peer why: an `Abort` is the
+    /// last message sent. Nothing is decided after this.
+    pub fn abort(&mut self, reason: &Error) {
+        if !self.closed {
+            self.transmits.push_back(out::abort(reason));
+        }
+        self.close();
+    }
+
+    /// Ends the connection without a word (the peer is gone, or the local
+    /// side closed it).
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Takes everything the tables hold, for the runtime to fail, cancel or
+    /// drop; the connection is closed.
+    pub fn drain(&mut self) -> Drained<S> {
+        self.closed = true;
+        self.question_ids.clear();
+        self.events.clear();
+        Drained {
+            questions: self
+                .questions
+                .drain()
+                .into_iter()
+                .filter_map(|(_, q)| q.taker)
+                .collect(),
+            answers: self
+                .answers
+                .drain()
+                .into_iter()
+                .map(|(_, a)| a.value)
+                .collect(),
+            embargoes: self.embargoes.drain(),
+            exports: self.exports.drain().into_iter().map(|e| e.value).collect(),
+            imports: self
+                .imports
+                .drain()
+                .into_iter()
+                .map(|(_, i, _)| (i.value, i.promise))
+                .collect(),
+        }
+    }
+
+    // ----- questions (ours) -----
+
+    /// Asks the peer for its bootstrap interface: sends `Bootstrap`; the
+    /// answer goes to `taker`. `key` is the runtime's name for the
+    /// question.
+    pub fn bootstrap(&mut self, key: u64, taker: S::Question) -> u32 {
+        let id = self.asked(key, taker, Vec::new());
+        self.send(out::bootstrap(id));
+        id
+    }
+
+    /// The id the next question gets.
+    pub fn next_question_id(&self) -> u32 {
+        self.questions.next_id()
+    }
+
+    /// Records a question the runtime is about to send (a `Call` written
+    /// with [`next_question_id`](Self::next_question_id)), with the exports
+    /// its params carry. Send its message next.
+    pub fn asked(&mut self, key: u64, taker: S::Question, param_exports: Vec<u32>) -> u32 {
+        let id = self.questions.insert(Question {
+            key: Some(key),
+            taker: Some(taker),
+            param_exports,
+        });
+        self.question_ids.insert(key, id);
+        id
+    }
+
+    /// The id of the question the runtime knows as `key`, while it is
+    /// asked and not let go.
+    pub fn question_id(&self, key: u64) -> Option<u32> {
+        self.question_ids.get(&key).copied()
+    }
+
+    /// The runtime let go of question `key`: a `Finish` goes out (saying
+    /// `releaseResultCaps` if the `Return` has not come, whose capabilities
+    /// are then not imported).
+    pub fn question_dropped(&mut self, key: u64) {
+        let Some(id) = self.question_ids.remove(&key) else {
+            return;
+        };
+        if self.closed {
+            return;
+        }
+        if let Some(question) = self.questions.get_mut(id) {
+            question.key = None;
+        }
+        if let Some(release_result_caps) = self.questions.finish(id) {
+            self.send(out::finish(id, release_result_caps));
+        }
+    }
+
+    /// Our questions whose ids are in use.
+    pub fn questions(&self) -> usize {
+        self.questions.len()
+    }
+
+    // ----- answers (the peer's questions) -----
+
+    /// Starts the answer to the peer's question `id` (after
+    /// [`Event::Call`] or [`Event::Bootstrap`]); `bytes` count against the
+    /// flow limit until its `Return`.
+    pub fn start_answer(
+        &mut self,
+        id: u32,
+        value: S::Answer,
+        results_elsewhere: bool,
+        bytes: usize,
+    ) -> Result<(), Error> {
+        let answer = Answer {
+            value,
+            inbound_bytes: bytes,
+            results_elsewhere,
+            sent: None,
+        };
+        self.answers
+            .start(id, answer)
+            .map_err(|e| Error::failed(e.to_string()))?;
+        self.gate.started(bytes);
+        Ok(())
+    }
+
+    /// The runtime's side of answer `id`.
+    pub fn answer(&self, id: u32) -> Option<&S::Answer> {
+        self.answers.get(id).map(|a| &a.value)
+    }
+
+    /// The same, to change.
+    pub fn answer_mut(&mut self, id: u32) -> Option<&mut S::Answer> {
+        self.answers.get_mut(id).map(|a| &mut a.value)
+    }
+
+    /// Whether the call of answer `id` said `sendResultsTo.yourself`.
+    pub fn results_elsewhere(&self, id: u32) -> bool {
+        self.answers.get(id).is_some_and(|a| a.results_elsewhere)
+    }
+
+    /// Whether our `Return` for answer `id` went out.
+    pub fn is_returned(&self, id: u32) -> bool {
+        self.answers.is_returned(id)
+    }
+
+    /// What our `Return` for answer `id` said of capabilities.
+    pub fn sent(&self, id: u32) -> Option<&Sent> {
+        self.answers.get(id)?.sent.as_deref()
+    }
+
+    /// Our `Return` for answer `id` went out (the runtime wrote it), having
+    /// said `sent` and `noFinishNeeded` as given. The answer ends if the
+    /// `Finish` came or none is needed; its bytes leave the flow limit, so
+    /// what waited may go on ([`handle_waiting`](Self::handle_waiting)).
+    pub fn returned(&mut self, id: u32, sent: Sent, no_finish_needed: bool) {
+        let Some(answer) = self.answers.get_mut(id) else {
+            return;
+        };
+        let bytes = std::mem::take(&mut answer.inbound_bytes);
+        if !sent.exports.is_empty() || !sent.described.is_empty() {
+            answer.sent = Some(Box::new(sent));
+        }
+        if let Some(ended) = self.answers.returned(id, no_finish_needed) {
+            self.end_answer(ended);
+        }
+        self.gate.returned(bytes);
+    }
+
+    /// The peer's questions whose ids are in use.
+    pub fn answers(&self) -> usize {
+        self.answers.len()
+    }
+
+    /// Bytes of the peer's calls that run (handled, not returned).
+    pub fn inbound_bytes(&self) -> usize {
+        self.gate.running()
+    }
+
+    /// An answer ended: what its results carried is released if the
+    /// peer's `Finish` asked.
+    fn end_answer(&mut self, ended: Ended<Answer<S::Answer>>) {
+        if ended.release_result_caps {
+            for export in ended.value.sent.map(|s| s.exports).unwrap_or_default() {
+                self.release_export(export, 1);
+            }
+        }
+        self.events.push_back(Event::AnswerEnded(ended.value.value));
+    }
+
+    // ----- exports (ours) -----
+
+    /// Exports the capability `key` names (made by `make` the first time),
+    /// adding one reference; gives its id and whether it is new. A promise
+    /// gets one `Resolve` ([`resolve_export`](Self::resolve_export)).
+    pub fn export(
+        &mut self,
+        key: S::ExportKey,
+        promise: bool,
+        make: impl FnOnce() -> S::Export,
+    ) -> (u32, bool) {
+        let mut new = false;
+        let id = self.exports.export(key, || {
+            new = true;
+            Export {
+                value: make(),
+                promise,
+                resolved: None,
+            }
+        });
+        (id, new)
+    }
+
+    /// The export of `key`, if it is exported (and, for a promise, not
+    /// resolved yet).
+    pub fn export_id(&self, key: &S::ExportKey) -> Option<u32> {
+        self.exports.id_of(key)
+    }
+
+    /// What export `id` stands for.
+    pub fn export_value(&self, id: u32) -> Option<&S::Export> {
+        self.exports.get(id).map(|e| &e.value)
+    }
+
+    /// The same, to change.
+    pub fn export_value_mut(&mut self, id: u32) -> Option<&mut S::Export> {
+        self.exports.get_mut(id).map(|e| &mut e.value)
+    }
+
+    /// Whether export `id` is a promise that still awaits its `Resolve`.
+    pub fn awaits_resolve(&self, id: u32) -> bool {
+        !self.closed
+            && self
+                .exports
+                .get(id)
+                .is_some_and(|e| e.promise && e.resolved.is_none())
+    }
+
+    /// Sends the one `Resolve` of promise export `id`, describing what it
+    /// became (or the exception it broke with). The id stands for that
+    /// now: the promise, if sent again, is a new export. Gives `false` (and
+    /// sends nothing) if the export is gone, no promise, or resolved.
+    pub fn resolve_export(&mut self, id: u32, to: Result<CapDescriptor, Error>) -> bool {
+        if !self.awaits_resolve(id) {
+            return false;
+        }
+        let message = out::resolve(id, to.as_ref());
+        if let Some(export) = self.exports.get_mut(id) {
+            export.resolved = Some(to.ok());
+        }
+        self.exports.forget_key(id);
+        self.counts.resolves_sent += 1;
+        self.send(message);
+        true
+    }
+
+    /// Takes `count` references to export `id` back (the peer released
+    /// them, or never saw them): an export that reaches zero goes.
+    fn release_export(&mut self, id: u32, count: u32) {
+        if let Ok(Some(export)) = self.exports.release(id, count) {
+            self.events.push_back(Event::Released(export.value));
+        }
+    }
+
+    /// Our exports.
+    pub fn exports(&self) -> usize {
+        self.exports.len()
+    }
+
+    /// How many references the peer holds to export `id`.
+    pub fn export_refs(&self, id: u32) -> Option<u32> {
+        self.exports.ref_count(id)
+    }
+
+    // ----- imports (the peer's exports) -----
+
+    /// The runtime's side of import `id`, and which of its local references
+    /// is current.
+    pub fn import_mut(&mut self, id: u32) -> Option<(&mut S::Import, u64)> {
+        self.imports
+            .get_mut(id)
+            .map(|i| (&mut i.value, i.generation))
+    }
+
+    /// Makes a new local reference to import `id` current (the last one
+    /// went): gives its generation, which
+    /// [`import_dropped`](Self::import_dropped) names.
+    pub fn renew_import(&mut self, id: u32) -> u64 {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        if let Some(import) = self.imports.get_mut(id) {
+            import.generation = generation;
+        }
+        generation
+    }
+
+    /// The local reference `generation` to import `id` went: unless a newer
+    /// one replaced it, a `Release` of every reference the peer gave goes
+    /// out.
+    pub fn import_dropped(&mut self, id: u32, generation: u64) {
+        let current = self
+            .imports
+            .get(id)
+            .is_some_and(|i| i.generation == generation);
+        if !current || self.closed {
+            return;
+        }
+        if let Some((_, count)) = self.imports.remove(id) {
+            self.send(out::release(id, count));
+        }
+    }
+
+    /// The peer's exports we hold.
+    pub fn imports(&self) -> usize {
+        self.imports.len()
+    }
+
+    /// How many references the peer gave us to import `id`.
+    pub fn import_refs(&self, id: u32) -> Option<u32> {
+        self.imports.ref_count(id)
+    }
+
+    // ----- embargoes -----
+
+    /// Starts an embargo on `target` (a promise import or a path into one
+    /// of our questions' answers): `Disembargo{senderLoopback}` goes out,
+    /// and `waiter` comes back in [`Event::EmbargoLifted`] when the peer
+    /// reflects it.
+    pub fn embargo(&mut self, target: MessageTarget, waiter: S::Embargo) -> u32 {
+        self.counts.embargoes_started += 1;
+        let id = self.embargoes.start(waiter);
+        self.send(out::disembargo(
+            &target,
+            DisembargoContext::SenderLoopback(id),
+        ));
+        id
+    }
+
+    /// Starts an embargo on the path `transform` of question `key`; gives
+    /// `waiter` back if there is nothing to wait for (the question is let
+    /// go, or the connection closed: nothing can still be on its way).
+    pub fn embargo_path(
+        &mut self,
+        key: u64,
+        transform: &[u16],
+        waiter: S::Embargo,
+    ) -> Result<u32, S::Embargo> {
+        match self.question_id(key) {
+            Some(question_id) if !self.closed => {
+                let target = MessageTarget::PromisedAnswer(PromisedAnswer {
+                    question_id,
+                    transform: transform.to_vec(),
+                });
+                Ok(self.embargo(target, waiter))
+            }
+            _ => Err(waiter),
+        }
+    }
+
+    /// Sends the reflection of the peer's embargo `embargo_id` along
+    /// `target` (after [`Event::Reflect`] or [`Event::ReflectWhenSettled`]).
+    pub fn reflect(&mut self, target: &MessageTarget, embargo_id: u32) {
+        self.send(out::disembargo(
+            target,
+            DisembargoContext::ReceiverLoopback(embargo_id),
+        ));
+    }
+
+    /// A reflection that waited for its path to settle is done (sent or
+    /// not): it no longer counts against the bound.
+    pub fn reflection_done(&mut self) {
+        self.reflections_waiting = self.reflections_waiting.saturating_sub(1);
+    }
+
+    /// Embargoes in force.
+    pub fn embargoes(&self) -> usize {
+        self.embargoes.len()
+    }
+
+    /// Cumulative counts.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+}
