@@ -114,6 +114,18 @@ pub(crate) struct StartEmbargoes {
     pub(crate) key: u64,
     /// The question's state, which holds the waiting calls.
     pub(crate) state: Weak<CallState>,
-    /// The paths under embargo.
+    /// The paths under embargo; taken when handled.
     pub(crate) paths: Vec<Arc<[u16]>>,
+}
+
+impl Drop for StartEmbargoes {
+    fn drop(&mut self) {
+        // Never handled (the connection stopped): nothing can still be on
+        // its way; the held calls go on.
+        if let Some(state) = self.state.upgrade() {
+            for path in self.paths.drain(..) {
+                state.lift_embargo(&path);
+            }
+        }
+    }
 }

@@ -405,9 +405,11 @@ impl<S: Slots> Connection<S> {
                              whose call did not say sendResultsTo.yourself"
                         )))
                     }
-                    None => return Err(Error::failed(format!(
+                    None => {
+                        return Err(Error::failed(format!(
                         "Return.takeFromOtherQuestion names answer {other}, which does not exist"
-                    ))),
+                    )))
+                    }
                 }
             }
             ReturnKind::Unsupported(what) => Outcome::Error(Error::unimplemented(format!(

@@ -613,6 +613,11 @@ impl<S: Slots> Connection<S> {
         id
     }
 
+    /// Who takes the answer to question `id`, until it comes.
+    pub fn taker_mut(&mut self, id: u32) -> Option<&mut S::Question> {
+        self.questions.get_mut(id)?.taker.as_mut()
+    }
+
     /// The id of the question the runtime knows as `key`, while it is
     /// asked and not let go.
     pub fn question_id(&self, key: u64) -> Option<u32> {

@@ -10,7 +10,6 @@
 
 mod backpressure;
 mod embargo;
-mod gate;
 mod inbound;
 mod options;
 mod outbound;
@@ -28,13 +27,10 @@ use actix::{
     StreamHandler,
 };
 use backpressure::Backpressure;
-use capnp_actix_proto::embargo::EmbargoTable;
-use capnp_actix_proto::flow::FlowGate;
+use capnp_actix_proto::connection::{Config, Connection, Slots};
 use capnp_actix_proto::frame::{Frame, Limits};
-use capnp_actix_proto::table::{AnswerTable, ExportTable, ImportTable, QuestionTable};
 use capnp_actix_proto::{CapDescriptor, Error};
 use futures::channel::{mpsc, oneshot};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -50,47 +46,26 @@ pub use options::{
 /// Connection ids, for logs and to tell connections apart.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-/// One of our questions, while its id is in use.
-pub(crate) struct QuestionEntry {
-    /// The caller's key for it, until the caller lets go.
-    pub(crate) key: Option<u64>,
-    /// The actor that delivers the answer; gone once it has.
-    pub(crate) actor: Option<Addr<QuestionActor>>,
-    /// Exports we sent in the params: released on a `Return` that says
-    /// `releaseParamCaps`.
-    pub(crate) param_exports: Vec<u32>,
-}
-
-/// One of the peer's questions, while its id is in use. Kept small: the
-/// answers table moves entries as it grows and shrinks, and most answers
-/// (results without capabilities) never need more than this.
+/// The runtime's side of one of the peer's questions (the core keeps the
+/// rest). Kept small: the answers table moves entries as it grows and
+/// shrinks, and most answers (results without capabilities) never need
+/// more than this.
 pub(crate) struct AnswerEntry {
     /// The call's state: calls the peer pipelines on this answer go here.
     pub(crate) state: Arc<CallState>,
     /// The actor running the call, until it reports.
     pub(crate) actor: Option<Addr<AnswerActor>>,
-    /// Bytes of the call's message, counted against the flow limit until
-    /// the `Return` goes out.
-    pub(crate) inbound_bytes: usize,
-    /// The call said `sendResultsTo.yourself`: its results stay here until
-    /// the peer takes them with `Return.takeFromOtherQuestion`, and its own
-    /// `Return` says `resultsSentElsewhere`.
-    pub(crate) results_elsewhere: bool,
-    /// What the `Return` told the peer about capabilities, once it did.
-    pub(crate) sent: Option<Box<SentCaps>>,
+    /// What the `Return`'s capabilities stand for, once it carried any.
+    pub(crate) sent: Option<Box<SentTargets>>,
 }
 
-/// What a `Return` told the peer about the capabilities of its results.
+/// What the capabilities of a `Return` stand for here.
 #[derive(Default)]
-pub(crate) struct SentCaps {
-    /// Exports we sent in the results, released by a `Finish` that says
-    /// `releaseResultCaps`.
-    pub(crate) exports: Vec<u32>,
-    /// What each result capability was described as, by its index in the
-    /// results: calls the peer pipelines on the answer reach exactly that,
-    /// and its `Disembargo{senderLoopback}` is reflected along it (the
-    /// Tribble 4-way race rule, P-18).
-    pub(crate) described: Vec<Option<Described>>,
+pub(crate) struct SentTargets {
+    /// What each result capability was described as standing for, by its
+    /// index in the results: calls the peer pipelines on the answer reach
+    /// exactly that (the Tribble 4-way race rule, P-18).
+    pub(crate) described: Vec<Option<Capability>>,
     /// The capability a pipeline path settled to, once asked: calls the
     /// peer keeps making on the answer (as clients do on the bootstrap
     /// answer) go to it without reading the results again.
@@ -98,6 +73,14 @@ pub(crate) struct SentCaps {
 }
 
 impl AnswerEntry {
+    pub(crate) fn new(state: Arc<CallState>) -> Self {
+        AnswerEntry {
+            state,
+            actor: None,
+            sent: None,
+        }
+    }
+
     /// What a call the peer pipelines on this answer at `transform` goes
     /// to: once the Return went out, what it described; the capability in
     /// the results once they are known (and nothing queued on them is
@@ -111,7 +94,7 @@ impl AnswerEntry {
         match self.state.settled_target(transform) {
             Some(payload) if returned => {
                 let cap = match self.described_at(transform) {
-                    Some(described) => described.target,
+                    Some(target) => target,
                     None => payload.cap_at(transform),
                 };
                 let sent = self.sent.get_or_insert_with(Box::default);
@@ -123,18 +106,36 @@ impl AnswerEntry {
         }
     }
 
-    /// What our `Return` described the capability at `transform` as.
-    pub(crate) fn described_at(&self, transform: &[u16]) -> Option<Described> {
+    /// What our `Return` described the capability at `transform` as
+    /// standing for.
+    fn described_at(&self, transform: &[u16]) -> Option<Capability> {
         let described = &self.sent.as_ref()?.described;
         if described.is_empty() {
             return None;
         }
-        let payload = match self.state.result()? {
-            Ok(payload) => payload,
-            Err(_) => return None,
-        };
-        let index = payload.cap_index_at(transform).ok()?;
+        let index = Runtime::cap_index(self, transform)?;
         described.get(index)?.clone()
+    }
+}
+
+/// The runtime's data in the core's tables.
+pub(crate) struct Runtime;
+
+impl Slots for Runtime {
+    /// The question's actor, once started (just after its `Call` is
+    /// queued).
+    type Question = Option<Addr<QuestionActor>>;
+    type Answer = AnswerEntry;
+    type Export = ExportEntry;
+    type ExportKey = ExportKey;
+    type Import = ImportEntry;
+    type Embargo = EmbargoWaiter;
+
+    fn cap_index(answer: &AnswerEntry, transform: &[u16]) -> Option<usize> {
+        match answer.state.result()? {
+            Ok(payload) => payload.cap_index_at(transform).ok(),
+            Err(_) => None,
+        }
     }
 }
 
@@ -174,14 +175,16 @@ impl Drop for Resolving {
     }
 }
 
-/// One of our exports.
+/// One of our exports, as the runtime holds it.
 pub(crate) struct ExportEntry {
     /// What calls on the export go to until it is resolved.
     pub(crate) cap: Capability,
-    /// For a promise: the wait for its resolution.
+    /// For a promise: the wait for its resolution, held so that dropping
+    /// the export cancels it.
+    #[allow(dead_code)]
     pub(crate) resolving: Option<Resolving>,
-    /// What its `Resolve` described it as, once sent.
-    pub(crate) resolved: Option<Described>,
+    /// What its `Resolve` described it as standing for, once sent.
+    pub(crate) resolved: Option<Capability>,
 }
 
 impl ExportEntry {
@@ -197,7 +200,7 @@ impl ExportEntry {
     /// `Resolve`, exactly what that described.
     pub(crate) fn target(&self) -> Capability {
         match &self.resolved {
-            Some(described) => described.target.clone(),
+            Some(target) => target.clone(),
             None => self.cap.clone(),
         }
     }
@@ -229,12 +232,11 @@ impl EmbargoWaiter {
     }
 }
 
-/// One import, while the peer's export is referenced here.
+/// The runtime's side of one import.
+#[derive(Default)]
 pub(crate) struct ImportEntry {
     /// The local reference, shared by every capability for this import.
     pub(crate) local: Weak<ImportRef>,
-    /// Which reference is current (see [`ImportRef::generation`]).
-    pub(crate) generation: u64,
     /// For a `senderPromise` import: the promise, which a `Resolve` settles.
     pub(crate) promise: Option<Weak<PromiseImport>>,
 }
@@ -253,36 +255,13 @@ pub struct ConnActor {
     pub(crate) backpressure: Arc<Backpressure>,
     /// Above this many queued bytes, new calls fail (`overloaded`).
     pub(crate) send_buffer_size: usize,
-    /// Most of the peer's exports we hold.
-    pub(crate) max_imports: usize,
-    /// Most of the peer's calls waiting on one answer (and most of its
-    /// Disembargos waiting on the connection).
+    /// Most of the peer's calls waiting on one answer.
     pub(crate) max_pipelined: usize,
-    /// The peer's `Disembargo{senderLoopback}`s waiting to be reflected.
-    pub(crate) reflections_waiting: usize,
-    /// The flow limit on the peer's calls: what may be handled now, what
-    /// waits (F-05, F-07).
-    gate: FlowGate<inbound::Received>,
-    /// What waits in the gate that a `Return` could depend on.
-    waiting: inbound::Waiting,
-    /// Our questions.
-    pub(crate) questions: QuestionTable<QuestionEntry>,
-    /// Question ids by caller key.
-    pub(crate) question_ids: HashMap<u64, u32>,
-    /// The peer's questions.
-    pub(crate) answers: AnswerTable<AnswerEntry>,
-    /// Our exports.
-    pub(crate) exports: ExportTable<ExportEntry, ExportKey>,
+    /// The protocol: tables, flow gate, embargoes, and every decision on
+    /// them.
+    pub(crate) core: Connection<Runtime>,
     /// Export identities for capabilities that have none of their own.
     pub(crate) next_anonymous_export: u64,
-    /// The peer's exports that we hold.
-    pub(crate) imports: ImportTable<ImportEntry>,
-    /// Cumulative protocol counts, for [`Stats`].
-    pub(crate) counts: ConnStats,
-    /// Embargoes we started, until the peer reflects them.
-    pub(crate) embargoes: EmbargoTable<EmbargoWaiter>,
-    /// Generations for import references.
-    pub(crate) next_generation: u64,
     /// This actor's own address, for the imports it hands out.
     pub(crate) self_addr: Option<Addr<ConnActor>>,
     /// This connection as capabilities and calls see it; dropped at
@@ -331,6 +310,7 @@ impl ConnActor {
                 Some(BootstrapSource::Factory(factory)) => Some(factory()),
             };
             let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+            let serves_bootstrap = main.is_some();
             ConnActor {
                 id,
                 main,
@@ -338,20 +318,15 @@ impl ConnActor {
                 writer: Some(tx),
                 backpressure,
                 send_buffer_size: options.send_buffer_size,
-                max_imports: options.max_imports,
                 max_pipelined: options.max_pipelined,
-                reflections_waiting: 0,
-                gate: FlowGate::new(options.flow_limit),
-                waiting: Default::default(),
-                questions: QuestionTable::new(),
-                question_ids: HashMap::new(),
-                answers: AnswerTable::new(options.max_answers),
-                exports: ExportTable::new(),
+                core: Connection::new(Config {
+                    flow_limit: options.flow_limit,
+                    max_answers: options.max_answers,
+                    max_imports: options.max_imports,
+                    max_reflections: options.max_pipelined,
+                    serves_bootstrap,
+                }),
                 next_anonymous_export: 1 << 63,
-                imports: ImportTable::new(),
-                embargoes: EmbargoTable::new(),
-                counts: ConnStats::default(),
-                next_generation: 0,
                 self_addr: Some(ctx.address()),
                 link: Some(Arc::new(ConnLink {
                     id,
@@ -437,7 +412,8 @@ impl ConnActor {
     pub(crate) fn abort(&mut self, reason: Error, ctx: &mut Context<Self>) {
         log::warn!("conn {}: aborting: {reason}", self.id);
         if self.closing.is_none() {
-            self.write(&capnp_actix_proto::message::abort(&reason));
+            self.core.abort(&reason);
+            self.flush();
         }
         self.end(reason, ctx);
     }
@@ -508,16 +484,12 @@ impl Handler<Bootstrap> for ConnActor {
         }
         let state = CallState::new();
         let key = next_question_key();
-        let id = self.questions.insert(QuestionEntry {
-            key: Some(key),
-            actor: Some(self.start_question(&state, key, ctx)),
-            param_exports: Vec::new(),
-        });
-        self.question_ids.insert(key, id);
+        let actor = self.start_question(&state, key, ctx);
+        self.core.bootstrap(key, Some(actor));
         if let Some(link) = &self.link {
             state.set_remote(link, key);
         }
-        self.write(&capnp_actix_proto::message::bootstrap(id));
+        self.flush();
         Ok(Capability::pipelined(state, Arc::from([])))
     }
 }
@@ -655,14 +627,17 @@ impl Handler<Stats> for ConnActor {
     type Result = ConnStats;
 
     fn handle(&mut self, _msg: Stats, _ctx: &mut Context<Self>) -> ConnStats {
+        let counts = self.core.counts();
         ConnStats {
-            questions: self.questions.len(),
-            answers: self.answers.len(),
-            exports: self.exports.len(),
-            imports: self.imports.len(),
+            questions: self.core.questions(),
+            answers: self.core.answers(),
+            exports: self.core.exports(),
+            imports: self.core.imports(),
+            resolves_sent: counts.resolves_sent,
+            resolves_received: counts.resolves_received,
+            embargoes_started: counts.embargoes_started,
             queued_bytes: self.backpressure.queued(),
-            inbound_bytes: self.gate.running(),
-            ..self.counts
+            inbound_bytes: self.core.inbound_bytes(),
         }
     }
 }

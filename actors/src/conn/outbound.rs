@@ -2,7 +2,7 @@
 //! translation of capabilities into cap descriptors.
 
 use super::transport::{framed_len, Outgoing};
-use super::{ConnActor, Described, ExportEntry, ExportKey, QuestionEntry, Resolving, SendCall};
+use super::{ConnActor, Described, ExportEntry, ExportKey, Resolving, SendCall};
 use crate::call::{CallState, CallTarget, OutCall};
 use crate::capability::PromiseImport;
 use crate::capability::{CapKind, Capability};
@@ -14,6 +14,7 @@ use crate::placeholder::{index_of, index_table};
 const UNCOPIED_WRITE_BYTES: usize = 64 * 1024;
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
+use capnp_actix_proto::connection::Sent;
 use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::rpc_capnp::{message, payload};
 use capnp_actix_proto::{frame, CapDescriptor, Error, PromisedAnswer};
@@ -35,9 +36,9 @@ impl Handler<SendCall> for ConnActor {
         }
         let target = match &msg.target {
             CallTarget::Import(id) => MessageTarget::ImportedCap(*id),
-            CallTarget::Promised { key, transform } => match self.question_ids.get(key) {
+            CallTarget::Promised { key, transform } => match self.core.question_id(*key) {
                 Some(id) => MessageTarget::PromisedAnswer(PromisedAnswer {
-                    question_id: *id,
+                    question_id: id,
                     transform: transform.to_vec(),
                 }),
                 None => {
@@ -56,19 +57,38 @@ impl Handler<SendCall> for ConnActor {
 }
 
 impl ConnActor {
-    /// Frames `message` and queues it for the writer.
+    /// Frames `message` and queues it for the writer, after what the core
+    /// decided to send before it.
     pub(crate) fn write(&mut self, message: &OutMessage) {
+        self.flush();
+        self.write_now(message);
+    }
+
+    /// Queues `message` for the writer (a large one as it is, uncopied),
+    /// after what the core decided to send before it.
+    pub(crate) fn write_owned(&mut self, message: OutMessage) {
+        self.flush();
+        self.write_owned_now(message);
+    }
+
+    /// Queues what the core decided to send, in order.
+    pub(crate) fn flush(&mut self) {
+        while let Some(message) = self.core.poll_transmit() {
+            self.write_owned_now(message);
+        }
+    }
+
+    fn write_now(&mut self, message: &OutMessage) {
         let mut bytes = Vec::new();
         frame::encode(message, &mut bytes);
         self.queue(Outgoing::Bytes(bytes));
     }
 
-    /// Queues `message` for the writer: a large one as it is, uncopied.
-    pub(crate) fn write_owned(&mut self, message: OutMessage) {
+    fn write_owned_now(&mut self, message: OutMessage) {
         if framed_len(&message) >= UNCOPIED_WRITE_BYTES {
             self.queue(Outgoing::Built(message));
         } else {
-            self.write(&message);
+            self.write_now(&message);
         }
     }
 
@@ -140,7 +160,7 @@ impl ConnActor {
         }
         // What can fail comes before the question and its exports are
         // recorded: a call refused here leaves nothing behind.
-        let id = self.questions.next_id();
+        let id = self.core.next_question_id();
         {
             let root: message::Builder = message.get_root()?;
             let mut call = match root.which()? {
@@ -153,22 +173,17 @@ impl ConnActor {
             let params = call.get_params()?;
             let (described, exports) = self.describe_all(&caps, ctx);
             write_cap_table(params, &described);
-            let recorded = self.questions.insert(QuestionEntry {
-                key: Some(key),
-                actor: None,
-                param_exports: exports,
-            });
+            let recorded = self.core.asked(key, None, exports);
             debug_assert_eq!(recorded, id, "describing capabilities asks no question");
         }
-        self.question_ids.insert(key, id);
         self.write_owned(message);
         // The question's actor starts after the write is queued, so that
         // the writer (woken first) puts the call on the wire before the new
         // actor's first turn. Its `Return` cannot come before this handler
         // ends.
         let actor = self.start_question(state, key, ctx);
-        if let Some(entry) = self.questions.get_mut(id) {
-            entry.actor = Some(actor);
+        if let Some(taker) = self.core.taker_mut(id) {
+            *taker = Some(actor);
         }
         Ok(())
     }
@@ -190,6 +205,7 @@ impl ConnActor {
             if let Err(e) = self.check_size(message) {
                 self.write(&capnp_actix_proto::message::return_exception(answer_id, &e));
             } else if framed_len(message) >= UNCOPIED_WRITE_BYTES {
+                self.flush();
                 self.queue(Outgoing::Shared(results.clone()));
             } else {
                 self.write(message);
@@ -312,7 +328,7 @@ impl ConnActor {
                 let asked = call
                     .remote()
                     .filter(|r| r.link.id() == me)
-                    .and_then(|remote| self.question_ids.get(&remote.key).copied());
+                    .and_then(|remote| self.core.question_id(remote.key));
                 match asked {
                     Some(question_id) => CapDescriptor::ReceiverAnswer(PromisedAnswer {
                         question_id,
@@ -326,10 +342,10 @@ impl ConnActor {
             }
             _ => {
                 let key = self.export_key(&cap);
-                CapDescriptor::SenderHosted(
-                    self.exports
-                        .export(key, || ExportEntry::new(cap.clone(), None)),
-                )
+                let (id, _) = self
+                    .core
+                    .export(key, false, || ExportEntry::new(cap.clone(), None));
+                CapDescriptor::SenderHosted(id)
             }
         };
         Described {
@@ -362,10 +378,11 @@ impl ConnActor {
         ctx: &mut Context<Self>,
     ) -> CapDescriptor {
         let key = self.export_key(cap);
-        if let Some(id) = self.exports.id_of(&key) {
+        if self.core.export_id(&key).is_some() {
             // Exported already, and its Resolve is arranged (P-20).
-            self.exports
-                .export(key, || unreachable!("exported already"));
+            let (id, _) = self
+                .core
+                .export(key, true, || unreachable!("exported already"));
             return CapDescriptor::SenderPromise(id);
         }
         let settled = async move {
@@ -388,7 +405,7 @@ impl ConnActor {
         // The wait is cancelled when the export goes (the peer released
         // it): what it waits on is dropped with it (P-19).
         let (settled, resolving) = futures::future::abortable(settled);
-        let id = self.exports.export(key, || {
+        let (id, _) = self.core.export(key, true, || {
             ExportEntry::new(cap.clone(), Some(Resolving(resolving)))
         });
         ctx.spawn(settled.into_actor(self).map(move |settled, conn, ctx| {
@@ -402,32 +419,23 @@ impl ConnActor {
     /// Sends the `Resolve` of promise export `id`: once, and only while
     /// the export lives (its wait is cancelled when it goes).
     fn send_resolve(&mut self, id: u32, target: Capability, ctx: &mut Context<Self>) {
-        let unresolved = self
-            .exports
-            .get(id)
-            .is_some_and(|entry| entry.resolving.is_some() && entry.resolved.is_none());
-        if self.closing.is_some() || !unresolved {
+        if self.closing.is_some() || !self.core.awaits_resolve(id) {
             return;
         }
-        let resolution = match &target.kind {
-            CapKind::Broken(e) => Err(e.clone()),
-            _ => Ok(self.describe(&target, ctx)),
+        let (resolution, stands_for) = match &target.kind {
+            CapKind::Broken(e) => (Err(e.clone()), target.clone()),
+            _ => {
+                let described = self.describe(&target, ctx);
+                (Ok(described.descriptor), described.target)
+            }
         };
-        let message = match &resolution {
-            Ok(described) => capnp_actix_proto::message::resolve(id, Ok(&described.descriptor)),
-            Err(e) => capnp_actix_proto::message::resolve(id, Err(e)),
-        };
-        if let Some(entry) = self.exports.get_mut(id) {
-            entry.resolved = Some(resolution.unwrap_or_else(|e| Described {
-                descriptor: CapDescriptor::None,
-                target: Capability::broken(e),
-            }));
+        // Calls the peer makes on the id from now on reach exactly what
+        // the Resolve described.
+        if let Some(entry) = self.core.export_value_mut(id) {
+            entry.resolved = Some(stands_for);
         }
-        // The id stands for the resolution now: the promise, if sent
-        // again, is a new export (as in the C++ reference).
-        self.exports.forget_key(id);
-        self.counts.resolves_sent += 1;
-        self.write(&message);
+        self.core.resolve_export(id, resolution);
+        self.flush();
     }
 }
 
@@ -441,6 +449,32 @@ pub(crate) struct SentResults {
     /// What each capability of the results was described as, by its index
     /// in the results payload.
     pub(crate) described: Vec<Option<Described>>,
+}
+
+impl SentResults {
+    /// What the core keeps (the names sent), what the runtime keeps (what
+    /// they stand for), and `noFinishNeeded`.
+    pub(crate) fn split(self) -> (Sent, Vec<Option<Capability>>, bool) {
+        let mut descriptors = Vec::with_capacity(self.described.len());
+        let mut targets = Vec::with_capacity(self.described.len());
+        for described in self.described {
+            match described {
+                Some(d) => {
+                    descriptors.push(Some(d.descriptor));
+                    targets.push(Some(d.target));
+                }
+                None => {
+                    descriptors.push(None);
+                    targets.push(None);
+                }
+            }
+        }
+        let sent = Sent {
+            exports: self.exports,
+            described: descriptors,
+        };
+        (sent, targets, self.no_finish_needed)
+    }
 }
 
 /// What a promise export waits on.

@@ -22,28 +22,27 @@ pub(crate) fn tear_down(conn: &mut ConnActor, reason: Error) {
         ErrorKind::Disconnected => reason.clone(),
         _ => Error::disconnected(format!("connection aborted: {}", reason.reason())),
     };
-    for (_, question) in conn.questions.drain() {
-        if let Some(actor) = &question.actor {
-            fail_question(actor, &failure);
-        }
+    let drained = conn.core.drain();
+    for actor in drained.questions.iter().flatten() {
+        fail_question(actor, &failure);
     }
-    conn.question_ids.clear();
-    for (_, answer) in conn.answers.drain() {
+    for answer in &drained.answers {
         if let Some(actor) = &answer.actor {
             cancel_answer(actor);
         }
     }
     // Calls held back by an embargo go on to their (local) targets.
-    for waiter in conn.embargoes.drain() {
+    for waiter in drained.embargoes {
         waiter.lift();
     }
-    drop(conn.exports.drain());
+    drop(drained.exports);
     // Promises the peer gave us will never hear their Resolve now.
-    for (_, import, _) in conn.imports.drain() {
+    for (import, _) in drained.imports {
         if let Some(promise) = import.promise.and_then(|p| p.upgrade()) {
             promise.resolve(Capability::broken(failure.clone()), |_| false);
         }
     }
+    drop(drained.answers);
     drop(conn.main.take());
     conn.writer = None;
     conn.self_addr = None;
