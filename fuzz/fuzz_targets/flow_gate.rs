@@ -91,11 +91,22 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         assert_eq!(gate.running(), running.iter().sum::<usize>());
-        let parked_calls: usize = parked.iter().filter(|m| m.1 == Kind::Call).map(|m| m.2).sum();
-        let parked_other: usize = parked.iter().filter(|m| m.1 != Kind::Call).map(|m| m.2).sum();
+        let parked_calls: usize = parked
+            .iter()
+            .filter(|m| m.1 == Kind::Call)
+            .map(|m| m.2)
+            .sum();
+        let parked_other: usize = parked
+            .iter()
+            .filter(|m| m.1 != Kind::Call)
+            .map(|m| m.2)
+            .sum();
         assert_eq!(gate.parked(), parked_calls + parked_other);
         let largest = parked.iter().map(|m| m.2).max().unwrap_or(0);
-        assert!(parked_calls <= limit + largest, "parked calls over their bound");
+        assert!(
+            parked_calls <= limit + largest,
+            "parked calls over their bound"
+        );
         assert_eq!(gate.reader_should_wait(), parked_other > other_bound);
     }
 });
