@@ -766,3 +766,107 @@ fn after_abort_nothing_more_is_decided() {
     assert_eq!(sent_kinds(&mut conn), ["abort"]);
     let _ = Sent::default();
 }
+
+// covers: P-17
+/// A promise that resolves to another promise, which then resolves home.
+/// Calls went through the first: the embargo rule hands that on to the
+/// second, whose resolution to A's own object then needs an embargo; B
+/// reflects it along what it resolved the second promise to.
+#[test]
+fn promise_to_promise_to_home_hands_on_and_embargoes() {
+    use crate::embargo::{after_resolution, AfterResolution};
+    let mut pair = Pair::new();
+    let boot = bootstrapped(&mut pair);
+    // A calls B's main, passing its own object X; B answers with promise P1.
+    let (x, _) = pair.a.export(1, false, || "X".into());
+    let q = pair.call(
+        Side::A,
+        2,
+        &MessageTarget::ImportedCap(boot),
+        &[CapDescriptor::SenderHosted(x)],
+    );
+    pair.deliver(Side::A).unwrap();
+    let [Event::Call(call)] = &events(&mut pair.b)[..] else {
+        panic!()
+    };
+    let x_at_b = match call.caps[..] {
+        [Incoming::Import { id, promise: false }] => id,
+        _ => panic!("{:?}", call.caps),
+    };
+    pair.b.start_answer(q, vec![vec![0]], false, 0).unwrap();
+    let (p1, _) = pair.b.export(10, true, || "P1".into());
+    pair.return_results(Side::B, q, &[CapDescriptor::SenderPromise(p1)]);
+    pair.deliver(Side::B).unwrap();
+    let [Event::Return {
+        outcome: Outcome::Results { caps, .. },
+        ..
+    }] = &events(&mut pair.a)[..]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        caps,
+        &[Incoming::Import {
+            id: p1,
+            promise: true
+        }]
+    );
+    // A calls through P1: calls went to the peer.
+    let calls_sent = true;
+    pair.call(Side::A, 3, &MessageTarget::ImportedCap(p1), &[]);
+    pair.deliver(Side::A).unwrap();
+    events(&mut pair.b);
+    // P1 resolves to another promise of B's, P2.
+    let (p2, _) = pair.b.export(11, true, || "P2".into());
+    assert!(pair
+        .b
+        .resolve_export(p1, Ok(CapDescriptor::SenderPromise(p2))));
+    pair.deliver(Side::B).unwrap();
+    let [Event::Resolve {
+        promise_id,
+        to: Ok(Incoming::Import { id, promise: true }),
+        resolution,
+    }] = &events(&mut pair.a)[..]
+    else {
+        panic!()
+    };
+    assert_eq!((*promise_id, *id), (p1, p2));
+    // The rule: P2 inherits that calls went through (P-17).
+    assert_eq!(
+        after_resolution(*resolution, calls_sent),
+        AfterResolution::HandOn
+    );
+    // P2 resolves home, to X.
+    assert!(pair
+        .b
+        .resolve_export(p2, Ok(CapDescriptor::ReceiverHosted(x_at_b))));
+    pair.deliver(Side::B).unwrap();
+    let [Event::Resolve {
+        promise_id,
+        to: Ok(Incoming::Export(home)),
+        resolution,
+    }] = &events(&mut pair.a)[..]
+    else {
+        panic!()
+    };
+    assert_eq!((*promise_id, *home), (p2, x));
+    assert_eq!(
+        after_resolution(*resolution, calls_sent),
+        AfterResolution::Embargo
+    );
+    let embargo = pair
+        .a
+        .embargo(MessageTarget::ImportedCap(p2), "calls on P2".into());
+    pair.deliver(Side::A).unwrap();
+    let [Event::Reflect { target, embargo_id }] = &events(&mut pair.b)[..] else {
+        panic!()
+    };
+    // Back along what P2 was resolved to: A's X, as B imports it.
+    assert_eq!(
+        (target, *embargo_id),
+        (&MessageTarget::ImportedCap(x_at_b), embargo)
+    );
+    pair.b.reflect(target, *embargo_id);
+    pair.deliver(Side::B).unwrap();
+    assert!(matches!(&events(&mut pair.a)[..], [Event::EmbargoLifted(w)] if w == "calls on P2"));
+}
