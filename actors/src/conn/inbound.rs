@@ -44,13 +44,14 @@ impl ConnActor {
     /// Handles what waited in the flow gate and may go on now.
     pub(crate) fn drain_parked(&mut self, ctx: &mut Context<Self>) {
         loop {
-            let handled = self
-                .core
-                .handle_waiting()
-                .and_then(|more| self.run_events(ctx).map(|()| more));
-            match handled {
-                Ok(true) if self.closing.is_none() => {}
-                Ok(_) => break,
+            // What the core decided so far first, then the next that waited.
+            let next = self.run_events(ctx).and_then(|()| match self.closing {
+                Some(_) => Ok(false),
+                None => self.core.handle_waiting(),
+            });
+            match next {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(e) => {
                     self.abort(e, ctx);
                     break;
@@ -459,10 +460,7 @@ impl Handler<ReturnReady> for ConnActor {
         // comes anyway finds nothing, which is tolerated). There is room
         // under the flow limit now: what waited goes on.
         self.core.returned(id, sent, no_finish_needed);
-        if let Err(e) = self.run_events(ctx) {
-            self.abort(e, ctx);
-            return;
-        }
+        // (What the core decided now runs first, then what waited.)
         self.drain_parked(ctx);
     }
 }

@@ -455,6 +455,13 @@ impl SentResults {
     /// What the core keeps (the names sent), what the runtime keeps (what
     /// they stand for), and `noFinishNeeded`.
     pub(crate) fn split(self) -> (Sent, Vec<Option<Capability>>, bool) {
+        if self.described.is_empty() {
+            let sent = Sent {
+                exports: self.exports,
+                described: Vec::new(),
+            };
+            return (sent, Vec::new(), self.no_finish_needed);
+        }
         let mut descriptors = Vec::with_capacity(self.described.len());
         let mut targets = Vec::with_capacity(self.described.len());
         for described in self.described {
