@@ -80,7 +80,7 @@ fn run_events(pair: &mut Pair, side: Side, app: &mut App) {
             Event::Refused { question_id, .. } => {
                 let c = conn(pair, side);
                 if c.start_answer(question_id, Vec::new(), false, 0).is_ok() {
-                    c.returned(question_id, Default::default(), false);
+                    drop(c.returned(question_id, Default::default(), false));
                 }
             }
             Event::Return {

@@ -85,6 +85,15 @@ impl<S: Slots> Connection<S> {
     /// or refuses it (a call over the flow limit gets an `overloaded`
     /// exception at once). A message we do not implement is answered with
     /// `unimplemented`.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::{reframe, Test}, Config, Connection, Event};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.receive(reframe(&capnp_actix_proto::message::bootstrap(0))).unwrap();
+    /// assert!(matches!(conn.poll_event(), Some(Event::Bootstrap { question_id: 0, refusal: None })));
+    /// // The same question id again, while it is open: a protocol error.
+    /// conn.start_answer(0, vec![], false, 0).unwrap();
+    /// assert!(conn.receive(reframe(&capnp_actix_proto::message::bootstrap(0))).is_err());
+    /// ```
     pub fn receive(&mut self, frame: Frame) -> Result<(), Error> {
         if self.closed {
             return Ok(());
@@ -124,6 +133,11 @@ impl<S: Slots> Connection<S> {
     /// Handles the next message that waited in the flow gate, if one may go
     /// on now; gives whether one did. Call it until it gives `false` after
     /// every [`returned`](Self::returned), handling the events of each.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::{reframe, Test}, Config, Connection, Event};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// assert!(!conn.handle_waiting().unwrap(), "nothing waits");
+    /// ```
     pub fn handle_waiting(&mut self) -> Result<bool, Error> {
         if self.closed {
             return Ok(false);

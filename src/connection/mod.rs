@@ -40,7 +40,7 @@ use crate::error::Error;
 use crate::flow::FlowGate;
 use crate::frame::Frame;
 use crate::message::{self as out, DisembargoContext, OutMessage};
-use crate::table::{AnswerTable, Ended, ExportTable, ImportTable, QuestionTable};
+use crate::table::{AnswerTable, Ended, ExportTable, ImportTable, OwnKeys, QuestionTable};
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
@@ -469,7 +469,7 @@ struct Import<I> {
 pub struct Connection<S: Slots> {
     config: Config,
     questions: QuestionTable<Question<S::Question>>,
-    question_ids: HashMap<u64, u32>,
+    question_ids: HashMap<u64, u32, OwnKeys>,
     answers: AnswerTable<Answer<S::Answer>>,
     exports: ExportTable<Export<S::Export>, S::ExportKey>,
     imports: ImportTable<Import<S::Import>>,
@@ -498,7 +498,7 @@ impl<S: Slots> Connection<S> {
             answers: AnswerTable::new(config.max_answers),
             config,
             questions: QuestionTable::new(),
-            question_ids: HashMap::new(),
+            question_ids: HashMap::default(),
             exports: ExportTable::new(),
             imports: ImportTable::new(),
             next_generation: 0,
@@ -513,6 +513,14 @@ impl<S: Slots> Connection<S> {
     }
 
     /// The next message to send, in the order decided.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.bootstrap(1, "boot".into());
+    /// let m = conn.poll_transmit().unwrap();
+    /// assert_eq!(capnp_actix_proto::message::kind(m.get_root_as_reader().unwrap()), "bootstrap");
+    /// assert!(conn.poll_transmit().is_none());
+    /// ```
     pub fn poll_transmit(&mut self) -> Option<OutMessage> {
         self.transmits.pop_front()
     }
@@ -523,11 +531,25 @@ impl<S: Slots> Connection<S> {
     }
 
     /// The next thing for the runtime to do.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// let bootstrap = capnp_actix_proto::message::bootstrap(0);
+    /// conn.receive(capnp_actix_proto::connection::pair::reframe(&bootstrap)).unwrap();
+    /// assert!(conn.poll_event().is_some());
+    /// assert!(conn.poll_event().is_none());
+    /// ```
     pub fn poll_event(&mut self) -> Option<Event<S>> {
         self.events.pop_front()
     }
 
     /// Queues `message` to be sent after everything decided so far.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.send(capnp_actix_proto::message::release(3, 1));
+    /// assert!(conn.has_transmit());
+    /// ```
     pub fn send(&mut self, message: OutMessage) {
         if !self.closed {
             self.transmits.push_back(message);
@@ -536,6 +558,12 @@ impl<S: Slots> Connection<S> {
 
     /// Ends the connection after telling the peer why: an `Abort` is the
     /// last message sent. Nothing is decided after this.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.abort(&capnp_actix_proto::Error::failed("bad peer"));
+    /// assert!(conn.is_closed() && conn.has_transmit());
+    /// ```
     pub fn abort(&mut self, reason: &Error) {
         if !self.closed {
             self.transmits.push_back(out::abort(reason));
@@ -556,6 +584,14 @@ impl<S: Slots> Connection<S> {
 
     /// Takes everything the tables hold, for the runtime to fail, cancel or
     /// drop; the connection is closed.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.bootstrap(1, "waits".into());
+    /// let drained = conn.drain();
+    /// assert_eq!(drained.questions, vec!["waits".to_string()]);
+    /// assert!(conn.is_closed());
+    /// ```
     pub fn drain(&mut self) -> Drained<S> {
         self.closed = true;
         self.question_ids.clear();
@@ -589,6 +625,12 @@ impl<S: Slots> Connection<S> {
     /// Asks the peer for its bootstrap interface: sends `Bootstrap`; the
     /// answer goes to `taker`. `key` is the runtime's name for the
     /// question.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// let id = conn.bootstrap(7, "boot".into());
+    /// assert_eq!(conn.question_id(7), Some(id));
+    /// ```
     pub fn bootstrap(&mut self, key: u64, taker: S::Question) -> u32 {
         let id = self.asked(key, taker, Vec::new());
         self.send(out::bootstrap(id));
@@ -603,6 +645,13 @@ impl<S: Slots> Connection<S> {
     /// Records a question the runtime is about to send (a `Call` written
     /// with [`next_question_id`](Self::next_question_id)), with the exports
     /// its params carry. Send its message next.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// let id = conn.next_question_id();
+    /// // ... write a Call with this id ...
+    /// assert_eq!(conn.asked(9, "caller".into(), vec![]), id);
+    /// ```
     pub fn asked(&mut self, key: u64, taker: S::Question, param_exports: Vec<u32>) -> u32 {
         let id = self.questions.insert(Question {
             key: Some(key),
@@ -627,6 +676,15 @@ impl<S: Slots> Connection<S> {
     /// The runtime let go of question `key`: a `Finish` goes out (saying
     /// `releaseResultCaps` if the `Return` has not come, whose capabilities
     /// are then not imported).
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.bootstrap(1, "boot".into());
+    /// conn.poll_transmit();
+    /// conn.question_dropped(1);
+    /// let finish = conn.poll_transmit().unwrap();
+    /// assert_eq!(capnp_actix_proto::message::kind(finish.get_root_as_reader().unwrap()), "finish");
+    /// ```
     pub fn question_dropped(&mut self, key: u64) {
         let Some(id) = self.question_ids.remove(&key) else {
             return;
@@ -652,6 +710,13 @@ impl<S: Slots> Connection<S> {
     /// Starts the answer to the peer's question `id` (after
     /// [`Event::Call`] or [`Event::Bootstrap`]); `bytes` count against the
     /// flow limit until its `Return`.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.start_answer(0, vec![], false, 64).unwrap();
+    /// assert!(conn.start_answer(0, vec![], false, 0).is_err(), "a duplicate");
+    /// assert_eq!(conn.inbound_bytes(), 64);
+    /// ```
     pub fn start_answer(
         &mut self,
         id: u32,
@@ -698,21 +763,50 @@ impl<S: Slots> Connection<S> {
     }
 
     /// Our `Return` for answer `id` went out (the runtime wrote it), having
-    /// said `sent` and `noFinishNeeded` as given. The answer ends if the
-    /// `Finish` came or none is needed; its bytes leave the flow limit, so
-    /// what waited may go on ([`handle_waiting`](Self::handle_waiting)).
-    pub fn returned(&mut self, id: u32, sent: Sent, no_finish_needed: bool) {
-        let Some(answer) = self.answers.get_mut(id) else {
-            return;
-        };
+    /// said `sent` and `noFinishNeeded` as given. Its bytes leave the flow
+    /// limit, so what waited may go on
+    /// ([`handle_waiting`](Self::handle_waiting)). If the `Finish` came
+    /// first, or none is needed, the answer ends: its slot comes back
+    /// (exports the `Finish` asked to release come as [`Event::Released`]).
+    ///
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection, Sent};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.start_answer(0, vec![], false, 64).unwrap();
+    /// // ... the Return goes out, saying noFinishNeeded ...
+    /// assert!(conn.returned(0, Sent::default(), true).is_some(), "it ended");
+    /// assert_eq!(conn.inbound_bytes(), 0);
+    /// ```
+    pub fn returned(&mut self, id: u32, sent: Sent, no_finish_needed: bool) -> Option<S::Answer> {
+        let answer = self.answers.get_mut(id)?;
         let bytes = std::mem::take(&mut answer.inbound_bytes);
         if !sent.exports.is_empty() || !sent.described.is_empty() {
             answer.sent = Some(Box::new(sent));
         }
-        if let Some(ended) = self.answers.returned(id, no_finish_needed) {
-            self.end_answer(ended);
-        }
+        let ended = self.answers.returned(id, no_finish_needed);
         self.gate.returned(bytes);
+        ended.map(|ended| self.release_answer(ended))
+    }
+
+    /// Answer `id`, to return: its slot and whether its call said
+    /// `sendResultsTo.yourself`; `None` if it returned already (or is
+    /// unknown).
+    ///
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection, Sent};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.start_answer(3, vec![], true, 0).unwrap();
+    /// assert!(matches!(conn.answer_to_return(3), Some((_, true))));
+    /// conn.returned(3, Sent::default(), false);
+    /// assert!(conn.answer_to_return(3).is_none());
+    /// ```
+    pub fn answer_to_return(&mut self, id: u32) -> Option<(&mut S::Answer, bool)> {
+        if self.closed || self.answers.is_returned(id) {
+            return None;
+        }
+        self.answers
+            .get_mut(id)
+            .map(|a| (&mut a.value, a.results_elsewhere))
     }
 
     /// The peer's questions whose ids are in use.
@@ -728,12 +822,19 @@ impl<S: Slots> Connection<S> {
     /// An answer ended: what its results carried is released if the
     /// peer's `Finish` asked.
     fn end_answer(&mut self, ended: Ended<Answer<S::Answer>>) {
+        let value = self.release_answer(ended);
+        self.events.push_back(Event::AnswerEnded(value));
+    }
+
+    /// What an ended answer held: its exports go if the `Finish` asked;
+    /// its slot comes back.
+    fn release_answer(&mut self, ended: Ended<Answer<S::Answer>>) -> S::Answer {
         if ended.release_result_caps {
             for export in ended.value.sent.map(|s| s.exports).unwrap_or_default() {
                 self.release_export(export, 1);
             }
         }
-        self.events.push_back(Event::AnswerEnded(ended.value.value));
+        ended.value.value
     }
 
     // ----- exports (ours) -----
@@ -741,6 +842,14 @@ impl<S: Slots> Connection<S> {
     /// Exports the capability `key` names (made by `make` the first time),
     /// adding one reference; gives its id and whether it is new. A promise
     /// gets one `Resolve` ([`resolve_export`](Self::resolve_export)).
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// let (id, new) = conn.export(42, false, || "object".into());
+    /// assert!(new);
+    /// assert_eq!(conn.export(42, false, || unreachable!()), (id, false));
+    /// assert_eq!(conn.export_refs(id), Some(2));
+    /// ```
     pub fn export(
         &mut self,
         key: S::ExportKey,
@@ -788,6 +897,15 @@ impl<S: Slots> Connection<S> {
     /// became (or the exception it broke with). The id stands for that
     /// now: the promise, if sent again, is a new export. Gives `false` (and
     /// sends nothing) if the export is gone, no promise, or resolved.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// use capnp_actix_proto::CapDescriptor;
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// let (promise, _) = conn.export(1, true, || "promise".into());
+    /// let (object, _) = conn.export(2, false, || "object".into());
+    /// assert!(conn.resolve_export(promise, Ok(CapDescriptor::SenderHosted(object))));
+    /// assert!(!conn.resolve_export(promise, Ok(CapDescriptor::SenderHosted(object))), "once");
+    /// ```
     pub fn resolve_export(&mut self, id: u32, to: Result<CapDescriptor, Error>) -> bool {
         if !self.awaits_resolve(id) {
             return false;
@@ -845,6 +963,21 @@ impl<S: Slots> Connection<S> {
     /// The local reference `generation` to import `id` went: unless a newer
     /// one replaced it, a `Release` of every reference the peer gave goes
     /// out.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// use capnp_actix_proto::connection::pair::{Pair, Side};
+    /// use capnp_actix_proto::CapDescriptor;
+    /// let mut pair = Pair::new();
+    /// pair.b.asked(1, "q".into(), vec![]);
+    /// let (export, _) = pair.a.export(5, false, || "object".into());
+    /// pair.a.start_answer(0, vec![vec![0]], false, 0).unwrap();
+    /// pair.return_results(Side::A, 0, &[CapDescriptor::SenderHosted(export)]);
+    /// pair.deliver(Side::A).unwrap();
+    /// let (_, generation) = pair.b.import_mut(export).unwrap();
+    /// pair.b.import_dropped(export, generation);
+    /// assert!(pair.b.has_transmit(), "a Release goes out");
+    /// assert_eq!(pair.b.imports(), 0);
+    /// ```
     pub fn import_dropped(&mut self, id: u32, generation: u64) {
         let current = self
             .imports
@@ -874,6 +1007,15 @@ impl<S: Slots> Connection<S> {
     /// of our questions' answers): `Disembargo{senderLoopback}` goes out,
     /// and `waiter` comes back in [`Event::EmbargoLifted`] when the peer
     /// reflects it.
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// use capnp_actix_proto::MessageTarget;
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// let id = conn.embargo(MessageTarget::ImportedCap(3), "held calls".into());
+    /// assert_eq!(conn.embargoes(), 1);
+    /// assert_eq!(conn.counts().embargoes_started, 1);
+    /// # let _ = id;
+    /// ```
     pub fn embargo(&mut self, target: MessageTarget, waiter: S::Embargo) -> u32 {
         self.counts.embargoes_started += 1;
         let id = self.embargoes.start(waiter);
@@ -887,6 +1029,13 @@ impl<S: Slots> Connection<S> {
     /// Starts an embargo on the path `transform` of question `key`; gives
     /// `waiter` back if there is nothing to wait for (the question is let
     /// go, or the connection closed: nothing can still be on its way).
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// assert_eq!(conn.embargo_path(1, &[0], "held".into()), Err("held".to_string()));
+    /// conn.bootstrap(1, "boot".into());
+    /// assert!(conn.embargo_path(1, &[0], "held".into()).is_ok());
+    /// ```
     pub fn embargo_path(
         &mut self,
         key: u64,
@@ -907,6 +1056,13 @@ impl<S: Slots> Connection<S> {
 
     /// Sends the reflection of the peer's embargo `embargo_id` along
     /// `target` (after [`Event::Reflect`] or [`Event::ReflectWhenSettled`]).
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// use capnp_actix_proto::MessageTarget;
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// conn.reflect(&MessageTarget::ImportedCap(2), 0);
+    /// assert!(conn.has_transmit());
+    /// ```
     pub fn reflect(&mut self, target: &MessageTarget, embargo_id: u32) {
         self.send(out::disembargo(
             target,

@@ -142,8 +142,14 @@ impl Pair {
 
     /// Sends the `Return` of answer `answer_id` from `side` with `caps` in
     /// its results (each described as given), as a runtime would, and
-    /// records it. Without capabilities it says `noFinishNeeded`.
-    pub fn return_results(&mut self, side: Side, answer_id: u32, caps: &[CapDescriptor]) {
+    /// records it. Without capabilities it says `noFinishNeeded`. Gives the
+    /// answer's slot if that ended it.
+    pub fn return_results(
+        &mut self,
+        side: Side,
+        answer_id: u32,
+        caps: &[CapDescriptor],
+    ) -> Option<Vec<Vec<u16>>> {
         let conn = self.side(side);
         let no_finish_needed = caps.is_empty();
         conn.send(return_message(answer_id, caps, no_finish_needed));
@@ -151,7 +157,7 @@ impl Pair {
             exports: caps.iter().filter_map(export_of).collect(),
             described: caps.iter().cloned().map(Some).collect(),
         };
-        conn.returned(answer_id, sent, no_finish_needed);
+        conn.returned(answer_id, sent, no_finish_needed)
     }
 }
 

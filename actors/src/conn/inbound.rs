@@ -82,7 +82,7 @@ impl ConnActor {
                 let entry = AnswerEntry::new(CallState::settled(Err(refusal)));
                 self.core
                     .start_answer(question_id, entry, results_elsewhere, 0)?;
-                self.core.returned(question_id, Sent::default(), false);
+                drop(self.core.returned(question_id, Sent::default(), false));
                 Ok(())
             }
             Event::Return {
@@ -423,16 +423,16 @@ impl Handler<ReturnReady> for ConnActor {
 
     fn handle(&mut self, msg: ReturnReady, ctx: &mut Context<Self>) {
         let id = msg.answer_id;
-        if self.core.is_returned(id) || self.closing.is_some() {
+        if self.closing.is_some() {
             return;
         }
-        let Some(entry) = self.core.answer_mut(id) else {
+        let Some((entry, results_elsewhere)) = self.core.answer_to_return(id) else {
             return;
         };
         entry.actor = None;
         let sent = match msg.outcome {
             // A tail call from the peer: the results stay here (P-13).
-            _ if self.core.results_elsewhere(id) => {
+            _ if results_elsewhere => {
                 self.write(&out::return_results_sent_elsewhere(id));
                 Default::default()
             }
@@ -446,7 +446,11 @@ impl Handler<ReturnReady> for ConnActor {
                 Default::default()
             }
         };
-        let (sent, targets, no_finish_needed) = sent.split();
+        let super::outbound::SentResults {
+            sent,
+            targets,
+            no_finish_needed,
+        } = sent;
         if !targets.is_empty() {
             if let Some(entry) = self.core.answer_mut(id) {
                 entry.sent = Some(Box::new(SentTargets {
@@ -459,7 +463,8 @@ impl Handler<ReturnReady> for ConnActor {
         // first, or if it told the peer none is needed (P-14: a Finish that
         // comes anyway finds nothing, which is tolerated). There is room
         // under the flow limit now: what waited goes on.
-        self.core.returned(id, sent, no_finish_needed);
+        let ended = self.core.returned(id, sent, no_finish_needed);
+        drop(ended);
         // (What the core decided now runs first, then what waited.)
         self.drain_parked(ctx);
     }

@@ -256,16 +256,22 @@ impl ConnActor {
         }
         // By the index of each capability in the results payload: that is
         // how later calls and Disembargos on the answer find theirs.
-        let mut by_origin: Vec<Option<Described>> = vec![None; results.caps.len()];
+        // The names go to the core, what they stand for stays here.
+        let mut names: Vec<Option<CapDescriptor>> = vec![None; results.caps.len()];
+        let mut targets: Vec<Option<Capability>> = vec![None; results.caps.len()];
         for (described, origin) in described.into_iter().zip(origins) {
-            if let Some(slot) = by_origin.get_mut(origin) {
-                *slot = Some(described);
+            if let (Some(name), Some(target)) = (names.get_mut(origin), targets.get_mut(origin)) {
+                *name = Some(described.descriptor);
+                *target = Some(described.target);
             }
         }
         let sent = SentResults {
-            exports,
+            sent: Sent {
+                exports,
+                described: names,
+            },
+            targets,
             no_finish_needed,
-            described: by_origin,
         };
         Ok((message, sent))
     }
@@ -439,49 +445,16 @@ impl ConnActor {
     }
 }
 
-/// What a `Return` with results told the peer.
+/// What a `Return` told the peer.
 #[derive(Default)]
 pub(crate) struct SentResults {
-    /// The exports the results added a reference to.
-    pub(crate) exports: Vec<u32>,
+    /// The names sent, by the index of each capability in the results
+    /// payload, and the exports they added a reference to: for the core.
+    pub(crate) sent: Sent,
+    /// What each name stands for, by the same index: for the answer.
+    pub(crate) targets: Vec<Option<Capability>>,
     /// Whether it said `noFinishNeeded`.
     pub(crate) no_finish_needed: bool,
-    /// What each capability of the results was described as, by its index
-    /// in the results payload.
-    pub(crate) described: Vec<Option<Described>>,
-}
-
-impl SentResults {
-    /// What the core keeps (the names sent), what the runtime keeps (what
-    /// they stand for), and `noFinishNeeded`.
-    pub(crate) fn split(self) -> (Sent, Vec<Option<Capability>>, bool) {
-        if self.described.is_empty() {
-            let sent = Sent {
-                exports: self.exports,
-                described: Vec::new(),
-            };
-            return (sent, Vec::new(), self.no_finish_needed);
-        }
-        let mut descriptors = Vec::with_capacity(self.described.len());
-        let mut targets = Vec::with_capacity(self.described.len());
-        for described in self.described {
-            match described {
-                Some(d) => {
-                    descriptors.push(Some(d.descriptor));
-                    targets.push(Some(d.target));
-                }
-                None => {
-                    descriptors.push(None);
-                    targets.push(None);
-                }
-            }
-        }
-        let sent = Sent {
-            exports: self.exports,
-            described: descriptors,
-        };
-        (sent, targets, self.no_finish_needed)
-    }
 }
 
 /// What a promise export waits on.
