@@ -398,6 +398,50 @@ pub struct Sent {
     pub described: Vec<Option<CapDescriptor>>,
 }
 
+/// What the runtime knows of a capability it sends, as plain data, for
+/// [`Connection::name`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sending<K> {
+    /// No capability.
+    Null,
+    /// One of this connection's imports (the peer's export), settled.
+    Import(u32),
+    /// A path into the answer to our question `key` on this connection,
+    /// not returned yet; exported as a promise under `otherwise` if the
+    /// question is let go.
+    QuestionPath {
+        /// The runtime's key of the question.
+        key: u64,
+        /// The path.
+        transform: Vec<u16>,
+        /// Its export key, should it be exported.
+        otherwise: K,
+    },
+    /// Anything of ours or of another connection, settled: an export.
+    Object(K),
+    /// A promise not settled yet: a promise export.
+    Promise(K),
+}
+
+/// How a capability is named to the peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    /// The name.
+    pub descriptor: CapDescriptor,
+    /// It is a new promise export: the runtime arranges its one `Resolve`
+    /// ([`Connection::resolve_export`]) for when the promise settles.
+    pub new_promise: bool,
+}
+
+impl Named {
+    fn plain(descriptor: CapDescriptor) -> Named {
+        Named {
+            descriptor,
+            new_promise: false,
+        }
+    }
+}
+
 /// Cumulative counts of one connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -835,6 +879,64 @@ impl<S: Slots> Connection<S> {
             }
         }
         ended.value.value
+    }
+
+    // ----- naming what we send -----
+
+    /// How to name a capability we send to the peer (in a cap table or a
+    /// `Resolve`), from what the runtime knows of it: the peer's own
+    /// exports by their ids (`receiverHosted`), paths into the answers to
+    /// our questions by their paths (`receiverAnswer`, P-12), anything else
+    /// as our export, once per capability however often sent (T-04), a
+    /// promise as `senderPromise` with one `Resolve` to come (P-10, P-20).
+    /// A path into a question that is let go (or was never asked here)
+    /// falls back to a promise export. `make` gives the export's slot if it
+    /// is new; [`Named::new_promise`] says a `Resolve` must be arranged.
+    ///
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection, Sending};
+    /// use capnp_actix_proto::CapDescriptor;
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// let named = conn.name(Sending::Import(4), || unreachable!());
+    /// assert_eq!(named.descriptor, CapDescriptor::ReceiverHosted(4));
+    /// let named = conn.name(Sending::Promise(9), || "promise".into());
+    /// assert_eq!((named.descriptor, named.new_promise), (CapDescriptor::SenderPromise(0), true));
+    /// // Sent again: the same export, and its Resolve is arranged already.
+    /// let again = conn.name(Sending::Promise(9), || unreachable!());
+    /// assert_eq!((again.descriptor, again.new_promise), (CapDescriptor::SenderPromise(0), false));
+    /// ```
+    pub fn name(
+        &mut self,
+        sending: Sending<S::ExportKey>,
+        make: impl FnOnce() -> S::Export,
+    ) -> Named {
+        let (key, promise) = match sending {
+            Sending::Null => return Named::plain(CapDescriptor::None),
+            Sending::Import(id) => return Named::plain(CapDescriptor::ReceiverHosted(id)),
+            Sending::QuestionPath {
+                key,
+                transform,
+                otherwise,
+            } => match self.question_id(key) {
+                Some(question_id) => {
+                    return Named::plain(CapDescriptor::ReceiverAnswer(PromisedAnswer {
+                        question_id,
+                        transform,
+                    }))
+                }
+                None => (otherwise, true),
+            },
+            Sending::Promise(key) => (key, true),
+            Sending::Object(key) => (key, false),
+        };
+        let (id, new) = self.export(key, promise, make);
+        match promise {
+            true => Named {
+                descriptor: CapDescriptor::SenderPromise(id),
+                new_promise: new,
+            },
+            false => Named::plain(CapDescriptor::SenderHosted(id)),
+        }
     }
 
     // ----- exports (ours) -----

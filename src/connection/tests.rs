@@ -871,3 +871,44 @@ fn promise_to_promise_to_home_hands_on_and_embargoes() {
     pair.deliver(Side::B).unwrap();
     assert!(matches!(&events(&mut pair.a)[..], [Event::EmbargoLifted(w)] if w == "calls on P2"));
 }
+
+// covers: P-12, T-04
+#[test]
+fn naming_what_we_send() {
+    use super::Sending;
+    let mut conn = Connection::<Test>::new(Config::default());
+    let q = conn.bootstrap(1, "bootstrap".into());
+    // A path into our own question's answer: named as that path.
+    let path = Sending::QuestionPath {
+        key: 1,
+        transform: vec![0],
+        otherwise: 70,
+    };
+    let named = conn.name(path.clone(), || unreachable!());
+    assert_eq!(
+        named.descriptor,
+        CapDescriptor::ReceiverAnswer(PromisedAnswer {
+            question_id: q,
+            transform: vec![0]
+        })
+    );
+    // Once the question is let go, the path is ours to export, as a
+    // promise whose Resolve the runtime arranges once.
+    conn.question_dropped(1);
+    let named = conn.name(path.clone(), || "path".into());
+    assert!(named.new_promise);
+    assert!(matches!(named.descriptor, CapDescriptor::SenderPromise(_)));
+    assert!(!conn.name(path, || unreachable!()).new_promise);
+    // The same object twice: one export, two references.
+    let a = conn.name(Sending::Object(71), || "object".into());
+    let b = conn.name(Sending::Object(71), || unreachable!());
+    assert_eq!(a, b);
+    let CapDescriptor::SenderHosted(id) = a.descriptor else {
+        panic!()
+    };
+    assert_eq!(conn.export_refs(id), Some(2));
+    assert_eq!(
+        conn.name(Sending::Null, || unreachable!()).descriptor,
+        CapDescriptor::None
+    );
+}

@@ -14,7 +14,7 @@ use crate::placeholder::{index_of, index_table};
 const UNCOPIED_WRITE_BYTES: usize = 64 * 1024;
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
-use capnp_actix_proto::connection::Sent;
+use capnp_actix_proto::connection::{Sending, Sent};
 use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::rpc_capnp::{message, payload};
 use capnp_actix_proto::{frame, CapDescriptor, Error, PromisedAnswer};
@@ -315,48 +315,70 @@ impl ConnActor {
     pub(crate) fn describe(&mut self, cap: &Capability, ctx: &mut Context<Self>) -> Described {
         let me = self.id;
         let cap = cap.settled();
-        let descriptor = match &cap.kind {
-            CapKind::Null => CapDescriptor::None,
+        // What this connection knows of the capability, as plain data for
+        // the core's rule; what a promise export of it would wait on; and
+        // what calls addressed to the name reach.
+        let (sending, awaited, target) = match &cap.kind {
+            CapKind::Null => (Sending::Null, None, cap.clone()),
             CapKind::Import(import) if import.link.id() == me => {
-                CapDescriptor::ReceiverHosted(import.import_id)
+                (Sending::Import(import.import_id), None, cap.clone())
             }
             CapKind::Promise(promise) => match promise.import().filter(|i| i.link.id() == me) {
+                // The peer's own promise: named as its export, and calls
+                // reach that export, not what it may resolve to later.
                 Some(import) => {
-                    let descriptor = CapDescriptor::ReceiverHosted(import.import_id);
+                    let id = import.import_id;
                     let target = Capability {
                         kind: CapKind::Import(import),
                     };
-                    return Described { descriptor, target };
+                    (Sending::Import(id), None, target)
                 }
-                None => self.export_promise(&cap, Awaited::Promise(promise.clone()), ctx),
+                None => {
+                    let awaited = Awaited::Promise(promise.clone());
+                    (
+                        Sending::Promise(self.export_key(&cap)),
+                        Some(awaited),
+                        cap.clone(),
+                    )
+                }
             },
             CapKind::Pipelined { call, transform } => {
-                let asked = call
-                    .remote()
-                    .filter(|r| r.link.id() == me)
-                    .and_then(|remote| self.core.question_id(remote.key));
-                match asked {
-                    Some(question_id) => CapDescriptor::ReceiverAnswer(PromisedAnswer {
-                        question_id,
+                let awaited = Some(Awaited::Pipelined(call.clone(), transform.clone()));
+                let otherwise = self.export_key(&cap);
+                let sending = match call.remote().filter(|r| r.link.id() == me) {
+                    Some(remote) => Sending::QuestionPath {
+                        key: remote.key,
                         transform: transform.to_vec(),
-                    }),
-                    None => {
-                        let awaited = Awaited::Pipelined(call.clone(), transform.clone());
-                        self.export_promise(&cap, awaited, ctx)
-                    }
-                }
+                        otherwise,
+                    },
+                    None => Sending::Promise(otherwise),
+                };
+                (sending, awaited, cap.clone())
             }
-            _ => {
-                let key = self.export_key(&cap);
-                let (id, _) = self
-                    .core
-                    .export(key, false, || ExportEntry::new(cap.clone(), None));
-                CapDescriptor::SenderHosted(id)
-            }
+            _ => (Sending::Object(self.export_key(&cap)), None, cap.clone()),
         };
+        let mut wait = None;
+        let named = self.core.name(sending, || {
+            // The wait is cancelled when the export goes (the peer released
+            // it): what it waits on is dropped with it (P-19).
+            let resolving = awaited.map(|awaited| {
+                let (settled, handle) = futures::future::abortable(settled_cap(awaited));
+                wait = Some(settled);
+                Resolving(handle)
+            });
+            ExportEntry::new(cap.clone(), resolving)
+        });
+        if let (Some(settled), CapDescriptor::SenderPromise(id)) = (wait, &named.descriptor) {
+            let id = *id;
+            ctx.spawn(settled.into_actor(self).map(move |settled, conn, ctx| {
+                if let Ok(target) = settled {
+                    conn.send_resolve(id, target, ctx);
+                }
+            }));
+        }
         Described {
-            descriptor,
-            target: cap,
+            descriptor: named.descriptor,
+            target,
         }
     }
 
@@ -373,53 +395,6 @@ impl ConnActor {
                 ExportKey::Anonymous(self.next_anonymous_export)
             }
         }
-    }
-
-    /// Exports an unsettled promise as `senderPromise`, and arranges for
-    /// its one `Resolve`.
-    fn export_promise(
-        &mut self,
-        cap: &Capability,
-        awaited: Awaited,
-        ctx: &mut Context<Self>,
-    ) -> CapDescriptor {
-        let key = self.export_key(cap);
-        if self.core.export_id(&key).is_some() {
-            // Exported already, and its Resolve is arranged (P-20).
-            let (id, _) = self
-                .core
-                .export(key, true, || unreachable!("exported already"));
-            return CapDescriptor::SenderPromise(id);
-        }
-        let settled = async move {
-            match awaited {
-                Awaited::Pipelined(call, transform) => {
-                    // Settled, and past any embargo of ours on it.
-                    call.path_settled(&transform).await;
-                    match call.settled_path(&transform) {
-                        Some(Ok(payload)) => payload.cap_at(&transform),
-                        Some(Err(e)) => Capability::broken(e),
-                        None => Capability::broken(Error::failed("the promise was dropped")),
-                    }
-                }
-                Awaited::Promise(promise) => match promise.wait().await {
-                    Ok(cap) => cap,
-                    Err(_) => Capability::broken(Error::failed("the promise was dropped")),
-                },
-            }
-        };
-        // The wait is cancelled when the export goes (the peer released
-        // it): what it waits on is dropped with it (P-19).
-        let (settled, resolving) = futures::future::abortable(settled);
-        let (id, _) = self.core.export(key, true, || {
-            ExportEntry::new(cap.clone(), Some(Resolving(resolving)))
-        });
-        ctx.spawn(settled.into_actor(self).map(move |settled, conn, ctx| {
-            if let Ok(target) = settled {
-                conn.send_resolve(id, target, ctx);
-            }
-        }));
-        CapDescriptor::SenderPromise(id)
     }
 
     /// Sends the `Resolve` of promise export `id`: once, and only while
@@ -463,6 +438,25 @@ enum Awaited {
     Pipelined(Arc<CallState>, Arc<[u16]>),
     /// A promise another connection imported.
     Promise(Arc<PromiseImport>),
+}
+
+/// What a promise export's promise settles to (past any embargo of ours
+/// on it).
+async fn settled_cap(awaited: Awaited) -> Capability {
+    match awaited {
+        Awaited::Pipelined(call, transform) => {
+            call.path_settled(&transform).await;
+            match call.settled_path(&transform) {
+                Some(Ok(payload)) => payload.cap_at(&transform),
+                Some(Err(e)) => Capability::broken(e),
+                None => Capability::broken(Error::failed("the promise was dropped")),
+            }
+        }
+        Awaited::Promise(promise) => match promise.wait().await {
+            Ok(cap) => cap,
+            Err(_) => Capability::broken(Error::failed("the promise was dropped")),
+        },
+    }
 }
 
 /// Copies the content of `source` into `target`'s content, with its
