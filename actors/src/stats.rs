@@ -21,6 +21,22 @@ impl Counter {
     }
 }
 
+/// One live thing in a count, for as long as this lives.
+pub(crate) struct Live(&'static Counter);
+
+impl Live {
+    pub(crate) fn new(counter: &'static Counter) -> Live {
+        counter.started();
+        Live(counter)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.stopped();
+    }
+}
+
 pub(crate) static CONNS: Counter = Counter::new();
 pub(crate) static QUESTIONS: Counter = Counter::new();
 pub(crate) static ANSWERS: Counter = Counter::new();

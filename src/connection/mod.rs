@@ -458,8 +458,8 @@ pub struct Counts {
 pub struct Drained<S: Slots> {
     /// Who waited for answers.
     pub questions: Vec<S::Question>,
-    /// The running calls and the answers kept.
-    pub answers: Vec<S::Answer>,
+    /// The running calls and the answers kept, by id.
+    pub answers: Vec<(u32, S::Answer)>,
     /// What waited for embargoes.
     pub embargoes: Vec<S::Embargo>,
     /// Our exports.
@@ -651,7 +651,7 @@ impl<S: Slots> Connection<S> {
                 .answers
                 .drain()
                 .into_iter()
-                .map(|(_, a)| a.value)
+                .map(|(id, a)| (id, a.value))
                 .collect(),
             embargoes: self.embargoes.drain(),
             exports: self.exports.drain().into_iter().map(|e| e.value).collect(),

@@ -5,7 +5,7 @@
 
 use super::embargo::{EmbargoImport, SendDisembargo};
 use super::{AnswerEntry, ConnActor, ImportDropped, QuestionDropped, SentTargets};
-use crate::answer::{AnswerActor, CancelAnswer, ReturnOutcome, ReturnReady};
+use crate::answer::{AnswerActor, CancelAnswer, ReturnOutcome, ReturnReady, RunAnswer, POOL};
 use crate::call::{CallState, OutCall, PendingCall};
 use crate::capability::PromiseImport;
 use crate::capability::{CapKind, Capability, ImportRef};
@@ -96,7 +96,10 @@ impl ConnActor {
             }
             Event::Cancel { question_id } => {
                 if let Some(actor) = self.core.answer(question_id).and_then(|a| a.actor.as_ref()) {
-                    actor.do_send(CancelAnswer { report: true });
+                    actor.do_send(CancelAnswer {
+                        answer_id: question_id,
+                        report: true,
+                    });
                 }
                 Ok(())
             }
@@ -151,7 +154,14 @@ impl ConnActor {
         let entry = AnswerEntry::new(pending.state().clone());
         self.core
             .start_answer(id, entry, results_elsewhere, inbound_bytes)?;
-        let actor = AnswerActor::new(id, self.answer_conn.clone(), pending).start();
+        let actor = match self.idle_answers.pop() {
+            Some(actor) => actor,
+            None => AnswerActor::new(self.answer_conn.clone()).start(),
+        };
+        actor.do_send(RunAnswer {
+            answer_id: id,
+            pending,
+        });
         if let Some(entry) = self.core.answer_mut(id) {
             entry.actor = Some(actor);
         }
@@ -429,7 +439,12 @@ impl Handler<ReturnReady> for ConnActor {
         let Some((entry, results_elsewhere)) = self.core.answer_to_return(id) else {
             return;
         };
-        entry.actor = None;
+        // Its actor reported: it runs the next answer.
+        if let Some(actor) = entry.actor.take() {
+            if self.idle_answers.len() < POOL {
+                self.idle_answers.push(actor);
+            }
+        }
         let sent = match msg.outcome {
             // A tail call from the peer: the results stay here (P-13).
             _ if results_elsewhere => {

@@ -270,6 +270,8 @@ pub struct ConnActor {
     /// The same, shared by the answer actors (cloning an `Addr` allocates;
     /// cloning this does not).
     pub(crate) answer_conn: Rc<Recipient<ReturnReady>>,
+    /// Answer actors that reported their last answer, for the next ones.
+    pub(crate) idle_answers: Vec<Addr<AnswerActor>>,
     /// Why the connection is ending, once it is.
     pub(crate) closing: Option<Error>,
     /// Whoever waits for the end.
@@ -333,6 +335,7 @@ impl ConnActor {
                     conn: ctx.address(),
                 })),
                 answer_conn: Rc::new(ctx.address().recipient()),
+                idle_answers: Vec::new(),
                 closing: None,
                 watchers: Vec::new(),
             }
@@ -741,8 +744,11 @@ impl Handler<WriteFailed> for ConnActor {
 }
 
 /// Answers of a connection that is going away get this.
-pub(crate) fn cancel_answer(actor: &Addr<AnswerActor>) {
-    actor.do_send(CancelAnswer { report: false });
+pub(crate) fn cancel_answer(answer_id: u32, actor: &Addr<AnswerActor>) {
+    actor.do_send(CancelAnswer {
+        answer_id,
+        report: false,
+    });
 }
 
 /// Questions of a connection that is going away get this.

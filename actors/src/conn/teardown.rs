@@ -3,7 +3,8 @@
 //!
 //! Runs once, when the connection actor stops:
 //! - every pending question fails with a `disconnected` error naming why;
-//! - every answer is cancelled (its actor stops, its work is dropped);
+//! - every answer is cancelled (its work is dropped; the answer actors
+//!   stop once the connection lets go of them);
 //! - every export is dropped, releasing the objects it kept alive;
 //! - every import is forgotten (nothing is sent: the peer is gone);
 //! - the main interface is closed: the connection's reference to it is
@@ -26,11 +27,12 @@ pub(crate) fn tear_down(conn: &mut ConnActor, reason: Error) {
     for actor in drained.questions.iter().flatten() {
         fail_question(actor, &failure);
     }
-    for answer in &drained.answers {
+    for (id, answer) in &drained.answers {
         if let Some(actor) = &answer.actor {
-            cancel_answer(actor);
+            cancel_answer(*id, actor);
         }
     }
+    conn.idle_answers.clear();
     // Calls held back by an embargo go on to their (local) targets.
     for waiter in drained.embargoes {
         waiter.lift();
