@@ -1,0 +1,114 @@
+//! The actors that run the peer's calls: a connection keeps those of
+//! answers that returned and gives each one the next answer, so these
+//! tests check that a kept actor never carries anything of its last answer
+//! into the next one.
+
+mod support;
+
+use capnp_actix_proto::message as out;
+use capnp_actix_proto::rpc_capnp::return_;
+use support::raw::*;
+// The generated code names its own types as `crate::test_capnp::...`.
+#[allow(unused_imports)]
+use support::test_capnp;
+
+/// A `Finish` that crosses its call's `Return` (it cancels the call if it
+/// still runs, else it is ignored) never cancels the next call the peer
+/// makes with the same question id, whichever actor runs it.
+#[test]
+fn a_finish_crossing_its_return_never_cancels_the_next_call_with_that_id() {
+    run(async {
+        let mut peer = Peer::start().await;
+        let main = peer.bootstrap(0).await;
+        for round in 0..200 {
+            // A call and its Finish at once: the call may have run or not.
+            let mut bytes = encoded(&echo_call(1, main, "early"));
+            bytes.extend(encoded(&out::finish(1, false)));
+            peer.send_raw(&bytes).await;
+            let frame = peer.recv().await;
+            match expect_return(&frame, 1).which().unwrap() {
+                return_::Results(_) | return_::Canceled(()) => {}
+                _ => panic!("round {round}: neither results nor canceled"),
+            }
+            // The id again, for a call that must run to its end.
+            peer.send(&echo_call(1, main, "again")).await;
+            let frame = peer.recv().await;
+            let results = expect_results(&frame, 1);
+            let text = results
+                .get_content()
+                .get_as::<test_capnp::test::echo_results::Reader>()
+                .unwrap()
+                .get_text()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(text, "again", "round {round}");
+            // (It carried no capabilities: noFinishNeeded.)
+        }
+    });
+}
+
+/// A call that hangs is cancelled by its `Finish`, and the actor that ran
+/// it runs the next call normally.
+#[test]
+fn an_actor_whose_call_was_cancelled_runs_the_next_one() {
+    run(async {
+        let mut peer = Peer::start().await;
+        let main = peer.bootstrap(0).await;
+        for round in 0..20 {
+            peer.send(&call(
+                1,
+                capnp_actix_proto::MessageTarget::ImportedCap(main),
+                HANG,
+                "",
+            ))
+            .await;
+            peer.send(&out::finish(1, false)).await;
+            let frame = peer.recv().await;
+            assert!(
+                matches!(
+                    expect_return(&frame, 1).which().unwrap(),
+                    return_::Canceled(())
+                ),
+                "round {round}: the hanging call was not cancelled"
+            );
+            peer.send(&echo_call(2, main, "next")).await;
+            let frame = peer.recv().await;
+            expect_results(&frame, 2);
+        }
+    });
+}
+
+/// Calls in flight at once each have an actor of their own: a call that
+/// hangs does not hold up the next, and its `Finish` cancels just it.
+#[test]
+fn calls_in_flight_each_have_their_own_actor() {
+    run(async {
+        let mut peer = Peer::start().await;
+        let main = peer.bootstrap(0).await;
+        // An actor that ran a call is kept for the next ones.
+        peer.send(&echo_call(5, main, "warm")).await;
+        expect_results(&peer.recv().await, 5);
+        for round in 0..20 {
+            peer.send(&call(
+                1,
+                capnp_actix_proto::MessageTarget::ImportedCap(main),
+                HANG,
+                "",
+            ))
+            .await;
+            peer.send(&echo_call(2, main, "meanwhile")).await;
+            expect_results(&peer.recv().await, 2);
+            peer.send(&out::finish(1, false)).await;
+            let frame = peer.recv().await;
+            assert!(
+                matches!(
+                    expect_return(&frame, 1).which().unwrap(),
+                    return_::Canceled(())
+                ),
+                "round {round}: the hanging call was not cancelled"
+            );
+        }
+    });
+}
