@@ -112,3 +112,33 @@ fn calls_in_flight_each_have_their_own_actor() {
         }
     });
 }
+
+/// Our questions in flight at once each have an actor of their own (the
+/// connection keeps those of answered questions for the next ones): a
+/// question that waits does not take the answers of the next, however
+/// many come and go meanwhile.
+#[test]
+fn questions_in_flight_each_have_their_own_actor() {
+    support::for_modes(&[support::Mode::Pair], |mode| async move {
+        let h = support::harness(mode).await;
+        let mut hanging = Vec::new();
+        for round in 0..20 {
+            hanging.push(h.test.hang_request().send().promise);
+            for i in 0..5 {
+                let text = format!("round {round}, call {i}");
+                assert_eq!(support::echo(&h.test, &text).await, text);
+            }
+        }
+        // Each waiting question still has its own actor: when the
+        // connection closes, every one of them hears why.
+        let conn = h.client_conn.clone().expect("a connection");
+        conn.send(capnp_actix::Close).await.unwrap();
+        for (round, call) in hanging.into_iter().enumerate() {
+            let outcome = actix_rt::time::timeout(std::time::Duration::from_secs(5), call)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the hanging call never heard"));
+            let e = outcome.err().expect("no answer to a call that hangs");
+            assert_eq!(e.kind, capnp::ErrorKind::Disconnected, "round {round}: {e}");
+        }
+    });
+}

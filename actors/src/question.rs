@@ -1,7 +1,7 @@
 //! `QuestionActor`: one per question we asked a peer (a call or a
 //! bootstrap). It hands the answer to whoever waits for it.
 //!
-//! The connection starts it when the question goes on the wire and sends it
+//! The connection gives it the question when it goes on the wire and sends it
 //! the outcome when the `Return` arrives (or a `disconnected` error when
 //! the connection dies first). The caller's interest is tracked by the
 //! call's state, whose drop sends `Finish`; the actor holds it weakly so
@@ -10,70 +10,108 @@
 use crate::call::CallState;
 use crate::payload::Payload;
 use crate::stats;
-use actix::{Actor, ActorContext, Context, Handler, Message, Recipient};
+use actix::{Actor, Context, Handler, Message, Recipient};
 use capnp_actix_proto::embargo::Resolution;
 use capnp_actix_proto::Error;
 use std::sync::{Arc, Weak};
 
-/// The actor of one outbound question.
+/// How many idle question actors a connection keeps for its next
+/// questions.
+pub(crate) const POOL: usize = 64;
+
+/// The actor of one outbound question at a time. A connection keeps those
+/// whose questions were answered and gives them the next ones ([`Ask`]), as
+/// it does answer actors (see `answer.rs`): a question in flight has an
+/// actor of its own, without a mailbox and a task started and torn down
+/// per call.
 pub(crate) struct QuestionActor {
-    /// The caller's view of the call; gone if the caller lost interest.
-    state: Weak<CallState>,
     /// The connection that asked, for embargoes.
     conn: Recipient<StartEmbargoes>,
     /// Its id, to tell its imports from others.
     conn_id: u64,
+    /// The question it waits for, if any.
+    current: Option<Asked>,
+}
+
+/// The question an actor waits for.
+struct Asked {
+    /// The caller's view of the call; gone if the caller lost interest.
+    state: Weak<CallState>,
     /// The caller's key of the question.
     key: u64,
+    /// Its place in the live count, given up when it goes.
+    _live: stats::Live,
 }
 
 impl QuestionActor {
-    pub(crate) fn new(
-        state: Weak<CallState>,
-        conn: Recipient<StartEmbargoes>,
-        conn_id: u64,
-        key: u64,
-    ) -> Self {
+    pub(crate) fn new(conn: Recipient<StartEmbargoes>, conn_id: u64) -> Self {
         QuestionActor {
-            state,
             conn,
             conn_id,
-            key,
+            current: None,
         }
     }
 }
 
 impl Actor for QuestionActor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
-        stats::QUESTIONS.started();
-    }
+/// Sent by the connection: wait for the answer to question `key`, for
+/// `state`. The actor is idle (its last question was answered).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Ask {
+    /// The caller's view of the call.
+    pub(crate) state: Weak<CallState>,
+    /// The caller's key of the question.
+    pub(crate) key: u64,
+}
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        stats::QUESTIONS.stopped();
+impl Handler<Ask> for QuestionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ask, _ctx: &mut Context<Self>) {
+        debug_assert!(
+            self.current.is_none(),
+            "a question actor waits for one answer at a time"
+        );
+        self.current = Some(Asked {
+            state: msg.state,
+            key: msg.key,
+            _live: stats::Live::new(&stats::QUESTIONS),
+        });
     }
 }
 
-/// The outcome of a question: results, or why there are none.
+/// The outcome of question `key`: results, or why there are none.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Returned(
-    pub(crate) Result<Arc<Payload>, Error>,
+pub(crate) struct Returned {
+    /// The caller's key of the question.
+    pub(crate) key: u64,
+    /// The outcome.
+    pub(crate) result: Result<Arc<Payload>, Error>,
     /// The `Return` said `noFinishNeeded` (and the connection took it): the
     /// question is finished already.
-    pub(crate) bool,
+    pub(crate) finished: bool,
     /// The results are the peer's `Return` itself (its cap table
     /// describes them), not results taken from one of our answers.
-    pub(crate) bool,
-);
+    pub(crate) from_peer: bool,
+}
 
 impl Handler<Returned> for QuestionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
-        if let Some(state) = self.state.upgrade() {
-            if msg.1 {
+    fn handle(&mut self, msg: Returned, _ctx: &mut Context<Self>) {
+        if self.current.as_ref().map(|asked| asked.key) != Some(msg.key) {
+            return;
+        }
+        let Some(asked) = self.current.take() else {
+            return;
+        };
+        if let Some(state) = asked.state.upgrade() {
+            if msg.finished {
                 state.question_finished();
             }
             // Paths that carried calls to the peer and now lead back here
@@ -81,8 +119,8 @@ impl Handler<Returned> for QuestionActor {
             // each is decides; results made here (a tail call the peer
             // sent back to us) are judged by where calls on them go.
             let conn = self.conn_id;
-            let from_peer = msg.2;
-            let paths = state.settle(msg.0, |payload, path| {
+            let from_peer = msg.from_peer;
+            let paths = state.settle(msg.result, |payload, path| {
                 let target = payload.cap_at(path);
                 let described = from_peer
                     .then(|| payload.peer_descriptor_at(path))
@@ -95,13 +133,12 @@ impl Handler<Returned> for QuestionActor {
             });
             if !paths.is_empty() {
                 self.conn.do_send(StartEmbargoes {
-                    key: self.key,
+                    key: asked.key,
                     state: Arc::downgrade(&state),
                     paths,
                 });
             }
         }
-        ctx.stop();
     }
 }
 

@@ -229,12 +229,7 @@ impl ConnActor {
         self.start_answer(id, pending, results_to == ResultsTo::Yourself, bytes)
     }
 
-    fn on_return(
-        &mut self,
-        actor: Option<actix::Addr<crate::question::QuestionActor>>,
-        outcome: Outcome,
-        no_finish_needed: bool,
-    ) {
+    fn on_return(&mut self, taker: Option<super::Taker>, outcome: Outcome, no_finish_needed: bool) {
         let result = match outcome {
             Outcome::Results { caps, frame } => {
                 let caps = self.import_all(caps);
@@ -251,7 +246,9 @@ impl ConnActor {
                 let Some(state) = self.core.answer(other).map(|a| a.state.clone()) else {
                     return;
                 };
-                if let Some(actor) = actor {
+                // Its actor gets the outcome later: it is not kept for
+                // another question.
+                if let Some(super::Taker { key, actor }) = taker {
                     let settled = state.wait();
                     actix_rt::spawn(async move {
                         let result = settled.await.unwrap_or_else(|_| {
@@ -259,14 +256,25 @@ impl ConnActor {
                                 "the call whose results were taken was dropped",
                             ))
                         });
-                        actor.do_send(Returned(result, no_finish_needed, false));
+                        actor.do_send(Returned {
+                            key,
+                            result,
+                            finished: no_finish_needed,
+                            from_peer: false,
+                        });
                     });
                 }
                 return;
             }
         };
-        if let Some(actor) = actor {
-            actor.do_send(Returned(result, no_finish_needed, true));
+        if let Some(super::Taker { key, actor }) = taker {
+            let returned = Returned {
+                key,
+                result,
+                finished: no_finish_needed,
+                from_peer: true,
+            };
+            self.answer_question(actor, returned);
         }
     }
 

@@ -20,7 +20,7 @@ use crate::answer::{AnswerActor, CancelAnswer, ReturnReady};
 use crate::call::{next_question_key, CallState, CallTarget, Link, LinkRef, OutCall, PendingCall};
 use crate::capability::PromiseImport;
 use crate::capability::{Capability, ImportRef};
-use crate::question::{QuestionActor, Returned};
+use crate::question::{Ask, QuestionActor, Returned, POOL as QUESTION_POOL};
 use crate::stats;
 use actix::{
     Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, Recipient,
@@ -118,13 +118,20 @@ impl AnswerEntry {
     }
 }
 
+/// Who takes the answer to one of our questions: its actor, and the
+/// caller's key of it.
+pub(crate) struct Taker {
+    pub(crate) key: u64,
+    pub(crate) actor: Addr<QuestionActor>,
+}
+
 /// The runtime's data in the core's tables.
 pub(crate) struct Runtime;
 
 impl Slots for Runtime {
-    /// The question's actor, once started (just after its `Call` is
+    /// The question's actor, once given it (just after its `Call` is
     /// queued).
-    type Question = Option<Addr<QuestionActor>>;
+    type Question = Option<Taker>;
     type Answer = AnswerEntry;
     type Export = ExportEntry;
     type ExportKey = ExportKey;
@@ -272,6 +279,8 @@ pub struct ConnActor {
     pub(crate) answer_conn: Rc<Recipient<ReturnReady>>,
     /// Answer actors that reported their last answer, for the next ones.
     pub(crate) idle_answers: Vec<Addr<AnswerActor>>,
+    /// Question actors whose last question was answered, for the next ones.
+    pub(crate) idle_questions: Vec<Addr<QuestionActor>>,
     /// Why the connection is ending, once it is.
     pub(crate) closing: Option<Error>,
     /// Whoever waits for the end.
@@ -336,6 +345,7 @@ impl ConnActor {
                 })),
                 answer_conn: Rc::new(ctx.address().recipient()),
                 idle_answers: Vec::new(),
+                idle_questions: Vec::new(),
                 closing: None,
                 watchers: Vec::new(),
             }
@@ -385,21 +395,32 @@ impl ConnActor {
         (ConnActor::start(xr, xw, a), ConnActor::start(yr, yw, b))
     }
 
-    /// Starts the actor of question `key`, which delivers its answer to
-    /// `state`.
+    /// The actor of question `key` (an idle one, or a new one), which
+    /// delivers its answer to `state`.
     pub(crate) fn start_question(
-        &self,
+        &mut self,
         state: &Arc<CallState>,
         key: u64,
         ctx: &mut Context<Self>,
     ) -> Addr<QuestionActor> {
-        QuestionActor::new(
-            Arc::downgrade(state),
-            ctx.address().recipient(),
-            self.id,
+        let actor = match self.idle_questions.pop() {
+            Some(actor) => actor,
+            None => QuestionActor::new(ctx.address().recipient(), self.id).start(),
+        };
+        actor.do_send(Ask {
+            state: Arc::downgrade(state),
             key,
-        )
-        .start()
+        });
+        actor
+    }
+
+    /// Gives question `key`'s outcome to its actor, which is then free for
+    /// the next question (its mailbox takes the outcome first).
+    pub(crate) fn answer_question(&mut self, actor: Addr<QuestionActor>, returned: Returned) {
+        actor.do_send(returned);
+        if self.idle_questions.len() < QUESTION_POOL {
+            self.idle_questions.push(actor);
+        }
     }
 
     /// Ends the connection: every table is dropped and waiters learn why.
@@ -488,7 +509,7 @@ impl Handler<Bootstrap> for ConnActor {
         let state = CallState::new();
         let key = next_question_key();
         let actor = self.start_question(&state, key, ctx);
-        self.core.bootstrap(key, Some(actor));
+        self.core.bootstrap(key, Some(Taker { key, actor }));
         if let Some(link) = &self.link {
             state.set_remote(link, key);
         }
@@ -752,6 +773,11 @@ pub(crate) fn cancel_answer(answer_id: u32, actor: &Addr<AnswerActor>) {
 }
 
 /// Questions of a connection that is going away get this.
-pub(crate) fn fail_question(actor: &Addr<QuestionActor>, reason: &Error) {
-    actor.do_send(Returned(Err(reason.clone()), false, false));
+pub(crate) fn fail_question(key: u64, actor: &Addr<QuestionActor>, reason: &Error) {
+    actor.do_send(Returned {
+        key,
+        result: Err(reason.clone()),
+        finished: false,
+        from_peer: false,
+    });
 }

@@ -183,7 +183,7 @@ impl ConnActor {
         // ends.
         let actor = self.start_question(state, key, ctx);
         if let Some(taker) = self.core.taker_mut(id) {
-            *taker = Some(actor);
+            *taker = Some(super::Taker { key, actor });
         }
         Ok(())
     }

@@ -24,9 +24,10 @@ pub(crate) fn tear_down(conn: &mut ConnActor, reason: Error) {
         _ => Error::disconnected(format!("connection aborted: {}", reason.reason())),
     };
     let drained = conn.core.drain();
-    for actor in drained.questions.iter().flatten() {
-        fail_question(actor, &failure);
+    for taker in drained.questions.iter().flatten() {
+        fail_question(taker.key, &taker.actor, &failure);
     }
+    conn.idle_questions.clear();
     for (id, answer) in &drained.answers {
         if let Some(actor) = &answer.actor {
             cancel_answer(*id, actor);
