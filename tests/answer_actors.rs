@@ -12,6 +12,29 @@ use support::raw::*;
 #[allow(unused_imports)]
 use support::test_capnp;
 
+/// A call of the `Test` method that never returns, to export `main`.
+fn hang_call(question_id: u32, main: u32) -> capnp_actix_proto::message::OutMessage {
+    call(
+        question_id,
+        capnp_actix_proto::MessageTarget::ImportedCap(main),
+        HANG,
+        "",
+    )
+}
+
+/// Finishes question `id`, whose call hangs: its `Return` says canceled.
+async fn finish_and_expect_canceled(peer: &mut Peer, id: u32, round: usize) {
+    peer.send(&out::finish(id, false)).await;
+    let frame = peer.recv().await;
+    assert!(
+        matches!(
+            expect_return(&frame, id).which().unwrap(),
+            return_::Canceled(())
+        ),
+        "round {round}: the hanging call was not cancelled"
+    );
+}
+
 /// A `Finish` that crosses its call's `Return` (it cancels the call if it
 /// still runs, else it is ignored) never cancels the next call the peer
 /// makes with the same question id, whichever actor runs it.
@@ -57,22 +80,8 @@ fn an_actor_whose_call_was_cancelled_runs_the_next_one() {
         let mut peer = Peer::start().await;
         let main = peer.bootstrap(0).await;
         for round in 0..20 {
-            peer.send(&call(
-                1,
-                capnp_actix_proto::MessageTarget::ImportedCap(main),
-                HANG,
-                "",
-            ))
-            .await;
-            peer.send(&out::finish(1, false)).await;
-            let frame = peer.recv().await;
-            assert!(
-                matches!(
-                    expect_return(&frame, 1).which().unwrap(),
-                    return_::Canceled(())
-                ),
-                "round {round}: the hanging call was not cancelled"
-            );
+            peer.send(&hang_call(1, main)).await;
+            finish_and_expect_canceled(&mut peer, 1, round).await;
             peer.send(&echo_call(2, main, "next")).await;
             let frame = peer.recv().await;
             expect_results(&frame, 2);
@@ -91,24 +100,10 @@ fn calls_in_flight_each_have_their_own_actor() {
         peer.send(&echo_call(5, main, "warm")).await;
         expect_results(&peer.recv().await, 5);
         for round in 0..20 {
-            peer.send(&call(
-                1,
-                capnp_actix_proto::MessageTarget::ImportedCap(main),
-                HANG,
-                "",
-            ))
-            .await;
+            peer.send(&hang_call(1, main)).await;
             peer.send(&echo_call(2, main, "meanwhile")).await;
             expect_results(&peer.recv().await, 2);
-            peer.send(&out::finish(1, false)).await;
-            let frame = peer.recv().await;
-            assert!(
-                matches!(
-                    expect_return(&frame, 1).which().unwrap(),
-                    return_::Canceled(())
-                ),
-                "round {round}: the hanging call was not cancelled"
-            );
+            finish_and_expect_canceled(&mut peer, 1, round).await;
         }
     });
 }

@@ -35,6 +35,48 @@ fn sent_kinds(conn: &mut Connection<Test>) -> Vec<String> {
     kinds
 }
 
+/// `side` embargoes `target`: the peer reflects it along `back` (the
+/// Tribble rule), and the embargo lifts.
+fn embargo_round_trip(pair: &mut Pair, side: Side, target: MessageTarget, back: MessageTarget) {
+    let peer = match side {
+        Side::A => Side::B,
+        Side::B => Side::A,
+    };
+    let label = format!("calls on {target:?}");
+    let embargo = pair.side(side).embargo(target, label.clone());
+    pair.deliver(side).unwrap();
+    let [Event::Reflect { target, embargo_id }] = &events(pair.side(peer))[..] else {
+        panic!("no reflection")
+    };
+    assert_eq!((target, *embargo_id), (&back, embargo));
+    pair.side(peer).reflect(&back, embargo);
+    pair.deliver(peer).unwrap();
+    assert!(matches!(&events(pair.side(side))[..], [Event::EmbargoLifted(w)] if *w == label));
+}
+
+/// B, with a flow limit of one byte, runs a call of A's (`first`, on B's
+/// main interface `target`): the next calls wait.
+fn one_call_at_the_flow_limit() -> (Pair, MessageTarget, u32) {
+    let mut pair = Pair::with_configs(
+        Config::default(),
+        Config {
+            flow_limit: 1,
+            ..Config::default()
+        },
+    );
+    let import = bootstrapped(&mut pair);
+    let target = MessageTarget::ImportedCap(import);
+    let first = pair.call(Side::A, 10, &target, &[]);
+    pair.deliver(Side::A).unwrap();
+    let [Event::Call(call)] = &events(&mut pair.b)[..] else {
+        panic!()
+    };
+    pair.b
+        .start_answer(first, vec![], false, call.bytes)
+        .unwrap();
+    (pair, target, first)
+}
+
 /// Side B serves its bootstrap interface as export 0, answered to A's
 /// question 0: gives A's import id of it.
 fn bootstrapped(pair: &mut Pair) -> u32 {
@@ -430,20 +472,12 @@ fn tribble_race_on_a_resolved_export_reflects_along_the_resolution() {
         panic!()
     };
     assert_eq!(*promise_id, p);
-    let embargo = pair
-        .b
-        .embargo(MessageTarget::ImportedCap(p), "calls on P".into());
-    pair.deliver(Side::B).unwrap();
-    let [Event::Reflect { target, embargo_id }] = &events(&mut pair.a)[..] else {
-        panic!()
-    };
-    assert_eq!(
-        (target, *embargo_id),
-        (&MessageTarget::ImportedCap(x), embargo)
+    embargo_round_trip(
+        &mut pair,
+        Side::B,
+        MessageTarget::ImportedCap(p),
+        MessageTarget::ImportedCap(x),
     );
-    pair.a.reflect(target, *embargo_id);
-    pair.deliver(Side::A).unwrap();
-    assert!(matches!(&events(&mut pair.b)[..], [Event::EmbargoLifted(w)] if w == "calls on P"));
 }
 
 // covers: F-08
@@ -516,24 +550,9 @@ fn a_promise_is_one_export_with_one_resolve_and_goes_when_released() {
 /// the handler, its caller and the connection wait for each other forever.
 #[test]
 fn over_the_flow_limit_a_return_passes_waiting_calls() {
-    let mut pair = Pair::with_configs(
-        Config::default(),
-        Config {
-            flow_limit: 1,
-            ..Config::default()
-        },
-    );
-    let import = bootstrapped(&mut pair);
-    let first = pair.call(Side::A, 10, &MessageTarget::ImportedCap(import), &[]);
-    pair.deliver(Side::A).unwrap();
-    let [Event::Call(call)] = &events(&mut pair.b)[..] else {
-        panic!()
-    };
-    pair.b
-        .start_answer(first, vec![], false, call.bytes)
-        .unwrap();
+    let (mut pair, target, first) = one_call_at_the_flow_limit();
     // The second call waits, and so does a Finish behind it.
-    let second = pair.call(Side::A, 11, &MessageTarget::ImportedCap(import), &[]);
+    let second = pair.call(Side::A, 11, &target, &[]);
     pair.deliver(Side::A).unwrap();
     pair.a.question_dropped(1);
     pair.deliver(Side::A).unwrap();
@@ -572,23 +591,7 @@ fn over_the_flow_limit_a_return_passes_waiting_calls() {
 // covers: F-07
 #[test]
 fn a_call_over_the_bound_is_refused_at_once_and_its_answer_keeps_its_turn() {
-    let mut pair = Pair::with_configs(
-        Config::default(),
-        Config {
-            flow_limit: 1,
-            ..Config::default()
-        },
-    );
-    let import = bootstrapped(&mut pair);
-    let target = MessageTarget::ImportedCap(import);
-    let first = pair.call(Side::A, 10, &target, &[]);
-    pair.deliver(Side::A).unwrap();
-    let [Event::Call(call)] = &events(&mut pair.b)[..] else {
-        panic!()
-    };
-    pair.b
-        .start_answer(first, vec![], false, call.bytes)
-        .unwrap();
+    let (mut pair, target, first) = one_call_at_the_flow_limit();
     // One call waits (the parked calls' bound is the limit: the first one
     // always fits); the next one is refused at once.
     pair.call(Side::A, 11, &target, &[]);
@@ -625,23 +628,7 @@ fn a_call_over_the_bound_is_refused_at_once_and_its_answer_keeps_its_turn() {
 
 #[test]
 fn a_return_naming_a_waiting_question_waits_for_it() {
-    let mut pair = Pair::with_configs(
-        Config::default(),
-        Config {
-            flow_limit: 1,
-            ..Config::default()
-        },
-    );
-    let import = bootstrapped(&mut pair);
-    let target = MessageTarget::ImportedCap(import);
-    let first = pair.call(Side::A, 10, &target, &[]);
-    pair.deliver(Side::A).unwrap();
-    let [Event::Call(call)] = &events(&mut pair.b)[..] else {
-        panic!()
-    };
-    pair.b
-        .start_answer(first, vec![], false, call.bytes)
-        .unwrap();
+    let (mut pair, target, first) = one_call_at_the_flow_limit();
     let waiting = pair.call(Side::A, 11, &target, &[]);
     pair.deliver(Side::A).unwrap();
     // B asked A something; A's Return names the waiting call's answer.
@@ -855,21 +842,13 @@ fn promise_to_promise_to_home_hands_on_and_embargoes() {
         after_resolution(*resolution, calls_sent),
         AfterResolution::Embargo
     );
-    let embargo = pair
-        .a
-        .embargo(MessageTarget::ImportedCap(p2), "calls on P2".into());
-    pair.deliver(Side::A).unwrap();
-    let [Event::Reflect { target, embargo_id }] = &events(&mut pair.b)[..] else {
-        panic!()
-    };
     // Back along what P2 was resolved to: A's X, as B imports it.
-    assert_eq!(
-        (target, *embargo_id),
-        (&MessageTarget::ImportedCap(x_at_b), embargo)
+    embargo_round_trip(
+        &mut pair,
+        Side::A,
+        MessageTarget::ImportedCap(p2),
+        MessageTarget::ImportedCap(x_at_b),
     );
-    pair.b.reflect(target, *embargo_id);
-    pair.deliver(Side::B).unwrap();
-    assert!(matches!(&events(&mut pair.a)[..], [Event::EmbargoLifted(w)] if w == "calls on P2"));
 }
 
 // covers: P-12, T-04
