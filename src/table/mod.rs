@@ -304,10 +304,17 @@ impl<T> IdTable<T> {
     }
 }
 
+/// Ids below this are kept by index in a [`PeerTable`]: every known peer
+/// picks the lowest free id, so its ids in use stay small.
+const DENSE_IDS: u32 = 256;
+
 /// Ids chosen by the peer (answers, imports).
 ///
-/// The peer may pick any `u32`, so entries are kept in a map and an id in
-/// use is refused, never overwritten.
+/// The peer may pick any `u32`, so an id in use is refused, never
+/// overwritten. Small ids (below 256, what lowest-free peers use) are kept
+/// by index, the rest in an ordered map: a lookup never degrades, whatever
+/// ids a hostile peer picks, and the indexed part never takes more than
+/// 256 slots.
 ///
 /// ```
 /// use capnp_actix_proto::table::PeerTable;
@@ -318,9 +325,13 @@ impl<T> IdTable<T> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct PeerTable<T> {
-    /// The values by the peer's ids; ordered so that `drain` is
+    /// Values by id, for ids below [`DENSE_IDS`].
+    dense: Vec<Option<T>>,
+    /// How many of `dense` are in use.
+    dense_len: usize,
+    /// Values by id for the other ids; ordered so that `drain` is
     /// deterministic.
-    entries: BTreeMap<u32, T>,
+    sparse: BTreeMap<u32, T>,
 }
 
 impl<T> Default for PeerTable<T> {
@@ -333,7 +344,9 @@ impl<T> Default for PeerTable<T> {
     /// ```
     fn default() -> Self {
         PeerTable {
-            entries: BTreeMap::new(),
+            dense: Vec::new(),
+            dense_len: 0,
+            sparse: BTreeMap::new(),
         }
     }
 }
@@ -361,7 +374,20 @@ impl<T> PeerTable<T> {
     /// assert_eq!(table.get(1), Some(&'a'));
     /// ```
     pub fn insert(&mut self, id: u32, value: T) -> Result<(), T> {
-        match self.entries.entry(id) {
+        if id < DENSE_IDS {
+            let index = id as usize;
+            if self.dense.len() <= index {
+                self.dense.resize_with(index + 1, || None);
+            }
+            let slot = &mut self.dense[index];
+            if slot.is_some() {
+                return Err(value);
+            }
+            *slot = Some(value);
+            self.dense_len += 1;
+            return Ok(());
+        }
+        match self.sparse.entry(id) {
             std::collections::btree_map::Entry::Occupied(_) => Err(value),
             std::collections::btree_map::Entry::Vacant(slot) => {
                 slot.insert(value);
@@ -380,7 +406,10 @@ impl<T> PeerTable<T> {
     /// assert_eq!(table.get(4), None);
     /// ```
     pub fn get(&self, id: u32) -> Option<&T> {
-        self.entries.get(&id)
+        if id < DENSE_IDS {
+            return self.dense.get(id as usize)?.as_ref();
+        }
+        self.sparse.get(&id)
     }
 
     /// The value under `id`, mutably, if any.
@@ -393,7 +422,10 @@ impl<T> PeerTable<T> {
     /// assert_eq!(table.get(3), Some(&2));
     /// ```
     pub fn get_mut(&mut self, id: u32) -> Option<&mut T> {
-        self.entries.get_mut(&id)
+        if id < DENSE_IDS {
+            return self.dense.get_mut(id as usize)?.as_mut();
+        }
+        self.sparse.get_mut(&id)
     }
 
     /// Removes `id`, giving back its value; `None` if it was not in use.
@@ -406,7 +438,12 @@ impl<T> PeerTable<T> {
     /// assert_eq!(table.remove(3), None);
     /// ```
     pub fn remove(&mut self, id: u32) -> Option<T> {
-        self.entries.remove(&id)
+        if id < DENSE_IDS {
+            let value = self.dense.get_mut(id as usize)?.take();
+            self.dense_len -= usize::from(value.is_some());
+            return value;
+        }
+        self.sparse.remove(&id)
     }
 
     /// Whether `id` is in use.
@@ -419,7 +456,7 @@ impl<T> PeerTable<T> {
     /// assert!(!table.contains(4));
     /// ```
     pub fn contains(&self, id: u32) -> bool {
-        self.entries.contains_key(&id)
+        self.get(id).is_some()
     }
 
     /// How many ids are in use.
@@ -428,10 +465,11 @@ impl<T> PeerTable<T> {
     /// use capnp_actix_proto::table::PeerTable;
     /// let mut table = PeerTable::new();
     /// table.insert(9, ()).unwrap();
-    /// assert_eq!(table.len(), 1);
+    /// table.insert(90_000, ()).unwrap();
+    /// assert_eq!(table.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.dense_len + self.sparse.len()
     }
 
     /// Whether no id is in use.
@@ -441,7 +479,7 @@ impl<T> PeerTable<T> {
     /// assert!(PeerTable::<()>::new().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// Empties the table, giving back every id and value, lowest id first.
@@ -449,12 +487,19 @@ impl<T> PeerTable<T> {
     /// ```
     /// use capnp_actix_proto::table::PeerTable;
     /// let mut table = PeerTable::new();
+    /// table.insert(5000, "c").unwrap();
     /// table.insert(5, "b").unwrap();
     /// table.insert(2, "a").unwrap();
-    /// assert_eq!(table.drain(), [(2, "a"), (5, "b")]);
+    /// assert_eq!(table.drain(), [(2, "a"), (5, "b"), (5000, "c")]);
     /// assert!(table.is_empty());
     /// ```
     pub fn drain(&mut self) -> Vec<(u32, T)> {
-        std::mem::take(&mut self.entries).into_iter().collect()
+        self.dense_len = 0;
+        let dense = std::mem::take(&mut self.dense);
+        (0..DENSE_IDS)
+            .zip(dense)
+            .filter_map(|(id, slot)| Some((id, slot?)))
+            .chain(std::mem::take(&mut self.sparse))
+            .collect()
     }
 }

@@ -268,3 +268,47 @@ fn an_early_finish_asks_the_peer_to_release_the_results() {
     assert!(questions.is_empty());
     assert_eq!(questions.finish(99), None, "unknown: nothing to send");
 }
+
+#[test]
+fn peer_table_agrees_with_a_map_on_both_sides_of_the_indexed_ids() {
+    use super::PeerTable;
+    use std::collections::BTreeMap;
+    let mut table = PeerTable::new();
+    let mut model = BTreeMap::new();
+    // Ids around the indexed range's end, and far beyond it.
+    let ids = [0u32, 1, 7, 254, 255, 256, 257, 4096, 1 << 20, u32::MAX];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for step in 0..5000u32 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let id = ids[(seed % ids.len() as u64) as usize];
+        match (seed >> 32) % 4 {
+            0 | 1 => {
+                let expected = match model.entry(id) {
+                    std::collections::btree_map::Entry::Occupied(_) => Err(step),
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(step);
+                        Ok(())
+                    }
+                };
+                assert_eq!(table.insert(id, step), expected);
+            }
+            2 => assert_eq!(table.remove(id), model.remove(&id)),
+            _ => {
+                if let Some(v) = table.get_mut(id) {
+                    *v += 1;
+                }
+                if let Some(v) = model.get_mut(&id) {
+                    *v += 1;
+                }
+            }
+        }
+        assert_eq!(table.get(id), model.get(&id));
+        assert_eq!(table.contains(id), model.contains_key(&id));
+        assert_eq!(table.len(), model.len());
+    }
+    let drained: Vec<_> = std::mem::take(&mut model).into_iter().collect();
+    assert_eq!(table.drain(), drained);
+    assert!(table.is_empty());
+}
