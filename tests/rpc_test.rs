@@ -7,8 +7,8 @@
 //! Scenarios covered elsewhere, at the wire level where the C++ test
 //! checks messages: `Abort` (`wire.rs`), "send() throws, exports don't
 //! leak" (`wire_client.rs`), "export the same promise twice"
-//! (`races.rs`). Not here: "loopback bootstrap" (a connection does not
-//! bootstrap itself in this runtime).
+//! (`races.rs`). "loopback bootstrap" is a connection whose transport
+//! loops back to itself.
 
 mod support;
 
@@ -593,5 +593,47 @@ fn rpc_test_embargo_unwrap() {
         calls.extend(send_next(&pipeline, 3..6));
         expect_in_order(calls, &format!("{mode:?}")).await;
         drop(echoed.promise);
+    });
+}
+
+#[test]
+fn rpc_test_loopback_bootstrap() {
+    // The C++ vat bootstraps its own host id and gets its own bootstrap
+    // interface. Here: a connection whose transport loops back to itself
+    // (what it writes, it reads) asks for the bootstrap interface, gets its
+    // own main interface through its own answer and import, and calls it.
+    actix::System::new().block_on(async {
+        let tally = Tally::default();
+        let main = Capability::from_server::<test::Client, _>(TestImpl::new(&tally));
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (_a_read, a_write) = tokio::io::split(a);
+        let (b_read, _b_write) = tokio::io::split(b);
+        let conn = capnp_actix::ConnActor::start(
+            b_read,
+            a_write,
+            capnp_actix::ConnOptions::new().main_interface(main),
+        );
+        let t: test::Client = conn
+            .send(capnp_actix::Bootstrap)
+            .await
+            .unwrap()
+            .unwrap()
+            .client();
+        for i in 0..10 {
+            let text = format!("to myself {i}");
+            assert_eq!(echo(&t, &text).await, text);
+        }
+        // Its question, its answer, its export and its import are all one
+        // connection's: letting go of the capability empties every table.
+        drop(t);
+        let deadline = std::time::Instant::now() + SETTLE;
+        loop {
+            let s = conn.send(Stats).await.unwrap();
+            if s.questions == 0 && s.answers == 0 && s.imports == 0 && s.exports == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "tables left: {s:?}");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
     });
 }
