@@ -1,12 +1,17 @@
-//! [`ConnActor`]: one per connection. It owns the transport, the four
-//! tables, and the dispatch of inbound messages.
+//! [`ConnActor`]: one per connection. It owns the transport and the
+//! protocol core's `Connection` (the four tables, the flow gate, the
+//! embargoes, and every decision on them), and carries out what the core
+//! decides.
 //!
-//! - `mod.rs` (this file): the actor, its options, how it starts, the
-//!   messages it takes, and its teardown.
-//! - `inbound.rs`: one `handle_*` per kind of inbound message.
-//! - `outbound.rs`: sending calls and returns, and translating
-//!   capabilities to and from cap descriptors.
-//! - `transport.rs`: frames in, batched writes out.
+//! - `mod.rs` (this file): the actor, the runtime's slots in the core's
+//!   tables, how it starts, the messages it takes.
+//! - `inbound.rs`: frames into the core, and one `on_*` per kind of event
+//!   the core gives back.
+//! - `outbound.rs`: sending calls and returns, and saying what a
+//!   capability is, for the core to name it.
+//! - `embargo.rs`: our embargoes and the peer's reflections, through the
+//!   mailbox.
+//! - `transport.rs`: frames in, batched writes out; `teardown.rs`: the end.
 
 mod backpressure;
 mod embargo;
