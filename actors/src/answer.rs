@@ -142,17 +142,15 @@ impl Handler<CancelAnswer> for AnswerActor {
     type Result = ();
 
     fn handle(&mut self, msg: CancelAnswer, ctx: &mut Context<Self>) {
-        if self
+        let Some(running) = self
             .current
-            .as_ref()
-            .is_some_and(|running| running.answer_id == msg.answer_id)
-        {
-            if let Some(running) = self.current.take() {
-                ctx.cancel_future(running.waiting);
-                if msg.report {
-                    self.report(running.answer_id, ReturnOutcome::Canceled);
-                }
-            }
+            .take_if(|running| running.answer_id == msg.answer_id)
+        else {
+            return;
+        };
+        ctx.cancel_future(running.waiting);
+        if msg.report {
+            self.report(running.answer_id, ReturnOutcome::Canceled);
         }
     }
 }

@@ -104,10 +104,7 @@ impl Handler<Returned> for QuestionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Returned, _ctx: &mut Context<Self>) {
-        if self.current.as_ref().map(|asked| asked.key) != Some(msg.key) {
-            return;
-        }
-        let Some(asked) = self.current.take() else {
+        let Some(asked) = self.current.take_if(|asked| asked.key == msg.key) else {
             return;
         };
         if let Some(state) = asked.state.upgrade() {

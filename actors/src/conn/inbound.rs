@@ -172,7 +172,9 @@ impl ConnActor {
         let result = match (refusal, &self.main) {
             (Some(e), _) => Err(e),
             (None, Some(main)) => Ok(Arc::new(Payload::single_cap(main.clone()))),
-            (None, None) => Err(Error::failed("this vat serves no bootstrap interface")),
+            // The core refuses a Bootstrap when there is no main interface;
+            // it goes only at teardown, after which no event runs.
+            (None, None) => Err(Error::disconnected("the connection is closing")),
         };
         self.start_answer(id, PendingCall::new(CallState::settled(result)), false, 0)
     }
