@@ -108,6 +108,18 @@ impl Drop for QuestionRef {
     }
 }
 
+/// What a reference to a local object needs of the actor hosting it (the
+/// export module implements it for its actor).
+pub(crate) trait ObjectActor: Send + Sync {
+    /// Sends it a call.
+    fn deliver(&self, msg: Deliver);
+    /// Tells it the object's last reference went (after every call made
+    /// through it).
+    fn unhost(&self);
+    /// Whether the actor still runs.
+    fn connected(&self) -> bool;
+}
+
 /// A call delivered to a local object's actor.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -265,11 +277,49 @@ struct Inner {
     waiters: Vec<oneshot::Sender<Result<Arc<Payload>, Error>>>,
     /// Tasks polling a [`PendingCall`] of this call, to wake with the
     /// outcome (cheaper than a channel per call).
-    wakers: Vec<Waker>,
+    wakers: Few<Waker>,
     /// Ends the call when the state is dropped.
     guard: Option<Guard>,
     /// What this call keeps alive until it settles.
-    holds: Vec<KeepAlive>,
+    holds: Few<KeepAlive>,
+}
+
+/// A list that is most often of one item, kept without an allocation.
+struct Few<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T> Few<T> {
+    fn push(&mut self, item: T) {
+        match self.first {
+            None => self.first = Some(item),
+            Some(_) => self.rest.push(item),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(self.rest.iter())
+    }
+}
+
+impl<T> IntoIterator for Few<T> {
+    type Item = T;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+
+    /// The items in the order they came.
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
 }
 
 /// The state of one call, shared by everything that waits on it.
@@ -292,9 +342,9 @@ impl CallState {
                 draining: false,
                 early: None,
                 waiters: Vec::new(),
-                wakers: Vec::new(),
+                wakers: Few::default(),
                 guard: None,
-                holds: Vec::new(),
+                holds: Few::default(),
             }),
         })
     }

@@ -15,9 +15,8 @@
 
 use crate::call::KeepAlive;
 use crate::call::{
-    send_call, CallState, CallTarget, Deliver, LinkRef, OutCall, PendingCall, Queued,
+    send_call, CallState, CallTarget, Deliver, LinkRef, ObjectActor, OutCall, PendingCall, Queued,
 };
-use actix::Recipient;
 use capnp_actix_proto::embargo::{after_resolution, AfterResolution, Resolution};
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
@@ -86,9 +85,16 @@ pub(crate) enum HandedOn {
 /// any capability (or export) holds one.
 pub(crate) struct LocalRef {
     /// The actor hosting the object.
-    pub(crate) actor: Recipient<Deliver>,
+    pub(crate) actor: Box<dyn ObjectActor>,
     /// Identity, so that exporting the same object twice reuses its id.
     pub(crate) id: u64,
+}
+
+impl Drop for LocalRef {
+    fn drop(&mut self) {
+        // The object goes; its actor hosts the next one.
+        self.actor.unhost();
+    }
 }
 
 /// A local reference to an import; dropping the last one releases the
@@ -143,7 +149,7 @@ impl Capability {
         matches!(self.kind, CapKind::Null)
     }
 
-    pub(crate) fn local(actor: Recipient<Deliver>, id: u64) -> Capability {
+    pub(crate) fn local(actor: Box<dyn ObjectActor>, id: u64) -> Capability {
         Capability {
             kind: CapKind::Local(Arc::new(LocalRef { actor, id })),
         }
@@ -200,7 +206,7 @@ impl Capability {
                     state.resolve(Err(Error::disconnected("the object's actor has stopped")));
                     return;
                 }
-                local.actor.do_send(Deliver::new(call, state));
+                local.actor.deliver(Deliver::new(call, state));
             }
             CapKind::Import(import) => {
                 send_call(

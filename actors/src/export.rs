@@ -4,19 +4,30 @@
 //! Calls start in arrival order and run concurrently: a call that waits
 //! (for another call, even one back into the caller) does not block the
 //! next one, so a handler that calls back into a capability it was given
-//! cannot deadlock. The actor stops, and the server is dropped, when the
-//! last [`Capability`] that refers to it is gone.
+//! cannot deadlock. The server is dropped when the last [`Capability`]
+//! that refers to it is gone.
+//!
+//! Services often make an object per call (a call that returns a new
+//! capability), and starting and stopping an actor costs more than such a
+//! call's own work (a mailbox and a task made and torn down: about 5,000
+//! instructions and ten allocations). So an actor whose object went is
+//! kept, up to [`POOL`] per thread, and hosts the next object made on its
+//! thread. An actor hosts one object at a time: the object's last
+//! reference tells it [`Unhost`] after every call made through it, and only
+//! then is the actor idle.
 
-use crate::call::Deliver;
+use crate::call::{Deliver, ObjectActor};
 use crate::capability::Capability;
 use crate::hooks::{capabilities_of, client_hook, BuiltResults, ParamsHookImpl, ResultsHookImpl};
 use crate::payload::{Body, Payload};
-use actix::{Actor, Context, Handler};
+use crate::stats;
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 use capnp::any_pointer;
 use capnp::capability::{FromServer, Params, Promise, Results};
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
 use futures::future::{select, Either};
+use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,21 +61,73 @@ impl<D: capnp::capability::Server + Clone> HostedServer for D {
     }
 }
 
-/// The actor hosting one local object.
-pub(crate) struct ExportActor {
-    /// The object (capnpc's dispatch wrapper around the user's server).
+/// Most idle export actors a thread keeps for its next objects.
+pub(crate) const POOL: usize = 64;
+
+thread_local! {
+    /// This thread's idle export actors, each with its slot.
+    static IDLE: RefCell<Vec<(Addr<ExportActor>, Rc<Slot>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where an actor's object is. The thread that hands an idle actor its
+/// next object puts it here (objects are not `Send`, so they cannot travel
+/// in a message); the actor runs on that thread too.
+#[derive(Default)]
+struct Slot(RefCell<Option<Hosted>>);
+
+/// The object an actor hosts.
+struct Hosted {
+    /// capnpc's dispatch wrapper around the user's server.
     server: Box<dyn HostedServer>,
+    /// Its place in the live count, given up when it goes.
+    _live: stats::Live,
+}
+
+/// The actor hosting one local object at a time.
+pub(crate) struct ExportActor {
+    /// The object, if it hosts one.
+    slot: Rc<Slot>,
 }
 
 impl Actor for ExportActor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
-        crate::stats::EXPORTS.started();
+impl ObjectActor for Addr<ExportActor> {
+    fn deliver(&self, msg: Deliver) {
+        self.do_send(msg);
     }
+    fn unhost(&self) {
+        self.do_send(Unhost);
+    }
+    fn connected(&self) -> bool {
+        Addr::connected(self)
+    }
+}
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        crate::stats::EXPORTS.stopped();
+/// Sent by an object's last reference when it goes: the object is dropped,
+/// and the actor waits for the next one. Every call made through the
+/// reference was sent before, so none finds the object gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unhost;
+
+impl Handler<Unhost> for ExportActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Unhost, ctx: &mut Context<Self>) {
+        // Dropped outside the borrow: a server's drop may make or drop
+        // other objects.
+        let hosted = self.slot.0.borrow_mut().take();
+        drop(hosted);
+        // Kept for the next object if the pool has room; otherwise no
+        // address is left and the actor stops.
+        let _ = IDLE.try_with(|idle| {
+            let mut idle = idle.borrow_mut();
+            if idle.len() < POOL {
+                idle.push((ctx.address(), self.slot.clone()));
+            }
+        });
     }
 }
 
@@ -106,13 +169,38 @@ where
     C: FromServer<S>,
     S: 'static,
 {
-    let dispatch = C::from_server(server);
-    let addr = ExportActor {
-        server: Box::new(dispatch),
-    }
-    .start();
+    let hosted = Hosted {
+        server: Box::new(C::from_server(server)),
+        _live: stats::Live::new(&stats::EXPORTS),
+    };
+    let addr = match idle_actor() {
+        Some((addr, slot)) => {
+            *slot.0.borrow_mut() = Some(hosted);
+            addr
+        }
+        None => ExportActor {
+            slot: Rc::new(Slot(RefCell::new(Some(hosted)))),
+        }
+        .start(),
+    };
     let id = NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed);
-    (Capability::local(addr.recipient(), id), id)
+    (Capability::local(Box::new(addr), id), id)
+}
+
+/// An idle actor of this thread's pool that still runs (the pool outlives
+/// the actix systems a thread runs one after another).
+fn idle_actor() -> Option<(Addr<ExportActor>, Rc<Slot>)> {
+    IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        while let Some((addr, slot)) = idle.pop() {
+            if addr.connected() {
+                return Some((addr, slot));
+            }
+        }
+        None
+    })
+    .ok()
+    .flatten()
 }
 
 impl Handler<Deliver> for ExportActor {
@@ -136,9 +224,21 @@ impl Handler<Deliver> for ExportActor {
             answer_id,
             state.clone(),
         )));
-        let mut work = self
-            .server
-            .dispatch(interface_id, method_id, params, results);
+        let work = {
+            let hosted = self.slot.0.borrow();
+            hosted.as_ref().map(|hosted| {
+                hosted
+                    .server
+                    .dispatch(interface_id, method_id, params, results)
+            })
+        };
+        // (Only a reference made the call, so the object is there.)
+        let Some(mut work) = work else {
+            if let Some(state) = state.upgrade() {
+                state.resolve(Err(Error::disconnected("the object is gone")));
+            }
+            return;
+        };
         // Most calls complete without waiting: finish them here, and give a
         // task of its own only to a call that has to wait. (A pending call
         // is polled again by the executor, with a waker of its own.)
