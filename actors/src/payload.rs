@@ -118,11 +118,26 @@ impl Payload {
         let table = placeholder::index_table(self.caps.len());
         let mut content = self.content()?;
         capnp::traits::Imbue::imbue(&mut content, &table);
-        let ops: Vec<_> = transform
-            .iter()
-            .map(|f| capnp::private::capability::PipelineOp::GetPointerField(*f))
-            .collect();
-        let hook = content.get_pipelined_cap(&ops)?;
+        // Paths are short: their ops go on the stack.
+        use capnp::private::capability::PipelineOp;
+        let mut on_stack = [PipelineOp::Noop; 8];
+        let on_heap: Vec<PipelineOp>;
+        let ops: &[PipelineOp] = match on_stack.get_mut(..transform.len()) {
+            Some(ops) => {
+                for (op, field) in ops.iter_mut().zip(transform) {
+                    *op = PipelineOp::GetPointerField(*field);
+                }
+                ops
+            }
+            None => {
+                on_heap = transform
+                    .iter()
+                    .map(|f| PipelineOp::GetPointerField(*f))
+                    .collect();
+                &on_heap
+            }
+        };
+        let hook = content.get_pipelined_cap(ops)?;
         Ok(placeholder::index_of(hook.as_ref()))
     }
 }

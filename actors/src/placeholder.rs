@@ -14,19 +14,32 @@ use capnp::private::capability::{
 use capnp::private::layout::CapTable;
 use capnp::MessageSize;
 
-/// Stands for cap-table index `.0`.
-struct Placeholder(usize);
+/// Stands for cap-table index `I`. Zero-sized, so a boxed one costs no
+/// allocation: results and params carry few capabilities, and each copy
+/// of content with capabilities makes a placeholder per capability.
+struct Small<const I: usize>;
 
-/// A cap table of `len` placeholders, entry `i` standing for index `i`.
-pub(crate) fn index_table(len: usize) -> CapTable {
-    (0..len)
-        .map(|i| Some(Box::new(Placeholder(i)) as Box<dyn ClientHook>))
-        .collect()
+/// Stands for cap-table index `.0` (indexes past the small ones).
+struct Large(usize);
+
+/// Gives a boxed placeholder for `index`: a small one when there is one.
+macro_rules! placeholder_for {
+    ($index:expr; $($i:literal)*) => {
+        match $index {
+            $($i => Box::new(Small::<$i>) as Box<dyn ClientHook>,)*
+            index => Box::new(Large(index)),
+        }
+    };
 }
 
 /// A placeholder for index `index`, to write a capability pointer with.
 pub(crate) fn placeholder(index: usize) -> Box<dyn ClientHook> {
-    Box::new(Placeholder(index))
+    placeholder_for!(index; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+}
+
+/// A cap table of `len` placeholders, entry `i` standing for index `i`.
+pub(crate) fn index_table(len: usize) -> CapTable {
+    (0..len).map(|i| Some(placeholder(i))).collect()
 }
 
 /// The index a hook taken from an [`index_table`] stands for. Only for
@@ -40,50 +53,61 @@ fn called() -> capnp::Error {
     capnp::Error::failed("a placeholder capability was called".into())
 }
 
-impl ClientHook for Placeholder {
-    fn add_ref(&self) -> Box<dyn ClientHook> {
-        Box::new(Placeholder(self.0))
-    }
+/// The hook of a placeholder type whose index `$index(self)` gives.
+macro_rules! placeholder_hook {
+    (impl $(<const $c:ident: usize>)? for $ty:ty, |$me:ident| $index:expr) => {
+        impl$(<const $c: usize>)? ClientHook for $ty {
+            fn add_ref(&self) -> Box<dyn ClientHook> {
+                placeholder(self.get_ptr())
+            }
 
-    fn new_call(
-        &self,
-        _interface_id: u64,
-        _method_id: u16,
-        _size_hint: Option<MessageSize>,
-    ) -> capnp::capability::Request<any_pointer::Owned, any_pointer::Owned> {
-        capnp::capability::Request::new(Box::new(NoRequest(capnp::message::Builder::new_default())))
-    }
+            fn new_call(
+                &self,
+                _interface_id: u64,
+                _method_id: u16,
+                _size_hint: Option<MessageSize>,
+            ) -> capnp::capability::Request<any_pointer::Owned, any_pointer::Owned> {
+                capnp::capability::Request::new(Box::new(NoRequest(
+                    capnp::message::Builder::new_default(),
+                )))
+            }
 
-    fn call(
-        &self,
-        _interface_id: u64,
-        _method_id: u16,
-        _params: Box<dyn ParamsHook>,
-        _results: Box<dyn ResultsHook>,
-    ) -> Promise<(), capnp::Error> {
-        Promise::err(called())
-    }
+            fn call(
+                &self,
+                _interface_id: u64,
+                _method_id: u16,
+                _params: Box<dyn ParamsHook>,
+                _results: Box<dyn ResultsHook>,
+            ) -> Promise<(), capnp::Error> {
+                Promise::err(called())
+            }
 
-    fn get_brand(&self) -> usize {
-        0
-    }
+            fn get_brand(&self) -> usize {
+                0
+            }
 
-    fn get_ptr(&self) -> usize {
-        self.0
-    }
+            fn get_ptr(&self) -> usize {
+                let $me = self;
+                $index
+            }
 
-    fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
-        None
-    }
+            fn get_resolved(&self) -> Option<Box<dyn ClientHook>> {
+                None
+            }
 
-    fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
-        None
-    }
+            fn when_more_resolved(&self) -> Option<Promise<Box<dyn ClientHook>, capnp::Error>> {
+                None
+            }
 
-    fn when_resolved(&self) -> Promise<(), capnp::Error> {
-        Promise::ok(())
-    }
+            fn when_resolved(&self) -> Promise<(), capnp::Error> {
+                Promise::ok(())
+            }
+        }
+    };
 }
+
+placeholder_hook!(impl<const I: usize> for Small<I>, |_me| I);
+placeholder_hook!(impl for Large, |me| me.0);
 
 /// The request of a placeholder: sending it fails.
 struct NoRequest(capnp::message::Builder<capnp::message::HeapAllocator>);
@@ -124,6 +148,6 @@ impl PipelineHook for NoPipeline {
     }
 
     fn get_pipelined_cap(&self, _ops: &[PipelineOp]) -> Box<dyn ClientHook> {
-        Box::new(Placeholder(usize::MAX))
+        placeholder(usize::MAX)
     }
 }

@@ -13,9 +13,12 @@ use capnp_actix_proto::message::OutMessage;
 use capnp_actix_proto::Error;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
+use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// What ends the inbound stream.
 pub(crate) enum ReadFailure {
@@ -26,48 +29,88 @@ pub(crate) enum ReadFailure {
 }
 
 /// Inbound frames, decoded under `limits`.
-pub(crate) fn frames<R>(
-    read: R,
-    limits: Limits,
-    backpressure: Arc<Backpressure>,
-) -> impl Stream<Item = Result<Frame, ReadFailure>>
+pub(crate) fn frames<R>(read: R, limits: Limits, backpressure: Arc<Backpressure>) -> Frames<R>
 where
     R: AsyncRead + Unpin + 'static,
 {
-    let state = Some((read, FrameDecoder::new(limits), backpressure));
-    futures::stream::unfold(state, |state| async move {
-        let (mut read, mut decoder, backpressure) = state?;
+    Frames {
+        read,
+        decoder: FrameDecoder::new(limits),
+        backpressure,
+        ended: false,
+    }
+}
+
+/// The stream of [`frames`]. (A stream of its own rather than an
+/// `unfold`: its state stays where it is instead of moving into and out of
+/// a new future for every frame.)
+pub(crate) struct Frames<R> {
+    read: R,
+    decoder: FrameDecoder,
+    backpressure: Arc<Backpressure>,
+    /// Nothing more comes (the transport ended or a frame broke a limit).
+    ended: bool,
+}
+
+impl<R: AsyncRead + Unpin> Frames<R> {
+    /// Ends the stream with `failure`.
+    fn fail(&mut self, failure: ReadFailure) -> Poll<Option<Result<Frame, ReadFailure>>> {
+        self.ended = true;
+        Poll::Ready(Some(Err(failure)))
+    }
+}
+
+impl<R: AsyncRead + Unpin> Stream for Frames<R> {
+    type Item = Result<Frame, ReadFailure>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
             // Flow control: hand out nothing more (buffered or not) while
             // the connection has enough to do.
-            backpressure.permit().await;
-            match decoder.next_frame() {
-                Ok(Some(frame)) => return Some((Ok(frame), Some((read, decoder, backpressure)))),
+            if Pin::new(&mut this.backpressure.permit())
+                .poll(cx)
+                .is_pending()
+            {
+                return Poll::Pending;
+            }
+            match this.decoder.next_frame() {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
                 Ok(None) => {}
-                Err(e) => return Some((Err(ReadFailure::Protocol(e.into())), None)),
+                Err(e) => return this.fail(ReadFailure::Protocol(e.into())),
             }
             // Bytes go straight where the decoder keeps them: its own small
             // buffer, or a large frame's body (as much as it has room for:
             // one read can take in all the socket holds).
-            let Some(space) = decoder.read_space(usize::MAX) else {
+            let Some(space) = this.decoder.read_space(usize::MAX) else {
                 let e = Error::failed("the frame decoder failed");
-                return Some((Err(ReadFailure::Protocol(e)), None));
+                return this.fail(ReadFailure::Protocol(e));
             };
-            let result = read.read(space).await;
-            match result {
-                Ok(0) if decoder.buffered() == 0 => return None,
+            let mut space = ReadBuf::new(space);
+            let read = match Pin::new(&mut this.read).poll_read(cx, &mut space) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(read) => read.map(|()| space.filled().len()),
+            };
+            match read {
+                Ok(0) if this.decoder.buffered() == 0 => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
                 Ok(0) => {
                     let e = Error::disconnected("the peer closed the connection mid-message");
-                    return Some((Err(ReadFailure::Disconnected(e)), None));
+                    return this.fail(ReadFailure::Disconnected(e));
                 }
-                Ok(n) => decoder.filled(n),
+                Ok(n) => this.decoder.filled(n),
                 Err(e) => {
                     let e = Error::disconnected(format!("read failed: {e}"));
-                    return Some((Err(ReadFailure::Disconnected(e)), None));
+                    return this.fail(ReadFailure::Disconnected(e));
                 }
             }
         }
-    })
+    }
 }
 
 /// A message on its way to the writer task.
