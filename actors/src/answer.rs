@@ -80,6 +80,7 @@ impl Handler<RunAnswer> for AnswerActor {
     type Result = ();
 
     fn handle(&mut self, msg: RunAnswer, ctx: &mut Context<Self>) {
+        crate::stats::worked();
         debug_assert!(
             self.current.is_none(),
             "an answer actor runs one answer at a time"

@@ -551,6 +551,7 @@ impl CallState {
         result: Result<Arc<Payload>, Error>,
         needs_embargo: impl Fn(&Payload, &[u16]) -> bool,
     ) -> Vec<Arc<[u16]>> {
+        crate::stats::worked();
         // Decide the embargoes without holding the lock: deciding looks at
         // other states, and a hostile peer can make a path lead back here.
         let mut decided: HashMap<Arc<[u16]>, bool> = HashMap::new();

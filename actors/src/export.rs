@@ -207,6 +207,7 @@ impl Handler<Deliver> for ExportActor {
     type Result = ();
 
     fn handle(&mut self, mut msg: Deliver, _ctx: &mut Context<Self>) {
+        crate::stats::worked();
         let Some(call) = msg.call.take() else {
             return;
         };

@@ -72,6 +72,7 @@ impl Handler<Ask> for QuestionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Ask, _ctx: &mut Context<Self>) {
+        crate::stats::worked();
         debug_assert!(
             self.current.is_none(),
             "a question actor waits for one answer at a time"
@@ -104,6 +105,7 @@ impl Handler<Returned> for QuestionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Returned, _ctx: &mut Context<Self>) {
+        crate::stats::worked();
         let Some(asked) = self.current.take_if(|asked| asked.key == msg.key) else {
             return;
         };

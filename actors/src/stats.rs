@@ -1,7 +1,27 @@
 //! Counts of live actors, per kind, for tests and diagnostics: after a
 //! connection is torn down, none of its actors may remain.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+thread_local! {
+    /// Messages this thread's actors handled (and calls it settled): a
+    /// writer that sees it move knows that work which may have more to
+    /// send is under way here.
+    static WORK: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts one piece of work done on this thread: a message handled, a
+/// call settled.
+#[inline]
+pub(crate) fn worked() {
+    WORK.with(|w| w.set(w.get().wrapping_add(1)));
+}
+
+/// The count of work done on this thread so far.
+pub(crate) fn work_count() -> u64 {
+    WORK.with(Cell::get)
+}
 
 /// A live-actor counter.
 pub(crate) struct Counter(AtomicUsize);

@@ -442,6 +442,7 @@ impl Handler<ReturnReady> for ConnActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReturnReady, ctx: &mut Context<Self>) {
+        crate::stats::worked();
         let id = msg.answer_id;
         if self.closing.is_some() {
             return;

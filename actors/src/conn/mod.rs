@@ -473,6 +473,7 @@ impl Actor for ConnActor {
 
 impl StreamHandler<Result<Frame, ReadFailure>> for ConnActor {
     fn handle(&mut self, item: Result<Frame, ReadFailure>, ctx: &mut Context<Self>) {
+        crate::stats::worked();
         if self.closing.is_some() {
             return;
         }

@@ -24,6 +24,7 @@ impl Handler<SendCall> for ConnActor {
     type Result = ();
 
     fn handle(&mut self, mut msg: SendCall, ctx: &mut Context<Self>) {
+        crate::stats::worked();
         let Some(call) = msg.call.take() else { return };
         let Some(state) = msg.state.upgrade() else {
             return; // the caller lost interest before the call went out

@@ -7,6 +7,7 @@
 use super::backpressure::Backpressure;
 use super::{ConnActor, WriteFailed};
 use crate::payload::Payload;
+use crate::stats;
 use actix::WeakAddr;
 use capnp_actix_proto::frame::{self, Frame, FrameDecoder, Limits};
 use capnp_actix_proto::message::OutMessage;
@@ -19,6 +20,33 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Most turns a write waits for work under way on its thread.
+const MAX_WAIT_TURNS: u32 = 16;
+
+/// A write with this many messages or bytes queued goes out without
+/// waiting: a batch that large is worth sending at once, so that the peer
+/// works on it while we go on (many calls in flight).
+const WAIT_MESSAGES: usize = 16;
+const WAIT_BYTES: usize = 64 * 1024;
+
+/// Lets every task queued ahead of this one run once: wakes itself and
+/// waits once (the runtime puts it at the back of its queue; unlike
+/// tokio's `yield_now`, it does not wait for the next I/O poll).
+struct YieldTurn(bool);
+
+impl Future for YieldTurn {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
 
 /// What ends the inbound stream.
 pub(crate) enum ReadFailure {
@@ -195,10 +223,35 @@ pub(crate) async fn write_frames<W>(
     let mut batch = Vec::new();
     while let Some(first) = queue.next().await {
         let mut items = vec![first];
-        while let Ok(more) = queue.try_recv() {
-            items.push(more);
+        let mut total;
+        // As the C++ reference does (kj's `evalLast`), the write waits for
+        // the work already under way on this thread: a call that settles
+        // locally sets off the next (a chain of pipelined calls, each on
+        // the last one's result), and each adds a message. So the writer
+        // lets everything queued ahead of it run, and again while that
+        // did any work of ours, then sends all of it in one write: one
+        // syscall, and one wake-up of the peer, instead of one per
+        // message. The wait is bounded in turns and in bytes.
+        let mut turns = 0;
+        loop {
+            while let Ok(more) = queue.try_recv() {
+                items.push(more);
+            }
+            total = items.iter().map(Outgoing::len).sum();
+            if turns == MAX_WAIT_TURNS || items.len() >= WAIT_MESSAGES || total >= WAIT_BYTES {
+                break;
+            }
+            let work = stats::work_count();
+            YieldTurn(false).await;
+            turns += 1;
+            if stats::work_count() == work {
+                while let Ok(more) = queue.try_recv() {
+                    items.push(more);
+                }
+                total = items.iter().map(Outgoing::len).sum();
+                break;
+            }
         }
-        let total: usize = items.iter().map(Outgoing::len).sum();
         let written = async {
             for item in items {
                 match item {
