@@ -26,6 +26,9 @@ pub(crate) struct Backpressure {
     queued_limit: usize,
     /// The reader, when it waits.
     reader: AtomicWaker,
+    /// Answers started here and not yet returned: while there are any,
+    /// more `Return`s may be on their way, and a write may wait for them.
+    answers_running: AtomicUsize,
 }
 
 impl Backpressure {
@@ -35,7 +38,25 @@ impl Backpressure {
             held: AtomicBool::new(false),
             queued_limit: send_buffer_size.saturating_mul(2),
             reader: AtomicWaker::new(),
+            answers_running: AtomicUsize::new(0),
         }
+    }
+
+    /// An answer started.
+    pub(crate) fn answer_started(&self) {
+        self.answers_running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An answer's actor reported its outcome.
+    pub(crate) fn answer_reported(&self) {
+        let _ = self
+            .answers_running
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Whether answers started here have not returned yet.
+    pub(crate) fn answers_running(&self) -> bool {
+        self.answers_running.load(Ordering::Relaxed) > 0
     }
 
     /// Bytes waiting for the transport.

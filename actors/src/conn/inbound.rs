@@ -154,6 +154,7 @@ impl ConnActor {
         let entry = AnswerEntry::new(pending.state().clone());
         self.core
             .start_answer(id, entry, results_elsewhere, inbound_bytes)?;
+        self.backpressure.answer_started();
         let actor = match self.idle_answers.pop() {
             Some(actor) => actor,
             None => AnswerActor::new(self.answer_conn.clone()).start(),
@@ -443,6 +444,7 @@ impl Handler<ReturnReady> for ConnActor {
 
     fn handle(&mut self, msg: ReturnReady, ctx: &mut Context<Self>) {
         crate::stats::worked();
+        self.backpressure.answer_reported();
         let id = msg.answer_id;
         if self.closing.is_some() {
             return;

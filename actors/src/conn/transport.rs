@@ -225,20 +225,27 @@ pub(crate) async fn write_frames<W>(
         let mut items = vec![first];
         let mut total;
         // As the C++ reference does (kj's `evalLast`), the write waits for
-        // the work already under way on this thread: a call that settles
-        // locally sets off the next (a chain of pipelined calls, each on
-        // the last one's result), and each adds a message. So the writer
-        // lets everything queued ahead of it run, and again while that
-        // did any work of ours, then sends all of it in one write: one
-        // syscall, and one wake-up of the peer, instead of one per
-        // message. The wait is bounded in turns and in bytes.
+        // the work already under way on this thread while answers of this
+        // connection still run: a call that settles locally sets off the
+        // next (a chain of pipelined calls, each on the last one's
+        // result), and each adds a `Return`. So the writer lets everything
+        // queued ahead of it run, and again while that did any work of
+        // ours, then sends all of it in one write: one syscall, and one
+        // wake-up of the peer, instead of one per message. The wait is
+        // bounded in turns, messages and bytes.
         let mut turns = 0;
         loop {
             while let Ok(more) = queue.try_recv() {
                 items.push(more);
             }
             total = items.iter().map(Outgoing::len).sum();
-            if turns == MAX_WAIT_TURNS || items.len() >= WAIT_MESSAGES || total >= WAIT_BYTES {
+            // (Only while answers of this connection still run: other
+            // connections' work is no reason for this one to wait.)
+            if turns == MAX_WAIT_TURNS
+                || items.len() >= WAIT_MESSAGES
+                || total >= WAIT_BYTES
+                || !backpressure.answers_running()
+            {
                 break;
             }
             let work = stats::work_count();
