@@ -137,3 +137,136 @@ fn questions_in_flight_each_have_their_own_actor() {
         }
     });
 }
+
+/// `Test.delayedCounter(millis, 0)` on the main interface, as question
+/// `question_id`: a counter, after `millis`.
+fn delayed_counter_call(
+    question_id: u32,
+    main: u32,
+    millis: u32,
+) -> capnp_actix_proto::message::OutMessage {
+    let mut m = capnp_actix_proto::message::new_message();
+    let mut c = m
+        .init_root::<capnp_actix_proto::rpc_capnp::message::Builder>()
+        .init_call();
+    c.set_question_id(question_id);
+    capnp_actix_proto::MessageTarget::ImportedCap(main).write(c.reborrow().init_target());
+    c.set_interface_id(TEST_ID);
+    c.set_method_id(17);
+    let mut params = c
+        .init_params()
+        .get_content()
+        .init_as::<test_capnp::test::delayed_counter_params::Builder>();
+    params.set_millis(millis);
+    params.set_start(0);
+    m
+}
+
+/// `Counter.increment(1)` on the capability answer `on` returns, as
+/// question `question_id`.
+fn increment_call(question_id: u32, on: u32) -> capnp_actix_proto::message::OutMessage {
+    use capnp::traits::HasTypeId;
+    let mut m = capnp_actix_proto::message::new_message();
+    let mut c = m
+        .init_root::<capnp_actix_proto::rpc_capnp::message::Builder>()
+        .init_call();
+    c.set_question_id(question_id);
+    capnp_actix_proto::MessageTarget::PromisedAnswer(
+        capnp_actix_proto::cap_descriptor::PromisedAnswer {
+            question_id: on,
+            transform: vec![0],
+        },
+    )
+    .write(c.reborrow().init_target());
+    c.set_interface_id(<test_capnp::counter::Client as HasTypeId>::TYPE_ID);
+    c.set_method_id(0);
+    c.init_params()
+        .get_content()
+        .init_as::<test_capnp::counter::increment_params::Builder>()
+        .set_by(1);
+    m
+}
+
+/// Calls the peer pipelines on an answer keep their order whichever way
+/// each one goes: held by the answer's actor until the results exist,
+/// then straight to the results once they are known. The calls come one
+/// write at a time, spread over the time the answer takes, so that its
+/// results fall at a different point of the sequence each round; each
+/// increment must see the ones before it.
+#[test]
+fn calls_pipelined_on_an_answer_keep_their_order_across_its_return() {
+    run(async {
+        for round in 0..40u32 {
+            let mut peer = Peer::start().await;
+            let main = peer.bootstrap(0).await;
+            peer.send(&delayed_counter_call(1, main, 2)).await;
+            for i in 0..12u32 {
+                if (round + i) % 4 == 0 {
+                    actix_rt::time::sleep(std::time::Duration::from_micros(300)).await;
+                }
+                peer.send(&increment_call(2 + i, 1)).await;
+            }
+            let mut seen = 0;
+            while seen < 13 {
+                let frame = peer.recv().await;
+                let root: capnp_actix_proto::rpc_capnp::message::Reader = frame.get_root().unwrap();
+                let Ok(capnp_actix_proto::rpc_capnp::message::Return(ret)) = root.which() else {
+                    panic!("round {round}: not a Return");
+                };
+                let ret = ret.unwrap();
+                let id = ret.get_answer_id();
+                let return_::Results(results) = ret.which().unwrap() else {
+                    panic!("round {round}: call {id} failed");
+                };
+                if id >= 2 {
+                    let value = results
+                        .unwrap()
+                        .get_content()
+                        .get_as::<test_capnp::counter::increment_results::Reader>()
+                        .unwrap()
+                        .get_value();
+                    assert_eq!(
+                        value,
+                        i64::from(id - 1),
+                        "round {round}: call {id} overtook"
+                    );
+                }
+                seen += 1;
+            }
+        }
+    });
+}
+
+/// A call pipelined on an answer that its `Finish` cancels fails (it does
+/// not wait for results that will never come), and the connection goes
+/// on.
+#[test]
+fn a_call_pipelined_on_a_cancelled_answer_fails() {
+    run(async {
+        let mut peer = Peer::start().await;
+        let main = peer.bootstrap(0).await;
+        for round in 0..20u32 {
+            peer.send(&hang_call(1, main)).await;
+            peer.send(&increment_call(2, 1)).await;
+            peer.send(&out::finish(1, false)).await;
+            let mut canceled = false;
+            let mut failed = false;
+            while !(canceled && failed) {
+                let frame = peer.recv().await;
+                let root: capnp_actix_proto::rpc_capnp::message::Reader = frame.get_root().unwrap();
+                let Ok(capnp_actix_proto::rpc_capnp::message::Return(ret)) = root.which() else {
+                    panic!("round {round}: not a Return");
+                };
+                let ret = ret.unwrap();
+                match (ret.get_answer_id(), ret.which().unwrap()) {
+                    (1, return_::Canceled(())) => canceled = true,
+                    (2, return_::Exception(_)) => failed = true,
+                    (id, _) => panic!("round {round}: unexpected Return for {id}"),
+                }
+            }
+            peer.send(&out::finish(2, false)).await;
+            peer.send(&echo_call(3, main, "after")).await;
+            expect_results(&peer.recv().await, 3);
+        }
+    });
+}

@@ -650,14 +650,39 @@ impl CallState {
     /// after an embargo, directly once the results are known, or later,
     /// in order, when a local call returns.
     pub(crate) fn pipeline(&self, transform: Arc<[u16]>, call: OutCall, state: &Arc<CallState>) {
+        let _ = self.route(transform, call, state, true);
+    }
+
+    /// The same, except that a call that would wait here for a local
+    /// call's outcome is given back, to wait with its owner (an answer's
+    /// actor keeps the calls the peer pipelines on the answer).
+    pub(crate) fn pipeline_unless_waiting(
+        &self,
+        transform: Arc<[u16]>,
+        call: OutCall,
+        state: &Arc<CallState>,
+    ) -> Option<(Arc<[u16]>, OutCall)> {
+        self.route(transform, call, state, false)
+    }
+
+    /// Where a pipelined call goes (see [`CallState::pipeline`]); one that
+    /// must wait for the outcome is queued here if `queue_here`, else
+    /// given back.
+    fn route(
+        &self,
+        transform: Arc<[u16]>,
+        call: OutCall,
+        state: &Arc<CallState>,
+        queue_here: bool,
+    ) -> Option<(Arc<[u16]>, OutCall)> {
         let mut inner = self.lock();
         if let Some(embargo) = inner.embargoed.get_mut(&transform) {
             embargo.queue.push(Queued::new(call, state));
-            return;
+            return None;
         }
         if inner.draining {
             inner.queued.push((transform, Queued::new(call, state)));
-            return;
+            return None;
         }
         match (&inner.result, &inner.remote) {
             (Some(Ok(payload)), _) => {
@@ -688,21 +713,11 @@ impl CallState {
                     drop(inner);
                     early.cap_at(&transform).deliver(call, state);
                 }
-                None => inner.queued.push((transform, Queued::new(call, state))),
+                None if queue_here => inner.queued.push((transform, Queued::new(call, state))),
+                None => return Some((transform, call)),
             },
         }
-    }
-
-    /// How many calls wait on this call: queued for its results or held by
-    /// an embargo on one of its paths.
-    pub(crate) fn waiting(&self) -> usize {
-        let inner = self.lock();
-        inner.queued.len()
-            + inner
-                .embargoed
-                .values()
-                .map(|e| e.queue.len())
-                .sum::<usize>()
+        None
     }
 
     /// A receiver for the outcome.

@@ -115,9 +115,6 @@ impl Payload {
 
     /// The cap-table index of the capability pointer at `transform`.
     pub(crate) fn cap_index_at(&self, transform: &[u16]) -> capnp::Result<usize> {
-        let table = placeholder::index_table(self.caps.len());
-        let mut content = self.content()?;
-        capnp::traits::Imbue::imbue(&mut content, &table);
         // Paths are short: their ops go on the stack.
         use capnp::private::capability::PipelineOp;
         let mut on_stack = [PipelineOp::Noop; 8];
@@ -137,8 +134,12 @@ impl Payload {
                 &on_heap
             }
         };
-        let hook = content.get_pipelined_cap(ops)?;
-        Ok(placeholder::index_of(hook.as_ref()))
+        placeholder::with_index_table(self.caps.len(), |table| {
+            let mut content = self.content()?;
+            capnp::traits::Imbue::imbue(&mut content, table);
+            let hook = content.get_pipelined_cap(ops)?;
+            Ok(placeholder::index_of(hook.as_ref()))
+        })
     }
 }
 

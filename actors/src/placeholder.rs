@@ -38,11 +38,32 @@ pub(crate) fn placeholder(index: usize) -> Box<dyn ClientHook> {
 }
 
 /// A cap table of `len` placeholders, entry `i` standing for index `i`.
-pub(crate) fn index_table(len: usize) -> CapTable {
+fn index_table(len: usize) -> CapTable {
     (0..len).map(|i| Some(placeholder(i))).collect()
 }
 
-/// The index a hook taken from an [`index_table`] stands for. Only for
+/// Tables of up to this many placeholders are made once per thread.
+const KEPT_TABLES: usize = 8;
+
+thread_local! {
+    /// This thread's small index tables, by length (made once: reading a
+    /// capability pointer through one then costs no allocation).
+    static TABLES: [CapTable; KEPT_TABLES + 1] = std::array::from_fn(index_table);
+}
+
+/// Runs `f` with a cap table of `len` placeholders, entry `i` standing for
+/// index `i`.
+pub(crate) fn with_index_table<T>(len: usize, mut f: impl FnMut(&CapTable) -> T) -> T {
+    if len <= KEPT_TABLES {
+        if let Ok(Some(result)) = TABLES.try_with(|tables| tables.get(len).map(&mut f)) {
+            return result;
+        }
+    }
+    // (A long table, or a thread being torn down: one made for the call.)
+    f(&index_table(len))
+}
+
+/// The index a hook taken from an index table stands for. Only for
 /// hooks read from content imbued with such a table: every hook there is a
 /// placeholder, whose `get_ptr` is its index.
 pub(crate) fn index_of(hook: &dyn ClientHook) -> usize {

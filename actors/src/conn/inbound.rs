@@ -5,8 +5,11 @@
 
 use super::embargo::{EmbargoImport, SendDisembargo};
 use super::{AnswerEntry, ConnActor, ImportDropped, QuestionDropped, SentTargets};
-use crate::answer::{AnswerActor, CancelAnswer, ReturnOutcome, ReturnReady, RunAnswer, POOL};
-use crate::call::{CallState, OutCall, PendingCall};
+use crate::answer::{
+    AnswerActor, CancelAnswer, Pipelined, ReflectAfter, ReflectSettled, ReturnOutcome, ReturnReady,
+    RunAnswer, POOL,
+};
+use crate::call::{CallState, OutCall, PendingCall, Queued};
 use crate::capability::PromiseImport;
 use crate::capability::{CapKind, Capability, ImportRef};
 use crate::payload::{Body, Payload};
@@ -191,6 +194,14 @@ impl ConnActor {
             frame,
             bytes,
         } = call;
+        let call = OutCall {
+            interface_id,
+            method_id,
+            body: Body::Frame(frame),
+            caps: self.import_all(caps),
+            return_for: Some((self.id, id)),
+            hops: 0,
+        };
         let target = match target {
             CallTo::Export(export_id) => match self.core.export_value(export_id) {
                 Some(entry) => entry.target(),
@@ -200,31 +211,42 @@ impl ConnActor {
                 question_id,
                 transform,
                 returned,
-            } => {
-                let max_pipelined = self.max_pipelined;
-                match self.core.answer_mut(question_id) {
-                    Some(entry) if entry.state.waiting() >= max_pipelined => {
-                        Capability::broken(Error::overloaded(format!(
-                            "{max_pipelined} calls already wait on answer {question_id} \
-                             (max_pipelined)"
-                        )))
+            } => match self.core.answer_mut(question_id) {
+                // Before the results are known here, the call goes to the
+                // answer's actor, which holds what waits on the answer;
+                // after, straight to what the `Return` described, unless
+                // earlier calls are still on their way to the actor (then
+                // it goes there, behind them).
+                Some(entry) if entry.actor.is_some() && results_to != ResultsTo::ThirdParty => {
+                    let target = returned.then(|| entry.pipelined_target(&transform, true));
+                    if target.is_none() {
+                        entry.pipelined += 1;
                     }
-                    Some(entry) => entry.pipelined_target(&transform, returned),
-                    None => Capability::broken(Error::failed("the answer is gone")),
+                    let state = CallState::new();
+                    if let Some(actor) = &entry.actor {
+                        actor.do_send(Pipelined {
+                            answer_id: question_id,
+                            on: entry.state.clone(),
+                            transform: transform.into(),
+                            call: Some(Queued::new(call, &state)),
+                            target,
+                        });
+                    }
+                    let pending = PendingCall::new(state);
+                    return self.start_answer(
+                        id,
+                        pending,
+                        results_to == ResultsTo::Yourself,
+                        bytes,
+                    );
                 }
-            }
+                Some(entry) => entry.pipelined_target(&transform, returned),
+                None => Capability::broken(Error::failed("the answer is gone")),
+            },
             CallTo::Broken(e) => Capability::broken(e),
         };
-        let caps = self.import_all(caps);
         let pending = match results_to {
-            ResultsTo::Caller | ResultsTo::Yourself => target.dispatch(OutCall {
-                interface_id,
-                method_id,
-                body: Body::Frame(frame),
-                caps,
-                return_for: Some((self.id, id)),
-                hops: 0,
-            }),
+            ResultsTo::Caller | ResultsTo::Yourself => target.dispatch(call),
             ResultsTo::ThirdParty => PendingCall::new(CallState::settled(Err(
                 Error::unimplemented("sendResultsTo.thirdParty (level 3) is not supported"),
             ))),
@@ -418,7 +440,8 @@ impl ConnActor {
 
     /// The same, once the path of answer `question_id` has settled here
     /// too (past any embargo of ours on it, when the call was forwarded to
-    /// another vat).
+    /// another vat), and the calls the peer pipelined on it before went:
+    /// its actor sends it then.
     fn reflect_when_settled(
         &mut self,
         question_id: u32,
@@ -427,11 +450,21 @@ impl ConnActor {
         embargo_id: u32,
         ctx: &mut Context<Self>,
     ) {
-        let Some(state) = self.core.answer(question_id).map(|a| a.state.clone()) else {
+        let Some(entry) = self.core.answer(question_id) else {
             self.core.reflection_done();
             return;
         };
-        let settled = state.path_settled(transform);
+        if let Some(actor) = &entry.actor {
+            actor.do_send(ReflectAfter {
+                answer_id: question_id,
+                on: entry.state.clone(),
+                transform: transform.into(),
+                target,
+                embargo_id,
+            });
+            return;
+        }
+        let settled = entry.state.path_settled(transform);
         ctx.spawn(settled.into_actor(self).map(move |(), conn, _ctx| {
             conn.core.reflection_done();
             conn.reflect_later(target, embargo_id);
@@ -452,10 +485,14 @@ impl Handler<ReturnReady> for ConnActor {
         let Some((entry, results_elsewhere)) = self.core.answer_to_return(id) else {
             return;
         };
-        // Its actor reported: it runs the next answer.
-        if let Some(actor) = entry.actor.take() {
-            if self.idle_answers.len() < POOL {
-                self.idle_answers.push(actor);
+        // Its actor reported: it runs the next answer, unless calls
+        // pipelined on this one are still on their way to it (then it
+        // keeps taking them, for this answer only).
+        if msg.pipelined == entry.pipelined {
+            if let Some(actor) = entry.actor.take() {
+                if self.idle_answers.len() < POOL {
+                    self.idle_answers.push(actor);
+                }
             }
         }
         let sent = match msg.outcome {
@@ -515,5 +552,14 @@ impl Handler<ImportDropped> for ConnActor {
     fn handle(&mut self, msg: ImportDropped, _ctx: &mut Context<Self>) {
         self.core.import_dropped(msg.import_id, msg.generation);
         self.flush();
+    }
+}
+
+impl Handler<ReflectSettled> for ConnActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReflectSettled, _ctx: &mut Context<Self>) {
+        self.core.reflection_done();
+        self.reflect_later(msg.target, msg.embargo_id);
     }
 }

@@ -21,14 +21,14 @@ mod outbound;
 mod teardown;
 mod transport;
 
-use crate::answer::{AnswerActor, CancelAnswer, ReturnReady};
+use crate::answer::{AnswerActor, AnswerConn, CancelAnswer};
 use crate::call::{next_question_key, CallState, CallTarget, Link, LinkRef, OutCall, PendingCall};
 use crate::capability::PromiseImport;
 use crate::capability::{Capability, ImportRef};
 use crate::question::{Ask, QuestionActor, Returned, POOL as QUESTION_POOL};
 use crate::stats;
 use actix::{
-    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, Recipient,
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult,
     StreamHandler,
 };
 use backpressure::Backpressure;
@@ -58,8 +58,11 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct AnswerEntry {
     /// The call's state: calls the peer pipelines on this answer go here.
     pub(crate) state: Arc<CallState>,
-    /// The actor running the call, until it reports.
+    /// The actor running the call, until it reports (and after, while
+    /// calls pipelined on the answer are still on their way to it).
     pub(crate) actor: Option<Addr<AnswerActor>>,
+    /// Calls pipelined on the answer that went to its actor.
+    pub(crate) pipelined: u32,
     /// What the `Return`'s capabilities stand for, once it carried any.
     pub(crate) sent: Option<Box<SentTargets>>,
 }
@@ -82,6 +85,7 @@ impl AnswerEntry {
         AnswerEntry {
             state,
             actor: None,
+            pipelined: 0,
             sent: None,
         }
     }
@@ -267,8 +271,6 @@ pub struct ConnActor {
     pub(crate) backpressure: Arc<Backpressure>,
     /// Above this many queued bytes, new calls fail (`overloaded`).
     pub(crate) send_buffer_size: usize,
-    /// Most of the peer's calls waiting on one answer.
-    pub(crate) max_pipelined: usize,
     /// The protocol: tables, flow gate, embargoes, and every decision on
     /// them.
     pub(crate) core: Connection<Runtime>,
@@ -281,7 +283,7 @@ pub struct ConnActor {
     pub(crate) link: Option<LinkRef>,
     /// The same, shared by the answer actors (cloning an `Addr` allocates;
     /// cloning this does not).
-    pub(crate) answer_conn: Rc<Recipient<ReturnReady>>,
+    pub(crate) answer_conn: Rc<AnswerConn>,
     /// Answer actors that reported their last answer, for the next ones.
     pub(crate) idle_answers: Vec<Addr<AnswerActor>>,
     /// Question actors whose last question was answered, for the next ones.
@@ -334,7 +336,6 @@ impl ConnActor {
                 writer: Some(tx),
                 backpressure,
                 send_buffer_size: options.send_buffer_size,
-                max_pipelined: options.max_pipelined,
                 core: Connection::new(Config {
                     flow_limit: options.flow_limit,
                     max_answers: options.max_answers,
@@ -348,7 +349,11 @@ impl ConnActor {
                     id,
                     conn: ctx.address(),
                 })),
-                answer_conn: Rc::new(ctx.address().recipient()),
+                answer_conn: Rc::new(AnswerConn {
+                    ready: ctx.address().recipient(),
+                    reflect: ctx.address().recipient(),
+                    max_pipelined: options.max_pipelined,
+                }),
                 idle_answers: Vec::new(),
                 idle_questions: Vec::new(),
                 closing: None,

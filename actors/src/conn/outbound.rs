@@ -7,7 +7,7 @@ use crate::call::{CallState, CallTarget, OutCall};
 use crate::capability::PromiseImport;
 use crate::capability::{CapKind, Capability};
 use crate::payload::{Body, Payload};
-use crate::placeholder::{index_of, index_table};
+use crate::placeholder::{index_of, with_index_table};
 
 /// Messages this large go to the writer uncopied; smaller ones are copied
 /// into its batch.
@@ -469,15 +469,14 @@ pub(crate) fn copy_content(
 ) -> Result<(Vec<Option<Capability>>, Vec<usize>), Error> {
     // Copied with placeholders: the copy's table then says where each of
     // its entries came from, and no hook is made per capability.
-    let source_table = index_table(source.caps.len());
-    let mut content = source.content()?;
-    capnp::traits::Imbue::imbue(&mut content, &source_table);
     let mut target_table = Vec::new();
-    {
+    with_index_table(source.caps.len(), |source_table| {
+        let mut content = source.content()?;
+        capnp::traits::Imbue::imbue(&mut content, source_table);
         let mut target_content = target.reborrow().get_content();
         capnp::traits::ImbueMut::imbue_mut(&mut target_content, &mut target_table);
-        target_content.set_as(content)?;
-    }
+        target_content.set_as(content)
+    })?;
     let origins: Vec<usize> = target_table
         .iter()
         .map(|hook| hook.as_ref().map_or(usize::MAX, |h| index_of(h.as_ref())))

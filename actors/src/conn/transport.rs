@@ -21,8 +21,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-/// Most turns a write waits for work under way on its thread.
-const MAX_WAIT_TURNS: u32 = 16;
+/// Most turns a write waits for work under way on its thread (a call
+/// pipelined on another takes about two turns to run after it: its
+/// answer's actor, then its object's).
+const MAX_WAIT_TURNS: u32 = 64;
 
 /// A write with this many messages or bytes queued goes out without
 /// waiting: a batch that large is worth sending at once, so that the peer
