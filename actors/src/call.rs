@@ -10,7 +10,7 @@
 use crate::capability::PromiseImport;
 use crate::capability::{Capability, HandedOn};
 use crate::payload::{Body, Payload};
-use actix::Message;
+use actix::{Message, Recipient};
 use capnp::any_pointer;
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
@@ -232,13 +232,53 @@ impl Queued {
     }
 }
 
-/// Calls held back on one pipeline path until its embargo lifts.
-#[derive(Default)]
+/// An embargo on one pipeline path of a question: calls made on the path
+/// are held by the question's actor until it lifts.
 struct Embargo {
-    /// The calls, in the order they were made.
-    queue: Vec<Queued>,
+    /// Who holds the calls.
+    holder: EmbargoHolder,
+    /// How many calls went to the holder: the embargo ends only once it
+    /// took them all, so that none still on its way is overtaken.
+    posted: u64,
     /// Who waits for the path to be usable (promise exports of it).
     waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Who holds the calls made on a question's paths under embargo: the
+/// question's actor.
+#[derive(Clone)]
+pub(crate) struct EmbargoHolder {
+    /// The actor.
+    pub(crate) actor: Recipient<Held>,
+    /// The question's key, which the actor knows it by.
+    pub(crate) key: u64,
+    /// The question's state.
+    pub(crate) question: Weak<CallState>,
+}
+
+/// A call made on a path of question `key` under embargo, for the
+/// question's actor to hold (see `question.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Held {
+    /// The question's key.
+    pub(crate) key: u64,
+    /// The path.
+    pub(crate) path: Arc<[u16]>,
+    /// The question's state.
+    pub(crate) question: Weak<CallState>,
+    /// The call; taken when handled.
+    pub(crate) call: Option<Queued>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Dropped unhandled (the actor stopped): the call goes on to the
+        // path's target rather than wait for an embargo no one will lift.
+        if let (Some(call), Some(question)) = (self.call.take(), self.question.upgrade()) {
+            call.deliver_to(&question.path_target(&self.path));
+        }
+    }
 }
 
 /// Where a remote call went.
@@ -478,7 +518,7 @@ impl CallState {
 
     /// Settles the call. The first outcome wins; later ones are ignored.
     pub(crate) fn resolve(&self, result: Result<Arc<Payload>, Error>) {
-        self.settle(result, |_, _| false);
+        self.settle(result, |_, _| false, None::<fn() -> EmbargoHolder>);
     }
 
     /// A local server published its results so far for pipelining: calls
@@ -544,12 +584,15 @@ impl CallState {
 
     /// Settles a call. Every pipeline path that carried calls to the peer
     /// and now leads to a capability for which `needs_embargo` holds is put
-    /// under embargo: calls on it wait until [`CallState::lift_embargo`].
-    /// Gives those paths.
+    /// under embargo, held by the one `holder` gives (the question's
+    /// actor, made only when needed): calls on it go to the holder until
+    /// [`CallState::end_embargo`]. Gives those paths. (Without a holder, no
+    /// path is put under embargo.)
     pub(crate) fn settle(
         &self,
         result: Result<Arc<Payload>, Error>,
         needs_embargo: impl Fn(&Payload, &[u16]) -> bool,
+        holder: Option<impl FnOnce() -> EmbargoHolder>,
     ) -> Vec<Arc<[u16]>> {
         crate::stats::worked();
         // Decide the embargoes without holding the lock: deciding looks at
@@ -573,18 +616,26 @@ impl CallState {
                 undecided
             };
             for path in undecided {
-                let needs = match &result {
-                    Ok(payload) => needs_embargo(payload, &path),
-                    Err(_) => false,
+                let needs = match (&result, &holder) {
+                    (Ok(payload), Some(_)) => needs_embargo(payload, &path),
+                    _ => false,
                 };
                 decided.insert(path, needs);
             }
         };
         let mut embargoed = Vec::new();
-        for (path, needs) in decided {
-            if needs {
-                inner.embargoed.insert(path.clone(), Embargo::default());
-                embargoed.push(path);
+        if let Some(holder) = holder.filter(|_| decided.values().any(|needs| *needs)) {
+            let holder = holder();
+            for (path, needs) in decided {
+                if needs {
+                    let embargo = Embargo {
+                        holder: holder.clone(),
+                        posted: 0,
+                        waiters: Vec::new(),
+                    };
+                    inner.embargoed.insert(path.clone(), embargo);
+                    embargoed.push(path);
+                }
             }
         }
         inner.sent_paths.clear();
@@ -612,37 +663,38 @@ impl CallState {
         embargoed
     }
 
-    /// Lifts the embargo on `transform`: the calls that waited go to their
-    /// target, in order, before any new call can.
-    pub(crate) fn lift_embargo(&self, transform: &[u16]) {
-        let target = match self.result() {
+    /// What the capability at `transform` in the results is, for calls
+    /// held by an embargo on it.
+    pub(crate) fn path_target(&self, transform: &[u16]) -> Capability {
+        match self.result() {
             Some(Ok(payload)) => payload.cap_at(transform),
             _ => Capability::broken(Error::failed("embargo on a call without results")),
-        };
-        loop {
-            let queue = {
-                let mut inner = self.lock();
-                let Some(embargo) = inner.embargoed.get_mut(transform) else {
-                    return;
-                };
-                if embargo.queue.is_empty() {
-                    let waiters = inner
-                        .embargoed
-                        .remove(transform)
-                        .map(|embargo| embargo.waiters)
-                        .unwrap_or_default();
-                    drop(inner);
-                    for waiter in waiters {
-                        let _ = waiter.send(());
-                    }
-                    return;
-                }
-                std::mem::take(&mut embargo.queue)
-            };
-            for queued in queue {
-                queued.deliver_to(&target);
-            }
         }
+    }
+
+    /// Ends the embargo on `transform` if its holder took every call sent
+    /// to it (`taken`); gives whether it ended. From then on, calls on the
+    /// path go straight to its target.
+    /// (`taken: None`: ends it whatever is on its way, when its holder
+    /// stops.)
+    pub(crate) fn end_embargo(&self, transform: &[u16], taken: Option<u64>) -> bool {
+        let waiters = {
+            let mut inner = self.lock();
+            match inner.embargoed.get(transform) {
+                Some(embargo) if taken.map_or(true, |taken| embargo.posted == taken) => {}
+                Some(_) => return false,
+                None => return true,
+            }
+            inner
+                .embargoed
+                .remove(transform)
+                .map(|embargo| embargo.waiters)
+                .unwrap_or_default()
+        };
+        for waiter in waiters {
+            let _ = waiter.send(());
+        }
+        true
     }
 
     /// Delivers `call` to the capability at `transform` in this call's
@@ -677,7 +729,15 @@ impl CallState {
     ) -> Option<(Arc<[u16]>, OutCall)> {
         let mut inner = self.lock();
         if let Some(embargo) = inner.embargoed.get_mut(&transform) {
-            embargo.queue.push(Queued::new(call, state));
+            // Sent under the lock (sending never blocks): the embargo cannot
+            // end between the count and the send.
+            embargo.posted += 1;
+            embargo.holder.actor.do_send(Held {
+                key: embargo.holder.key,
+                path: transform,
+                question: embargo.holder.question.clone(),
+                call: Some(Queued::new(call, state)),
+            });
             return None;
         }
         if inner.draining {

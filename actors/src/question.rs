@@ -7,12 +7,13 @@
 //! call's state, whose drop sends `Finish`; the actor holds it weakly so
 //! that it never keeps a question open by itself.
 
-use crate::call::CallState;
+use crate::call::{CallState, EmbargoHolder, Held, Queued};
 use crate::payload::Payload;
 use crate::stats;
-use actix::{Actor, Context, Handler, Message, Recipient};
+use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use capnp_actix_proto::embargo::Resolution;
 use capnp_actix_proto::Error;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 /// How many idle question actors a connection keeps for its next
@@ -31,6 +32,49 @@ pub(crate) struct QuestionActor {
     conn_id: u64,
     /// The question it waits for, if any.
     current: Option<Asked>,
+    /// The embargoes on the result paths of its questions (the one it waits
+    /// for, or ones answered before), with the calls they hold.
+    embargoes: HashMap<(u64, Arc<[u16]>), Embargoed>,
+}
+
+/// The calls made on one result path under embargo, held until the
+/// embargo lifts.
+struct Embargoed {
+    /// The question's state (the path's target, and the embargo's end).
+    question: Weak<CallState>,
+    /// The calls, in the order they were made.
+    calls: Vec<Queued>,
+    /// How many calls came here for the path.
+    taken: u64,
+    /// The `Disembargo` came back: calls still on their way here go on as
+    /// they come, until the state says none is left.
+    lifted: bool,
+}
+
+impl Embargoed {
+    /// Delivers the held calls to the path's target, in order.
+    fn deliver(&mut self, path: &[u16]) {
+        let calls = std::mem::take(&mut self.calls);
+        if calls.is_empty() {
+            return;
+        }
+        let target = match self.question.upgrade() {
+            Some(question) => question.path_target(path),
+            None => crate::capability::Capability::broken(Error::failed("the question is gone")),
+        };
+        for call in calls {
+            call.deliver_to(&target);
+        }
+    }
+
+    /// Whether the embargo is over on the state's side too (every call
+    /// sent here was taken); then this entry goes.
+    fn ended(&self, path: &[u16]) -> bool {
+        match self.question.upgrade() {
+            Some(question) => question.end_embargo(path, Some(self.taken)),
+            None => true,
+        }
+    }
 }
 
 /// The question an actor waits for.
@@ -49,12 +93,24 @@ impl QuestionActor {
             conn,
             conn_id,
             current: None,
+            embargoes: HashMap::new(),
         }
     }
 }
 
 impl Actor for QuestionActor {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // No `Disembargo` will come back any more (the connection went):
+        // the held calls go on.
+        for ((_, path), mut embargoed) in self.embargoes.drain() {
+            embargoed.deliver(&path);
+            if let Some(question) = embargoed.question.upgrade() {
+                question.end_embargo(&path, None);
+            }
+        }
+    }
 }
 
 /// Sent by the connection: wait for the answer to question `key`, for
@@ -104,7 +160,7 @@ pub(crate) struct Returned {
 impl Handler<Returned> for QuestionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Returned, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
         crate::stats::worked();
         let Some(asked) = self.current.take_if(|asked| asked.key == msg.key) else {
             return;
@@ -119,21 +175,41 @@ impl Handler<Returned> for QuestionActor {
             // sent back to us) are judged by where calls on them go.
             let conn = self.conn_id;
             let from_peer = msg.from_peer;
-            let paths = state.settle(msg.result, |payload, path| {
-                let target = payload.cap_at(path);
-                let described = from_peer
-                    .then(|| payload.peer_descriptor_at(path))
-                    .flatten();
-                let resolution = match described {
-                    Some(descriptor) => Resolution::of(&descriptor),
-                    None => target.resolution_from(conn),
-                };
-                target.embargo_after(resolution, conn)
-            });
+            let holder = || EmbargoHolder {
+                actor: ctx.address().recipient(),
+                key: asked.key,
+                question: Arc::downgrade(&state),
+            };
+            let paths = state.settle(
+                msg.result,
+                |payload, path| {
+                    let target = payload.cap_at(path);
+                    let described = from_peer
+                        .then(|| payload.peer_descriptor_at(path))
+                        .flatten();
+                    let resolution = match described {
+                        Some(descriptor) => Resolution::of(&descriptor),
+                        None => target.resolution_from(conn),
+                    };
+                    target.embargo_after(resolution, conn)
+                },
+                Some(holder),
+            );
             if !paths.is_empty() {
+                for path in &paths {
+                    self.embargoes.insert(
+                        (asked.key, path.clone()),
+                        Embargoed {
+                            question: Arc::downgrade(&state),
+                            calls: Vec::new(),
+                            taken: 0,
+                            lifted: false,
+                        },
+                    );
+                }
                 self.conn.do_send(StartEmbargoes {
                     key: asked.key,
-                    state: Arc::downgrade(&state),
+                    lift: Some(ctx.address().recipient()),
                     paths,
                 });
             }
@@ -148,8 +224,9 @@ impl Handler<Returned> for QuestionActor {
 pub(crate) struct StartEmbargoes {
     /// The caller's key of the question.
     pub(crate) key: u64,
-    /// The question's state, which holds the waiting calls.
-    pub(crate) state: Weak<CallState>,
+    /// The question's actor, which holds the waiting calls: told when each
+    /// embargo lifts; taken when handled.
+    pub(crate) lift: Option<Recipient<LiftEmbargo>>,
     /// The paths under embargo; taken when handled.
     pub(crate) paths: Vec<Arc<[u16]>>,
 }
@@ -158,10 +235,67 @@ impl Drop for StartEmbargoes {
     fn drop(&mut self) {
         // Never handled (the connection stopped): nothing can still be on
         // its way; the held calls go on.
-        if let Some(state) = self.state.upgrade() {
+        if let Some(lift) = self.lift.take() {
             for path in self.paths.drain(..) {
-                state.lift_embargo(&path);
+                lift.do_send(LiftEmbargo {
+                    key: self.key,
+                    path,
+                });
             }
+        }
+    }
+}
+
+impl Handler<Held> for QuestionActor {
+    type Result = ();
+
+    fn handle(&mut self, mut msg: Held, _ctx: &mut Context<Self>) {
+        let Some(call) = msg.call.take() else {
+            return;
+        };
+        let path = msg.path.clone();
+        let embargoed = self
+            .embargoes
+            .entry((msg.key, path.clone()))
+            .or_insert_with(|| Embargoed {
+                question: msg.question.clone(),
+                calls: Vec::new(),
+                taken: 0,
+                lifted: false,
+            });
+        embargoed.taken += 1;
+        embargoed.calls.push(call);
+        if embargoed.lifted {
+            embargoed.deliver(&path);
+            if embargoed.ended(&path) {
+                self.embargoes.remove(&(msg.key, path));
+            }
+        }
+    }
+}
+
+/// Sent by the connection when our `Disembargo` on path `path` of question
+/// `key` came back: the calls held on it go on, in order, before any new
+/// call can.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LiftEmbargo {
+    pub(crate) key: u64,
+    pub(crate) path: Arc<[u16]>,
+}
+
+impl Handler<LiftEmbargo> for QuestionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LiftEmbargo, _ctx: &mut Context<Self>) {
+        let key = (msg.key, msg.path);
+        let Some(embargoed) = self.embargoes.get_mut(&key) else {
+            return;
+        };
+        embargoed.lifted = true;
+        embargoed.deliver(&key.1);
+        if embargoed.ended(&key.1) {
+            self.embargoes.remove(&key);
         }
     }
 }

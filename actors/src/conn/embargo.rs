@@ -79,8 +79,15 @@ impl Handler<StartEmbargoes> for ConnActor {
     type Result = ();
 
     fn handle(&mut self, mut msg: StartEmbargoes, _ctx: &mut Context<Self>) {
+        let Some(lift) = msg.lift.take() else {
+            return;
+        };
         for path in std::mem::take(&mut msg.paths) {
-            let waiter = EmbargoWaiter::Pipelined(msg.state.clone(), path.clone());
+            let waiter = EmbargoWaiter::Pipelined {
+                lift: lift.clone(),
+                key: msg.key,
+                path: path.clone(),
+            };
             // The question is let go or the connection is closing: nothing
             // can still be on its way; go on at once.
             if let Err(waiter) = self.core.embargo_path(msg.key, &path, waiter) {

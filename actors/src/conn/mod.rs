@@ -25,10 +25,10 @@ use crate::answer::{AnswerActor, AnswerConn, CancelAnswer};
 use crate::call::{next_question_key, CallState, CallTarget, Link, LinkRef, OutCall, PendingCall};
 use crate::capability::PromiseImport;
 use crate::capability::{Capability, ImportRef};
-use crate::question::{Ask, QuestionActor, Returned, POOL as QUESTION_POOL};
+use crate::question::{Ask, LiftEmbargo, QuestionActor, Returned, POOL as QUESTION_POOL};
 use crate::stats;
 use actix::{
-    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult,
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, Recipient,
     StreamHandler,
 };
 use backpressure::Backpressure;
@@ -224,8 +224,13 @@ impl ExportEntry {
 
 /// What waits for an embargo we started.
 pub(crate) enum EmbargoWaiter {
-    /// Calls on a path into the results of one of our questions.
-    Pipelined(Weak<CallState>, Arc<[u16]>),
+    /// Calls on a path into the results of one of our questions, held by
+    /// the question's actor.
+    Pipelined {
+        lift: Recipient<LiftEmbargo>,
+        key: u64,
+        path: Arc<[u16]>,
+    },
     /// Calls on a promise the peer exported to us.
     Promise(Weak<PromiseImport>),
 }
@@ -234,10 +239,8 @@ impl EmbargoWaiter {
     /// The embargo is over: the waiting calls go on.
     pub(crate) fn lift(self) {
         match self {
-            EmbargoWaiter::Pipelined(state, path) => {
-                if let Some(state) = state.upgrade() {
-                    state.lift_embargo(&path);
-                }
+            EmbargoWaiter::Pipelined { lift, key, path } => {
+                lift.do_send(LiftEmbargo { key, path });
             }
             EmbargoWaiter::Promise(promise) => {
                 if let Some(promise) = promise.upgrade() {
