@@ -29,7 +29,7 @@ const MAX_WAIT_TURNS: u32 = 64;
 /// A write with this many messages or bytes queued goes out without
 /// waiting: a batch that large is worth sending at once, so that the peer
 /// works on it while we go on (many calls in flight).
-const WAIT_MESSAGES: usize = 16;
+const WAIT_MESSAGES: usize = 8;
 const WAIT_BYTES: usize = 64 * 1024;
 
 /// Lets every task queued ahead of this one run once: wakes itself and
