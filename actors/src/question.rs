@@ -52,6 +52,27 @@ struct Embargoed {
 }
 
 impl Embargoed {
+    /// An embargo on a path of `question`, with nothing held yet.
+    fn new(question: Weak<CallState>) -> Self {
+        Embargoed {
+            question,
+            calls: Vec::new(),
+            taken: 0,
+            lifted: false,
+        }
+    }
+
+    /// Once the embargo lifted, sends on what is held and gives whether
+    /// the embargo is over (every call sent here taken): then this entry
+    /// goes.
+    fn go_on(&mut self, path: &[u16]) -> bool {
+        if !self.lifted {
+            return false;
+        }
+        self.deliver(path);
+        self.ended(path)
+    }
+
     /// Delivers the held calls to the path's target, in order.
     fn deliver(&mut self, path: &[u16]) {
         let calls = std::mem::take(&mut self.calls);
@@ -199,12 +220,7 @@ impl Handler<Returned> for QuestionActor {
                 for path in &paths {
                     self.embargoes.insert(
                         (asked.key, path.clone()),
-                        Embargoed {
-                            question: Arc::downgrade(&state),
-                            calls: Vec::new(),
-                            taken: 0,
-                            lifted: false,
-                        },
+                        Embargoed::new(Arc::downgrade(&state)),
                     );
                 }
                 self.conn.do_send(StartEmbargoes {
@@ -253,23 +269,15 @@ impl Handler<Held> for QuestionActor {
         let Some(call) = msg.call.take() else {
             return;
         };
-        let path = msg.path.clone();
+        let key = (msg.key, msg.path.clone());
         let embargoed = self
             .embargoes
-            .entry((msg.key, path.clone()))
-            .or_insert_with(|| Embargoed {
-                question: msg.question.clone(),
-                calls: Vec::new(),
-                taken: 0,
-                lifted: false,
-            });
+            .entry(key.clone())
+            .or_insert_with(|| Embargoed::new(msg.question.clone()));
         embargoed.taken += 1;
         embargoed.calls.push(call);
-        if embargoed.lifted {
-            embargoed.deliver(&path);
-            if embargoed.ended(&path) {
-                self.embargoes.remove(&(msg.key, path));
-            }
+        if embargoed.go_on(&key.1) {
+            self.embargoes.remove(&key);
         }
     }
 }
@@ -293,8 +301,7 @@ impl Handler<LiftEmbargo> for QuestionActor {
             return;
         };
         embargoed.lifted = true;
-        embargoed.deliver(&key.1);
-        if embargoed.ended(&key.1) {
+        if embargoed.go_on(&key.1) {
             self.embargoes.remove(&key);
         }
     }

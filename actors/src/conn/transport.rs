@@ -224,8 +224,8 @@ pub(crate) async fn write_frames<W>(
 {
     let mut batch = Vec::new();
     while let Some(first) = queue.next().await {
+        let mut total = first.len();
         let mut items = vec![first];
-        let mut total;
         // As the C++ reference does (kj's `evalLast`), the write waits for
         // the work already under way on this thread while answers of this
         // connection still run: a call that settles locally sets off the
@@ -236,14 +236,16 @@ pub(crate) async fn write_frames<W>(
         // wake-up of the peer, instead of one per message. The wait is
         // bounded in turns, messages and bytes.
         let mut turns = 0;
+        let mut idle = false;
         loop {
             while let Ok(more) = queue.try_recv() {
+                total += more.len();
                 items.push(more);
             }
-            total = items.iter().map(Outgoing::len).sum();
             // (Only while answers of this connection still run: other
             // connections' work is no reason for this one to wait.)
-            if turns == MAX_WAIT_TURNS
+            if idle
+                || turns == MAX_WAIT_TURNS
                 || items.len() >= WAIT_MESSAGES
                 || total >= WAIT_BYTES
                 || !backpressure.answers_running()
@@ -253,13 +255,7 @@ pub(crate) async fn write_frames<W>(
             let work = stats::work_count();
             YieldTurn(false).await;
             turns += 1;
-            if stats::work_count() == work {
-                while let Ok(more) = queue.try_recv() {
-                    items.push(more);
-                }
-                total = items.iter().map(Outgoing::len).sum();
-                break;
-            }
+            idle = stats::work_count() == work;
         }
         let written = async {
             for item in items {
