@@ -139,7 +139,7 @@ impl AnswerActor {
         self.last = Some((answer_id, failure));
     }
 
-    /// Sends `reflection` at once: the answer's path leads nowhere.
+    /// Sends `reflection` to the connection now.
     fn reflect_now(&self, reflection: ReflectAfter) {
         self.conn.reflect.do_send(ReflectSettled {
             target: reflection.target,
@@ -150,14 +150,12 @@ impl AnswerActor {
     /// Sends `reflection` once its path has settled (past any embargo of
     /// ours on it, when the call went to another vat).
     fn reflect(&self, call: &Arc<CallState>, reflection: ReflectAfter, ctx: &mut Context<Self>) {
-        let conn = self.conn.clone();
         let settled = call.path_settled(&reflection.transform);
-        ctx.spawn(settled.into_actor(self).map(move |(), _act, _ctx| {
-            conn.reflect.do_send(ReflectSettled {
-                target: reflection.target,
-                embargo_id: reflection.embargo_id,
-            });
-        }));
+        ctx.spawn(
+            settled
+                .into_actor(self)
+                .map(move |(), act, _ctx| act.reflect_now(reflection)),
+        );
     }
 }
 
