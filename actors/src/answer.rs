@@ -61,7 +61,12 @@ pub(crate) struct AnswerActor {
     /// was cancelled: for the pipelined calls still on their way to it
     /// (the connection gives this actor no other answer while any are).
     last: Option<(u32, Option<Error>)>,
+    /// The queue of its last answer, emptied, for the next one's.
+    spare_queue: Vec<(Arc<[u16]>, Queued)>,
 }
+
+/// Queues longer than this are not kept for the next answer.
+const SPARE_QUEUE: usize = 64;
 
 /// The answer an actor runs: its id, the wait on it (which a `Finish`
 /// cancels), what waits on it, and its place in the live count, given up
@@ -88,6 +93,7 @@ impl AnswerActor {
             conn,
             current: None,
             last: None,
+            spare_queue: Vec::new(),
         }
     }
 
@@ -113,12 +119,12 @@ impl AnswerActor {
         let Running {
             answer_id,
             call,
-            queue,
+            mut queue,
             taken,
             reflections,
             ..
         } = running;
-        for (transform, queued) in queue {
+        for (transform, queued) in queue.drain(..) {
             let Some(state) = queued.state.upgrade() else {
                 continue;
             };
@@ -137,6 +143,9 @@ impl AnswerActor {
             self.report(answer_id, outcome, taken);
         }
         self.last = Some((answer_id, failure));
+        if queue.capacity() <= SPARE_QUEUE {
+            self.spare_queue = queue;
+        }
     }
 
     /// Sends `reflection` to the connection now.
@@ -205,7 +214,7 @@ impl Handler<RunAnswer> for AnswerActor {
             answer_id,
             waiting,
             call,
-            queue: Vec::new(),
+            queue: std::mem::take(&mut self.spare_queue),
             taken: 0,
             reflections: Vec::new(),
             _live: stats::Live::new(&stats::ANSWERS),

@@ -16,6 +16,7 @@
 use capnp::message::ReaderSegments;
 use capnp::message::{Allocator, Builder, Reader, ReaderOptions};
 use capnp::Word;
+use std::cell::RefCell;
 use std::fmt;
 
 /// Bytes in one Cap'n Proto word.
@@ -192,14 +193,59 @@ impl ReaderSegments for FrameSegments {
     }
 }
 
-/// `bytes` (a whole number of words) as words. (Not `allocate_zeroed_vec`
-/// and a copy: zeroing memory about to be overwritten costs a pass, and
-/// `calloc` bypasses the allocator's per-thread cache.)
+/// Words a pooled frame buffer holds: most RPC messages (calls, returns,
+/// finishes, releases) fit.
+const POOLED_WORDS: usize = 64;
+
+/// Pooled frame buffers a thread keeps at most (32 KiB).
+const POOL_LIMIT: usize = 64;
+
+thread_local! {
+    /// Buffers of [`POOLED_WORDS`] words that frames dropped on this thread
+    /// gave back: a small frame needs no allocation of its own.
+    static WORDS_POOL: RefCell<Vec<Vec<Word>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `bytes` (a whole number of words) as words, in a pooled buffer if they
+/// fit in one. (Not `allocate_zeroed_vec` and a copy: zeroing memory about
+/// to be overwritten costs a pass, and `calloc` bypasses the allocator's
+/// per-thread cache.)
 fn words_of(bytes: &[u8]) -> Vec<Word> {
-    bytes
-        .chunks_exact(BYTES_PER_WORD)
-        .map(|w| capnp::word(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]))
-        .collect()
+    let count = bytes.len() / BYTES_PER_WORD;
+    let mut words = if count <= POOLED_WORDS {
+        // (`try_with`: while the thread exits, its pool is gone.)
+        WORDS_POOL
+            .try_with(|pool| pool.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Vec::with_capacity(POOLED_WORDS))
+    } else {
+        Vec::with_capacity(count)
+    };
+    words.extend(
+        bytes
+            .chunks_exact(BYTES_PER_WORD)
+            .map(|w| capnp::word(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7])),
+    );
+    words
+}
+
+impl Drop for FrameSegments {
+    /// Gives a pooled buffer back to this thread's pool (its old content
+    /// stays past the length, where no later frame reads).
+    fn drop(&mut self) {
+        if self.words.capacity() != POOLED_WORDS {
+            return;
+        }
+        let mut words = std::mem::take(&mut self.words);
+        words.clear();
+        let _ = WORDS_POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOL_LIMIT {
+                pool.push(words);
+            }
+        });
+    }
 }
 
 /// Frames whose body is at least this large are received straight into

@@ -520,3 +520,25 @@ fn a_table_for_no_segments_frames_one_empty_segment() {
     assert_eq!(segment_count(&frame), 1);
     assert_eq!(decoder.buffered(), 0);
 }
+
+#[test]
+fn a_pooled_buffer_holds_only_the_next_frame() {
+    // A frame of several words goes, and its buffer serves the next,
+    // smaller frame on this thread: that frame reads as itself, with
+    // nothing of the earlier one before or after it.
+    let mut decoder = FrameDecoder::new(Limits::default());
+    decoder.push(&encoded(&text_list_message(3, false)));
+    let first = decoder.next_frame().unwrap().unwrap();
+    assert_text_list(&first, 3);
+    let first_words = first.into_segments().get_segment(0).unwrap().len() / 8;
+    assert!(first_words <= POOLED_WORDS, "a frame the pool serves");
+
+    decoder.push(&encoded(&text_list_message(1, false)));
+    let second = decoder.next_frame().unwrap().unwrap();
+    assert_text_list(&second, 1);
+    let second_words = second.into_segments().get_segment(0).unwrap().len() / 8;
+    assert!(second_words < first_words);
+    let mut expected = Vec::new();
+    encode(&text_list_message(1, false), &mut expected);
+    assert_eq!(second_words * 8 + 8, expected.len(), "just its own words");
+}

@@ -167,6 +167,16 @@ pub(crate) struct Described {
     pub(crate) target: Capability,
 }
 
+impl Described {
+    /// No capability: named `none`, and calls to it fail.
+    pub(crate) fn none() -> Self {
+        Described {
+            descriptor: CapDescriptor::None,
+            target: Capability::null(),
+        }
+    }
+}
+
 /// What identifies an exported capability, so that it is exported under
 /// one id however often it is sent (T-04, P-20).
 #[derive(Clone, PartialEq, Eq, Hash)]

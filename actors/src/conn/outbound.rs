@@ -146,7 +146,8 @@ impl ConnActor {
                     let mut call = message.init_root::<message::Builder>().init_call();
                     call.set_interface_id(interface_id);
                     call.set_method_id(method_id);
-                    copy_content(&source, call.init_params())?.0
+                    let origins = copy_content(&source, call.init_params())?;
+                    caps_at(&source, &origins)
                 };
                 (message, caps)
             }
@@ -235,35 +236,54 @@ impl ConnActor {
         ctx: &mut Context<Self>,
     ) -> Result<(OutMessage, SentResults), Error> {
         let mut message = capnp_actix_proto::message::new_message();
-        let (caps, origins) = {
+        let origins = {
             let mut ret = message.init_root::<message::Builder>().init_return();
             ret.set_answer_id(answer_id);
             ret.set_release_param_caps(false);
             copy_content(results, ret.init_results())?
         };
         self.check_size(&message)?;
-        let (described, exports) = self.describe_all(&caps, ctx);
         // Without capabilities, the caller need not send `Finish` (P-14).
-        let no_finish_needed = described.is_empty();
-        {
-            let root: message::Builder = message.get_root()?;
-            if let message::Return(ret) = root.which()? {
-                let mut ret = ret?;
-                ret.set_no_finish_needed(no_finish_needed);
-                if let capnp_actix_proto::rpc_capnp::return_::Results(results) = ret.which()? {
-                    write_cap_table(results?, &described);
-                }
-            }
-        }
+        let no_finish_needed = origins.is_empty();
         // By the index of each capability in the results payload: that is
         // how later calls and Disembargos on the answer find theirs.
         // The names go to the core, what they stand for stays here.
-        let mut names: Vec<Option<CapDescriptor>> = vec![None; results.caps.len()];
-        let mut targets: Vec<Option<Capability>> = vec![None; results.caps.len()];
-        for (described, origin) in described.into_iter().zip(origins) {
-            if let (Some(name), Some(target)) = (names.get_mut(origin), targets.get_mut(origin)) {
-                *name = Some(described.descriptor);
-                *target = Some(described.target);
+        let mut names: Vec<Option<CapDescriptor>> = Vec::new();
+        let mut targets: Vec<Option<Capability>> = Vec::new();
+        let mut exports = Vec::new();
+        if !no_finish_needed {
+            names.resize(results.caps.len(), None);
+            targets.resize(results.caps.len(), None);
+            let root: message::Builder = message.get_root()?;
+            if let message::Return(ret) = root.which()? {
+                let mut ret = ret?;
+                ret.set_no_finish_needed(false);
+                if let capnp_actix_proto::rpc_capnp::return_::Results(payload) = ret.which()? {
+                    let mut table = payload?.init_cap_table(origins.len() as u32);
+                    for (i, &origin) in origins.iter().enumerate() {
+                        let described = match results.caps.get(origin).and_then(Option::as_ref) {
+                            Some(cap) => self.describe(cap, ctx),
+                            None => Described::none(),
+                        };
+                        described.descriptor.write(table.reborrow().get(i as u32));
+                        if let CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) =
+                            described.descriptor
+                        {
+                            exports.push(id);
+                        }
+                        if let (Some(name), Some(target)) =
+                            (names.get_mut(origin), targets.get_mut(origin))
+                        {
+                            *name = Some(described.descriptor);
+                            *target = Some(described.target);
+                        }
+                    }
+                }
+            }
+        } else {
+            let root: message::Builder = message.get_root()?;
+            if let message::Return(ret) = root.which()? {
+                ret?.set_no_finish_needed(true);
             }
         }
         let sent = SentResults {
@@ -277,8 +297,6 @@ impl ConnActor {
         Ok((message, sent))
     }
 
-    /// Descriptions of a cap table's capabilities, and the export ids they
-    /// added a reference to.
     pub(crate) fn describe_all(
         &mut self,
         caps: &[Option<Capability>],
@@ -288,10 +306,7 @@ impl ConnActor {
         let described = caps
             .iter()
             .map(|cap| match cap {
-                None => Described {
-                    descriptor: CapDescriptor::None,
-                    target: Capability::null(),
-                },
+                None => Described::none(),
                 Some(cap) => {
                     let d = self.describe(cap, ctx);
                     if let CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) =
@@ -461,12 +476,12 @@ async fn settled_cap(awaited: Awaited) -> Capability {
 }
 
 /// Copies the content of `source` into `target`'s content, with its
-/// capabilities; gives the cap table of the copy and, for each of its
-/// entries, the index in `source.caps` it came from.
+/// capabilities; gives, for each entry of the copy's cap table, the index
+/// in `source.caps` it came from (`usize::MAX` for none).
 pub(crate) fn copy_content(
     source: &Payload,
     mut target: payload::Builder<'_>,
-) -> Result<(Vec<Option<Capability>>, Vec<usize>), Error> {
+) -> Result<Vec<usize>, Error> {
     // Copied with placeholders: the copy's table then says where each of
     // its entries came from, and no hook is made per capability.
     let mut target_table = Vec::new();
@@ -477,15 +492,19 @@ pub(crate) fn copy_content(
         capnp::traits::ImbueMut::imbue_mut(&mut target_content, &mut target_table);
         target_content.set_as(content)
     })?;
-    let origins: Vec<usize> = target_table
+    Ok(target_table
         .iter()
         .map(|hook| hook.as_ref().map_or(usize::MAX, |h| index_of(h.as_ref())))
-        .collect();
-    let caps = origins
+        .collect())
+}
+
+/// The capabilities of `source` at `origins` (as [`copy_content`] gives
+/// them).
+fn caps_at(source: &Payload, origins: &[usize]) -> Vec<Option<Capability>> {
+    origins
         .iter()
         .map(|&i| source.caps.get(i).cloned().flatten())
-        .collect();
-    Ok((caps, origins))
+        .collect()
 }
 
 fn write_cap_table(payload: payload::Builder<'_>, described: &[Described]) {

@@ -32,6 +32,10 @@ const MAX_WAIT_TURNS: u32 = 64;
 const WAIT_MESSAGES: usize = 8;
 const WAIT_BYTES: usize = 64 * 1024;
 
+/// A framed message larger than this, first in its batch, becomes the
+/// batch's buffer instead of being copied into it.
+const ADOPT_BYTES: usize = 4096;
+
 /// Lets every task queued ahead of this one run once: wakes itself and
 /// waits once (the runtime puts it at the back of its queue; unlike
 /// tokio's `yield_now`, it does not wait for the next I/O poll).
@@ -223,9 +227,11 @@ pub(crate) async fn write_frames<W>(
     W: AsyncWrite + Unpin + 'static,
 {
     let mut batch = Vec::new();
+    // (Kept from batch to batch, as `batch` is.)
+    let mut items = Vec::new();
     while let Some(first) = queue.next().await {
         let mut total = first.len();
-        let mut items = vec![first];
+        items.push(first);
         // As the C++ reference does (kj's `evalLast`), the write waits for
         // the work already under way on this thread while answers of this
         // connection still run: a call that settles locally sets off the
@@ -258,9 +264,13 @@ pub(crate) async fn write_frames<W>(
             idle = stats::work_count() == work;
         }
         let written = async {
-            for item in items {
+            for item in items.drain(..) {
                 match item {
-                    Outgoing::Bytes(bytes) if batch.is_empty() => batch = bytes,
+                    // (A small one is copied even when first, so that
+                    // `batch` keeps its capacity; a larger one is taken.)
+                    Outgoing::Bytes(bytes) if batch.is_empty() && bytes.len() > ADOPT_BYTES => {
+                        batch = bytes
+                    }
                     Outgoing::Bytes(bytes) => batch.extend_from_slice(&bytes),
                     Outgoing::Built(message) => {
                         write_segments(&mut write, &mut batch, &message).await?
