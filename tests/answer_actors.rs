@@ -187,6 +187,50 @@ fn increment_call(question_id: u32, on: u32) -> capnp_actix_proto::message::OutM
     m
 }
 
+// covers: P-07
+/// A `Finish` that comes before the `Return` does not cancel an answer the
+/// peer pipelined calls on: they still need its results (rpc.capnp,
+/// `Finish`). A C++ client sends exactly this in a chain of calls, each
+/// on the last one's result: it lets go of each question as soon as the
+/// next call on it went out.
+#[test]
+fn a_finish_does_not_cancel_an_answer_with_calls_pipelined_on_it() {
+    run(async {
+        let mut peer = Peer::start().await;
+        let main = peer.bootstrap(0).await;
+        for round in 0..10u32 {
+            // The counter comes after 5 ms: the Finish is read long before.
+            peer.send(&delayed_counter_call(1, main, 5)).await;
+            peer.send(&increment_call(2, 1)).await;
+            peer.send(&out::finish(1, false)).await;
+            let mut returned = [false; 2];
+            while returned != [true, true] {
+                let frame = peer.recv().await;
+                let root: capnp_actix_proto::rpc_capnp::message::Reader = frame.get_root().unwrap();
+                let Ok(capnp_actix_proto::rpc_capnp::message::Return(ret)) = root.which() else {
+                    panic!("round {round}: not a Return");
+                };
+                let ret = ret.unwrap();
+                let id = ret.get_answer_id();
+                let return_::Results(results) = ret.which().unwrap() else {
+                    panic!("round {round}: call {id} did not return results");
+                };
+                if id == 2 {
+                    let value = results
+                        .unwrap()
+                        .get_content()
+                        .get_as::<test_capnp::counter::increment_results::Reader>()
+                        .unwrap()
+                        .get_value();
+                    assert_eq!(value, 1, "round {round}");
+                }
+                returned[id as usize - 1] = true;
+            }
+            peer.send(&out::finish(2, false)).await;
+        }
+    });
+}
+
 /// Calls the peer pipelines on an answer keep their order whichever way
 /// each one goes: held by the answer's actor until the results exist,
 /// then straight to the results once they are known. The calls come one
@@ -237,9 +281,12 @@ fn calls_pipelined_on_an_answer_keep_their_order_across_its_return() {
     });
 }
 
-/// A call pipelined on an answer that its `Finish` cancels fails (it does
-/// not wait for results that will never come), and the connection goes
-/// on.
+/// A call pipelined on an answer that its `Finish` cancelled fails (it
+/// does not wait for results that will never come), and the connection
+/// goes on. (Only a call that comes after the `Finish` can meet a
+/// cancelled answer: one made before keeps the answer running, see the
+/// next test. A peer should not pipeline on a question it finished; the
+/// call fails alone.)
 #[test]
 fn a_call_pipelined_on_a_cancelled_answer_fails() {
     run(async {
@@ -247,8 +294,8 @@ fn a_call_pipelined_on_a_cancelled_answer_fails() {
         let main = peer.bootstrap(0).await;
         for round in 0..20u32 {
             peer.send(&hang_call(1, main)).await;
-            peer.send(&increment_call(2, 1)).await;
             peer.send(&out::finish(1, false)).await;
+            peer.send(&increment_call(2, 1)).await;
             let mut canceled = false;
             let mut failed = false;
             while !(canceled && failed) {

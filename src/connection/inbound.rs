@@ -350,6 +350,9 @@ impl<S: Slots> Connection<S> {
             }
             MessageTarget::PromisedAnswer(promised) => {
                 if self.answers.contains(promised.question_id) {
+                    // The call needs the answer's results: a `Finish`
+                    // before its `Return` no longer cancels it.
+                    self.answers.pipelined_on(promised.question_id);
                     CallTo::Answer {
                         returned: self.answers.is_returned(promised.question_id),
                         question_id: promised.question_id,
@@ -488,7 +491,7 @@ impl<S: Slots> Connection<S> {
         // The answer table decides; a Finish for an unknown question is
         // tolerated (F-02).
         match self.answers.finish(id, release_result_caps) {
-            Finished::Unknown | Finished::Again => {}
+            Finished::Unknown | Finished::Again | Finished::RunsOn => {}
             Finished::Ended(ended) => self.end_answer(ended),
             Finished::Cancel => self.events.push_back(Event::Cancel { question_id: id }),
         }

@@ -200,6 +200,46 @@ fn protocol_errors_are_errors() {
     assert!(pair.a.receive(reframe(&lift)).is_err());
 }
 
+// covers: P-07
+#[test]
+fn an_early_finish_does_not_cancel_an_answer_with_calls_pipelined_on_it() {
+    // As a C++ client does in a chain of `next()` calls: A calls, pipelines
+    // a call on the result, and lets go of the first question before its
+    // Return. The pipelined call still needs the results, so B's answer
+    // runs on (rpc.capnp, `Finish`), and its Return ends it.
+    let mut pair = Pair::new();
+    let import = bootstrapped(&mut pair);
+    let q = pair.call(Side::A, 2, &MessageTarget::ImportedCap(import), &[]);
+    let p = pair.call(Side::A, 3, &promised(q, &[0]), &[]);
+    pair.a.question_dropped(2);
+    // B starts each answer as its runtime would, then takes the Finish.
+    for id in [q, p] {
+        pair.deliver_one(Side::A).unwrap();
+        assert!(matches!(&events(&mut pair.b)[..], [Event::Call(c)] if c.question_id == id));
+        pair.b.start_answer(id, vec![vec![0]], false, 0).unwrap();
+    }
+    pair.deliver(Side::A).unwrap();
+    let seen = events(&mut pair.b);
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Cancel { .. })),
+        "no Cancel: {seen:?}"
+    );
+    let (export, _) = pair.b.export(200, false, || "result".into());
+    let ended = pair.return_results(Side::B, q, &[CapDescriptor::SenderHosted(export)]);
+    assert!(ended.is_some(), "the Finish came first: the Return ends it");
+
+    // Without a pipelined call, the same early Finish cancels.
+    let q = pair.call(Side::A, 4, &MessageTarget::ImportedCap(import), &[]);
+    pair.a.question_dropped(4);
+    pair.deliver_one(Side::A).unwrap();
+    events(&mut pair.b);
+    pair.b.start_answer(q, vec![vec![0]], false, 0).unwrap();
+    pair.deliver(Side::A).unwrap();
+    assert!(events(&mut pair.b)
+        .iter()
+        .any(|e| matches!(e, Event::Cancel { question_id } if *question_id == q)));
+}
+
 #[test]
 fn a_pipelined_call_on_an_ended_answer_fails_alone() {
     let mut pair = Pair::new();

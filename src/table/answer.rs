@@ -1,8 +1,11 @@
 //! Answers: the peer's questions, by ids it picks, and the rule of when one
 //! ends. An answer ends once our `Return` went out *and* the peer's
-//! `Finish` arrived (or the `Return` said `noFinishNeeded`); a `Finish`
+//! `Finish` arrived (or the `Return` said `noFinishNeeded`). A `Finish`
 //! before the `Return` cancels the call, whose `Return` (`canceled`, or
-//! whatever it had) then ends it.
+//! whatever it had) then ends it; unless the peer pipelined calls on the
+//! answer, which still need its results (rpc.capnp, `Finish`: cancel only
+//! if nothing else cares about the result): then the call runs on, and
+//! its `Return` ends the answer.
 
 use super::PeerTable;
 use std::fmt;
@@ -17,6 +20,8 @@ struct Answer<T> {
     finished: bool,
     /// That `Finish` asked us to release the results' capabilities.
     release_result_caps: bool,
+    /// The peer pipelined calls on it.
+    pipelined_on: bool,
 }
 
 /// How an answer ended: its value, and whether the exports its results
@@ -41,6 +46,9 @@ pub enum Finished<T> {
     Ended(Ended<T>),
     /// The call is still running: cancel it; its `Return` ends the answer.
     Cancel,
+    /// The call is still running, and calls the peer pipelined on it need
+    /// its results: it runs on, and its `Return` ends the answer.
+    RunsOn,
 }
 
 /// Why the peer's question was refused.
@@ -128,6 +136,7 @@ impl<T> AnswerTable<T> {
             returned: false,
             finished: false,
             release_result_caps: false,
+            pipelined_on: false,
         };
         self.entries
             .insert(id, answer)
@@ -143,6 +152,23 @@ impl<T> AnswerTable<T> {
     /// ```
     pub fn is_returned(&self, id: u32) -> bool {
         self.entries.get(id).is_some_and(|a| a.returned)
+    }
+
+    /// The peer pipelined a call on answer `id`: a `Finish` before the
+    /// `Return` no longer cancels it.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::{AnswerTable, Finished};
+    /// let mut answers = AnswerTable::new(9);
+    /// answers.start(3, "running").unwrap();
+    /// answers.pipelined_on(3);
+    /// assert_eq!(answers.finish(3, false), Finished::RunsOn);
+    /// assert_eq!(answers.returned(3, false).unwrap().value, "running");
+    /// ```
+    pub fn pipelined_on(&mut self, id: u32) {
+        if let Some(answer) = self.entries.get_mut(id) {
+            answer.pipelined_on = true;
+        }
     }
 
     /// Our `Return` for `id` goes out (`no_finish_needed`: it says the peer
@@ -192,7 +218,11 @@ impl<T> AnswerTable<T> {
         answer.finished = true;
         answer.release_result_caps = release_result_caps;
         if !answer.returned {
-            return Finished::Cancel;
+            return if answer.pipelined_on {
+                Finished::RunsOn
+            } else {
+                Finished::Cancel
+            };
         }
         match self.end(id) {
             Some(ended) => Finished::Ended(ended),
