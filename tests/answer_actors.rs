@@ -317,3 +317,63 @@ fn a_call_pipelined_on_a_cancelled_answer_fails() {
         }
     });
 }
+
+/// `Test.pipelineOnly(5)` on `target`, as question `question_id`: a call
+/// that publishes a counter for pipelining and never returns.
+fn pipeline_only_call(
+    question_id: u32,
+    target: capnp_actix_proto::MessageTarget,
+) -> capnp_actix_proto::message::OutMessage {
+    let mut m = capnp_actix_proto::message::new_message();
+    let mut c = m
+        .init_root::<capnp_actix_proto::rpc_capnp::message::Builder>()
+        .init_call();
+    c.set_question_id(question_id);
+    target.write(c.reborrow().init_target());
+    c.set_interface_id(TEST_ID);
+    c.set_method_id(21);
+    c.init_params()
+        .get_content()
+        .init_as::<test_capnp::test::pipeline_only_params::Builder>()
+        .set_start(5);
+    m
+}
+
+/// A call pipelined on an answer whose method publishes its results early
+/// (`setPipeline`) and never returns reaches those results, however its
+/// messages are cut: here the bootstrap, the call on it and the call
+/// pipelined on that come in one read.
+#[test]
+fn a_call_pipelined_on_results_published_early_arrives_in_any_read() {
+    run(async {
+        for round in 0..10u32 {
+            let mut peer = Peer::start().await;
+            let bootstrap_path = capnp_actix_proto::MessageTarget::PromisedAnswer(
+                capnp_actix_proto::cap_descriptor::PromisedAnswer {
+                    question_id: 0,
+                    transform: vec![],
+                },
+            );
+            let mut all = encoded(&out::bootstrap(0));
+            all.extend(encoded(&pipeline_only_call(1, bootstrap_path)));
+            all.extend(encoded(&increment_call(2, 1)));
+            peer.send_raw(&all).await;
+            let mut returned = Vec::new();
+            while !returned.contains(&2) {
+                let frame = peer.recv().await;
+                let root: capnp_actix_proto::rpc_capnp::message::Reader = frame.get_root().unwrap();
+                let Ok(capnp_actix_proto::rpc_capnp::message::Return(ret)) = root.which() else {
+                    panic!("round {round}: not a Return");
+                };
+                let ret = ret.unwrap();
+                let id = ret.get_answer_id();
+                assert!(
+                    matches!(ret.which().unwrap(), return_::Results(_)),
+                    "round {round}: call {id} failed"
+                );
+                assert_ne!(id, 1, "round {round}: pipelineOnly never returns");
+                returned.push(id);
+            }
+        }
+    });
+}

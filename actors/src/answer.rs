@@ -19,7 +19,8 @@
 //! peer's `Disembargo`s on the answer are reflected from here too, once
 //! those calls went ([`ReflectAfter`]). A call that was sent elsewhere (to
 //! a peer, or that published its results early) takes pipelined calls at
-//! once, so they are pipelined through. A `Finish` that arrives first
+//! once, so they are pipelined through; the calls held when a call
+//! publishes its results early go on then. A `Finish` that arrives first
 //! cancels the call (the actor drops its interest, and the work stops
 //! when nothing else needs it); the calls that waited on it fail.
 
@@ -148,6 +149,20 @@ impl AnswerActor {
         }
     }
 
+    /// The call published results for pipelining before returning: the
+    /// calls held for its outcome go to them now, in order (and the next
+    /// ones straight after them, as the queue is empty).
+    fn send_on_held(&mut self, answer_id: u32) {
+        let Some(running) = self.current.as_mut().filter(|r| r.answer_id == answer_id) else {
+            return;
+        };
+        for (transform, queued) in running.queue.drain(..) {
+            if let Some(state) = queued.state.upgrade() {
+                running.call.pipeline(transform, queued.call, &state);
+            }
+        }
+    }
+
     /// Sends `reflection` to the connection now.
     fn reflect_now(&self, reflection: ReflectAfter) {
         self.conn.reflect.do_send(ReflectSettled {
@@ -165,6 +180,52 @@ impl AnswerActor {
                 .into_actor(self)
                 .map(move |(), act, _ctx| act.reflect_now(reflection)),
         );
+    }
+}
+
+/// The wait on an answer's call, in its actor: on the outcome, the answer
+/// ends ([`AnswerActor::finish`]); once the call publishes results early
+/// (`set_pipeline`, which wakes it), the calls held for them go on.
+struct AnswerWait {
+    answer_id: u32,
+    pending: PendingCall,
+    /// The held calls went to the published results.
+    published: bool,
+}
+
+impl actix::ActorFuture<AnswerActor> for AnswerWait {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut AnswerActor,
+        ctx: &mut Context<AnswerActor>,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        let answer_id = this.answer_id;
+        let result = match std::future::Future::poll(std::pin::Pin::new(&mut this.pending), task) {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => {
+                if !this.published && this.pending.state().published() {
+                    this.published = true;
+                    act.send_on_held(answer_id);
+                }
+                return std::task::Poll::Pending;
+            }
+        };
+        let Some(running) = act
+            .current
+            .take_if(|running| running.answer_id == answer_id)
+        else {
+            return std::task::Poll::Ready(());
+        };
+        let outcome = match result {
+            Ok(response) => ReturnOutcome::Results(response.payload),
+            Err(e) => ReturnOutcome::Exception(e),
+        };
+        act.finish(running, Some(outcome), None, ctx);
+        std::task::Poll::Ready(())
     }
 }
 
@@ -194,19 +255,11 @@ impl Handler<RunAnswer> for AnswerActor {
         );
         let answer_id = msg.answer_id;
         let call = msg.pending.state().clone();
-        let wait = msg.pending.into_actor(self).map(move |result, act, ctx| {
-            let Some(running) = act
-                .current
-                .take_if(|running| running.answer_id == answer_id)
-            else {
-                return;
-            };
-            let outcome = match result {
-                Ok(response) => ReturnOutcome::Results(response.payload),
-                Err(e) => ReturnOutcome::Exception(e),
-            };
-            act.finish(running, Some(outcome), None, ctx);
-        });
+        let wait = AnswerWait {
+            answer_id,
+            pending: msg.pending,
+            published: false,
+        };
         let waiting = ctx.spawn(wait);
         // (A settled call completes on the first poll, after this.)
         self.last = None;

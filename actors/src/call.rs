@@ -534,6 +534,19 @@ impl CallState {
             inner.draining = true;
         }
         self.drain(&Ok(results));
+        // Whoever polls the call hears of it too: an answer's actor holds
+        // calls pipelined on the answer until its results are known, and
+        // these go on now (see `answer.rs`).
+        let wakers = std::mem::take(&mut self.lock().wakers);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Whether a local server published results for pipelining before
+    /// returning (`set_pipeline`): calls pipelined on the call go to them.
+    pub(crate) fn published(&self) -> bool {
+        self.lock().early.is_some()
     }
 
     /// Delivers the calls that waited for the results (`draining` is set),
