@@ -159,3 +159,117 @@ fn the_returns_of_a_burst_of_pipelined_calls_leave_in_one_write() {
         );
     });
 }
+
+/// The results of `Test.newCounter`: a counter the peer exports as
+/// `export_id`, as question `answer_id`'s `Return`.
+fn new_counter_return(answer_id: u32, export_id: u32) -> OutMessage {
+    let mut m = out::new_message();
+    let mut table: capnp::private::layout::CapTable = Vec::new();
+    {
+        let mut ret = m.init_root::<message::Builder>().init_return();
+        ret.set_answer_id(answer_id);
+        ret.set_release_param_caps(false);
+        let mut results = ret.init_results();
+        {
+            let mut content = results.reborrow().get_content();
+            capnp::traits::ImbueMut::imbue_mut(&mut content, &mut table);
+            content
+                .init_as::<test::new_counter_results::Builder>()
+                .set_counter(placeholder());
+        }
+        capnp_actix_proto::CapDescriptor::SenderHosted(export_id)
+            .write(results.init_cap_table(1).get(0));
+    }
+    m
+}
+
+/// A caller that goes on with its next call as soon as its last one
+/// returned sends that call in the same write as the `Finish` its
+/// `Return`s set off: the client lets go of a question whose only user was
+/// a call pipelined on it when the `Return` comes, and the `Finish` (and
+/// `Release`) wait one turn of the runtime, in which the caller's task
+/// makes its next call. One write, one wake-up of the peer, not two.
+#[test]
+fn finishes_go_in_the_same_write_as_the_callers_next_call() {
+    run(async {
+        let (conn_end, mut peer) = tokio::io::duplex(1 << 20);
+        let (read, write) = tokio::io::split(conn_end);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let write = CountingWriter {
+            inner: write,
+            writes: writes.clone(),
+        };
+        let conn = ConnActor::start(read, write, ConnOptions::new());
+        let mut decoder = FrameDecoder::new(Limits::default());
+        let mut buf = vec![0u8; 1 << 16];
+        let mut frames = Vec::new();
+        macro_rules! read_until {
+            ($done:expr) => {
+                while !$done(&frames) {
+                    let n = actix_rt::time::timeout(WAIT, peer.read(&mut buf))
+                        .await
+                        .expect("the client's messages arrive")
+                        .unwrap();
+                    decoder.push(&buf[..n]);
+                    while let Some(frame) = decoder.next_frame().unwrap() {
+                        frames.push(seen(&frame));
+                    }
+                }
+            };
+        }
+
+        let main = conn.send(capnp_actix::Bootstrap).await.unwrap().unwrap();
+        read_until!(|f: &Vec<Seen>| !f.is_empty());
+        peer.write_all(&encoded(&return_cap(
+            0,
+            capnp_actix_proto::CapDescriptor::SenderHosted(0),
+        )))
+        .await
+        .unwrap();
+        let main: test::Client = main.client();
+
+        for round in 0..5u32 {
+            // A counter, incremented through the pipeline; the caller lets
+            // go of the counter itself at once.
+            let counter = main.new_counter_request().send().pipeline.get_counter();
+            let increment = counter.increment_request().send().promise;
+            drop(counter);
+            frames.clear();
+            // (After the `Finish` of the last round's call, which the caller
+            // dropped.)
+            let calls = |f: &Vec<Seen>| {
+                f.iter()
+                    .filter_map(|s| match s {
+                        Seen::Call(id, _) => Some(*id),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            };
+            read_until!(|f: &Vec<Seen>| calls(f).len() >= 2);
+            let [q1, q2] = calls(&frames)[..] else {
+                panic!("round {round}: two calls, got {frames:?}");
+            };
+            let mut both = encoded(&new_counter_return(q1, 10 + round));
+            both.extend(encoded(&return_empty(q2, false)));
+            let before = writes.load(Ordering::SeqCst);
+            peer.write_all(&both).await.unwrap();
+            increment.await.unwrap();
+            // The caller goes on at once.
+            let next = main.echo_request().send().promise;
+            frames.clear();
+            read_until!(|f: &Vec<Seen>| f.iter().any(|s| matches!(s, Seen::Call(..))));
+            assert!(
+                frames
+                    .iter()
+                    .any(|s| matches!(s, Seen::Finish(id) if *id == q1)),
+                "round {round}: no Finish for the counter's question: {frames:?}"
+            );
+            assert_eq!(
+                writes.load(Ordering::SeqCst) - before,
+                1,
+                "round {round}: the Finish and the next call went in separate writes: {frames:?}"
+            );
+            drop(next);
+        }
+    });
+}
