@@ -175,9 +175,6 @@ impl Capability {
 
     /// Sends a prepared call and gives its pending result.
     pub(crate) fn dispatch(&self, call: OutCall) -> PendingCall {
-        // (A new call is work of ours: a writer waiting for the work under
-        // way sees it, see `conn/transport.rs`.)
-        crate::stats::worked();
         let state = CallState::new();
         let pending = PendingCall::new(state.clone());
         self.deliver(call, &state);

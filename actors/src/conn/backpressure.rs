@@ -29,10 +29,6 @@ pub(crate) struct Backpressure {
     /// Answers started here and not yet returned: while there are any,
     /// more `Return`s may be on their way, and a write may wait for them.
     answers_running: AtomicUsize,
-    /// Calls and `Return`s queued since the writer last took its batch:
-    /// the messages the peer has work to do for (the others, such as
-    /// `Finish` and `Release`, are never urgent).
-    progress: AtomicUsize,
 }
 
 impl Backpressure {
@@ -43,7 +39,6 @@ impl Backpressure {
             queued_limit: send_buffer_size.saturating_mul(2),
             reader: AtomicWaker::new(),
             answers_running: AtomicUsize::new(0),
-            progress: AtomicUsize::new(0),
         }
     }
 
@@ -62,21 +57,6 @@ impl Backpressure {
     /// Whether answers started here have not returned yet.
     pub(crate) fn answers_running(&self) -> bool {
         self.answers_running.load(Ordering::Relaxed) > 0
-    }
-
-    /// The message just queued is a call or a `Return`.
-    pub(crate) fn progress_queued(&self) {
-        self.progress.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Calls and `Return`s queued since the writer last took its batch.
-    pub(crate) fn progress(&self) -> usize {
-        self.progress.load(Ordering::Relaxed)
-    }
-
-    /// The writer took its batch: counts calls and `Return`s anew.
-    pub(crate) fn batch_taken(&self) {
-        self.progress.store(0, Ordering::Relaxed);
     }
 
     /// Bytes waiting for the transport.

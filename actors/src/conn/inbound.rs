@@ -511,7 +511,6 @@ impl Handler<ReturnReady> for ConnActor {
                 Default::default()
             }
         };
-        self.backpressure.progress_queued();
         let super::outbound::SentResults {
             sent,
             targets,

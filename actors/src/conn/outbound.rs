@@ -179,7 +179,6 @@ impl ConnActor {
             debug_assert_eq!(recorded, id, "describing capabilities asks no question");
         }
         self.write_owned(message);
-        self.backpressure.progress_queued();
         // The question's actor starts after the write is queued, so that
         // the writer (woken first) puts the call on the wire before the new
         // actor's first turn. Its `Return` cannot come before this handler

@@ -26,9 +26,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 /// answer's actor, then its object's).
 const MAX_WAIT_TURNS: u32 = 64;
 
-/// A write with this many calls and `Return`s, or bytes, queued goes out
-/// without waiting: a batch that large is worth sending at once, so that
-/// the peer works on it while we go on (many calls in flight).
+/// A write with this many messages or bytes queued goes out without
+/// waiting: a batch that large is worth sending at once, so that the peer
+/// works on it while we go on (many calls in flight).
 const WAIT_MESSAGES: usize = 8;
 const WAIT_BYTES: usize = 64 * 1024;
 
@@ -240,34 +240,21 @@ pub(crate) async fn write_frames<W>(
         // queued ahead of it run, and again while that did any work of
         // ours, then sends all of it in one write: one syscall, and one
         // wake-up of the peer, instead of one per message. The wait is
-        // bounded in turns, in calls and `Return`s, and in bytes.
-        //
-        // A batch of only messages that are never urgent (`Finish`,
-        // `Release`: what a caller's `Return`s set off as it lets go of
-        // its questions) first lets the whole runtime turn once, the
-        // caller's own task included: if that made new calls, they go in
-        // the same write (so a client that goes on with its next calls
-        // wakes its peer once, not twice).
+        // bounded in turns, messages and bytes.
         let mut turns = 0;
         let mut idle = false;
-        let mut waiting = false;
-        if backpressure.progress() == 0 && !backpressure.answers_running() {
-            let work = stats::work_count();
-            tokio::task::yield_now().await;
-            waiting = stats::work_count() != work;
-        }
         loop {
             while let Ok(more) = queue.try_recv() {
                 total += more.len();
                 items.push(more);
             }
-            // (Only while there is work of this connection's under way:
-            // other connections' work is no reason for this one to wait.)
+            // (Only while answers of this connection still run: other
+            // connections' work is no reason for this one to wait.)
             if idle
                 || turns == MAX_WAIT_TURNS
-                || backpressure.progress() >= WAIT_MESSAGES
+                || items.len() >= WAIT_MESSAGES
                 || total >= WAIT_BYTES
-                || !(waiting || backpressure.answers_running())
+                || !backpressure.answers_running()
             {
                 break;
             }
@@ -276,7 +263,6 @@ pub(crate) async fn write_frames<W>(
             turns += 1;
             idle = stats::work_count() == work;
         }
-        backpressure.batch_taken();
         let written = async {
             for item in items.drain(..) {
                 match item {
