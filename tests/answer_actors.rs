@@ -12,6 +12,24 @@ use support::raw::*;
 #[allow(unused_imports)]
 use support::test_capnp;
 
+/// `frame` as a `Return`, or a failure of round `round`.
+fn as_return(frame: &capnp_actix_proto::frame::Frame, round: u32) -> return_::Reader<'_> {
+    let root: capnp_actix_proto::rpc_capnp::message::Reader = frame.get_root().unwrap();
+    let Ok(capnp_actix_proto::rpc_capnp::message::Return(ret)) = root.which() else {
+        panic!("round {round}: not a Return");
+    };
+    ret.unwrap()
+}
+
+/// The value a `Counter.increment` returned.
+fn increment_value(results: capnp_actix_proto::rpc_capnp::payload::Reader<'_>) -> i64 {
+    results
+        .get_content()
+        .get_as::<test_capnp::counter::increment_results::Reader>()
+        .unwrap()
+        .get_value()
+}
+
 /// A call of the `Test` method that never returns, to export `main`.
 fn hang_call(question_id: u32, main: u32) -> capnp_actix_proto::message::OutMessage {
     call(
@@ -206,22 +224,13 @@ fn a_finish_does_not_cancel_an_answer_with_calls_pipelined_on_it() {
             let mut returned = [false; 2];
             while returned != [true, true] {
                 let frame = peer.recv().await;
-                let root: capnp_actix_proto::rpc_capnp::message::Reader = frame.get_root().unwrap();
-                let Ok(capnp_actix_proto::rpc_capnp::message::Return(ret)) = root.which() else {
-                    panic!("round {round}: not a Return");
-                };
-                let ret = ret.unwrap();
+                let ret = as_return(&frame, round);
                 let id = ret.get_answer_id();
                 let return_::Results(results) = ret.which().unwrap() else {
                     panic!("round {round}: call {id} did not return results");
                 };
                 if id == 2 {
-                    let value = results
-                        .unwrap()
-                        .get_content()
-                        .get_as::<test_capnp::counter::increment_results::Reader>()
-                        .unwrap()
-                        .get_value();
+                    let value = increment_value(results.unwrap());
                     assert_eq!(value, 1, "round {round}");
                 }
                 returned[id as usize - 1] = true;
@@ -253,22 +262,13 @@ fn calls_pipelined_on_an_answer_keep_their_order_across_its_return() {
             let mut seen = 0;
             while seen < 13 {
                 let frame = peer.recv().await;
-                let root: capnp_actix_proto::rpc_capnp::message::Reader = frame.get_root().unwrap();
-                let Ok(capnp_actix_proto::rpc_capnp::message::Return(ret)) = root.which() else {
-                    panic!("round {round}: not a Return");
-                };
-                let ret = ret.unwrap();
+                let ret = as_return(&frame, round);
                 let id = ret.get_answer_id();
                 let return_::Results(results) = ret.which().unwrap() else {
                     panic!("round {round}: call {id} failed");
                 };
                 if id >= 2 {
-                    let value = results
-                        .unwrap()
-                        .get_content()
-                        .get_as::<test_capnp::counter::increment_results::Reader>()
-                        .unwrap()
-                        .get_value();
+                    let value = increment_value(results.unwrap());
                     assert_eq!(
                         value,
                         i64::from(id - 1),
@@ -300,11 +300,7 @@ fn a_call_pipelined_on_a_cancelled_answer_fails() {
             let mut failed = false;
             while !(canceled && failed) {
                 let frame = peer.recv().await;
-                let root: capnp_actix_proto::rpc_capnp::message::Reader = frame.get_root().unwrap();
-                let Ok(capnp_actix_proto::rpc_capnp::message::Return(ret)) = root.which() else {
-                    panic!("round {round}: not a Return");
-                };
-                let ret = ret.unwrap();
+                let ret = as_return(&frame, round);
                 match (ret.get_answer_id(), ret.which().unwrap()) {
                     (1, return_::Canceled(())) => canceled = true,
                     (2, return_::Exception(_)) => failed = true,
@@ -361,11 +357,7 @@ fn a_call_pipelined_on_results_published_early_arrives_in_any_read() {
             let mut returned = Vec::new();
             while !returned.contains(&2) {
                 let frame = peer.recv().await;
-                let root: capnp_actix_proto::rpc_capnp::message::Reader = frame.get_root().unwrap();
-                let Ok(capnp_actix_proto::rpc_capnp::message::Return(ret)) = root.which() else {
-                    panic!("round {round}: not a Return");
-                };
-                let ret = ret.unwrap();
+                let ret = as_return(&frame, round);
                 let id = ret.get_answer_id();
                 assert!(
                     matches!(ret.which().unwrap(), return_::Results(_)),

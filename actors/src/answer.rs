@@ -21,8 +21,9 @@
 //! a peer, or that published its results early) takes pipelined calls at
 //! once, so they are pipelined through; the calls held when a call
 //! publishes its results early go on then. A `Finish` that arrives first
-//! cancels the call (the actor drops its interest, and the work stops
-//! when nothing else needs it); the calls that waited on it fail.
+//! cancels the call unless the peer pipelined calls on it (the core
+//! decides): the actor drops its interest, the work stops when nothing
+//! else needs it, and calls pipelined after the `Finish` fail.
 
 use crate::call::{CallState, PendingCall, Queued};
 use crate::capability::Capability;
