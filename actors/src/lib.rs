@@ -26,13 +26,16 @@
 mod answer;
 mod call;
 mod capability;
+mod client;
 mod conn;
+mod endpoint;
 mod export;
 mod hooks;
 mod payload;
 mod placeholder;
 mod question;
 mod request;
+mod server;
 mod server_set;
 mod stats;
 
@@ -40,11 +43,18 @@ pub use call::{PendingCall, Pipeline, Response};
 pub use capability::Capability;
 pub use capnp_actix_proto::frame::Limits;
 pub use capnp_actix_proto::{Error, ErrorKind};
+pub use client::{connect, connect_with, Connection};
 pub use conn::{
-    Bootstrap, Call, Close, ConnActor, ConnOptions, ConnStats, Stats, Watch, DEFAULT_FLOW_LIMIT,
-    DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS, DEFAULT_MAX_PIPELINED, DEFAULT_SEND_BUFFER_SIZE,
+    Bootstrap, Call, Close, ConnActor, ConnOptions, ConnStats, ErrorCounts, Stats, Watch,
+    DEFAULT_FLOW_LIMIT, DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS, DEFAULT_MAX_PIPELINED,
+    DEFAULT_SEND_BUFFER_SIZE,
 };
+pub use endpoint::{Endpoint, IntoEndpoint, PeerAddr};
 pub use export::new_client;
 pub use request::Request;
+pub use server::{
+    ConnInfo, ConnSnapshot, Server, ServerBuilder, ServerHandle, ServerSnapshot, Snapshot, Stop,
+    DEFAULT_MAX_CONNECTIONS,
+};
 pub use server_set::ServerSet;
 pub use stats::{live_actors, LiveActors};

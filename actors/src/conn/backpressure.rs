@@ -13,7 +13,7 @@
 use futures::task::AtomicWaker;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 /// Counts shared by the reader, the writer task and the connection actor.
@@ -29,6 +29,8 @@ pub(crate) struct Backpressure {
     /// Answers started here and not yet returned: while there are any,
     /// more `Return`s may be on their way, and a write may wait for them.
     answers_running: AtomicUsize,
+    /// Bytes read off the transport so far.
+    bytes_read: AtomicU64,
 }
 
 impl Backpressure {
@@ -39,6 +41,7 @@ impl Backpressure {
             queued_limit: send_buffer_size.saturating_mul(2),
             reader: AtomicWaker::new(),
             answers_running: AtomicUsize::new(0),
+            bytes_read: AtomicU64::new(0),
         }
     }
 
@@ -57,6 +60,21 @@ impl Backpressure {
     /// Whether answers started here have not returned yet.
     pub(crate) fn answers_running(&self) -> bool {
         self.answers_running.load(Ordering::Relaxed) > 0
+    }
+
+    /// The reader took `bytes` off the transport.
+    pub(crate) fn read(&self, bytes: usize) {
+        self.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes read off the transport so far.
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// How many answers started here have not returned yet.
+    pub(crate) fn running(&self) -> usize {
+        self.answers_running.load(Ordering::Relaxed)
     }
 
     /// Bytes waiting for the transport.

@@ -25,6 +25,11 @@ use capnp_actix_proto::message::DisembargoContext;
 use capnp_actix_proto::{message as out, Error};
 use std::sync::Arc;
 
+/// What calls that come while the connection drains get.
+fn shutting_down() -> Error {
+    Error::disconnected("the server is shutting down")
+}
+
 impl ConnActor {
     /// Takes one inbound frame: the core reads it and decides (it may wait
     /// in the flow gate), and what it decided is carried out.
@@ -82,6 +87,8 @@ impl ConnActor {
                 results_elsewhere,
                 refusal,
             } => {
+                self.metrics.calls_in += 1;
+                self.metrics.exceptions_sent.add(refusal.kind());
                 let entry = AnswerEntry::new(CallState::settled(Err(refusal)));
                 self.core
                     .start_answer(question_id, entry, results_elsewhere, 0)?;
@@ -175,6 +182,7 @@ impl ConnActor {
     fn on_bootstrap(&mut self, id: u32, refusal: Option<Error>) -> Result<(), Error> {
         let result = match (refusal, &self.main) {
             (Some(e), _) => Err(e),
+            (None, Some(_)) if self.draining => Err(shutting_down()),
             (None, Some(main)) => Ok(Arc::new(Payload::single_cap(main.clone()))),
             // The core refuses a Bootstrap when there is no main interface;
             // it goes only at teardown, after which no event runs.
@@ -194,6 +202,11 @@ impl ConnActor {
             frame,
             bytes,
         } = call;
+        self.metrics.calls_in += 1;
+        if self.draining {
+            let refused = PendingCall::new(CallState::settled(Err(shutting_down())));
+            return self.start_answer(id, refused, results_to == ResultsTo::Yourself, bytes);
+        }
         let call = OutCall {
             interface_id,
             method_id,
@@ -264,7 +277,10 @@ impl ConnActor {
                     return_for: None,
                 }))
             }
-            Outcome::Error(e) => Err(e),
+            Outcome::Error(e) => {
+                self.metrics.exceptions_received.add(e.kind());
+                Err(e)
+            }
             Outcome::TakeFrom(other) => {
                 // The peer made a tail call back to us (P-13): the results
                 // of its call `other` are this question's, once settled.
@@ -503,7 +519,7 @@ impl Handler<ReturnReady> for ConnActor {
             }
             ReturnOutcome::Results(payload) => self.send_results(id, &payload, ctx),
             ReturnOutcome::Exception(e) => {
-                self.write(&out::return_exception(id, &e));
+                self.write_exception(id, &e);
                 Default::default()
             }
             ReturnOutcome::Canceled => {
@@ -532,6 +548,7 @@ impl Handler<ReturnReady> for ConnActor {
         drop(ended);
         // (What the core decided now runs first, then what waited.)
         self.drain_parked(ctx);
+        self.end_if_drained(ctx);
     }
 }
 

@@ -16,6 +16,7 @@
 mod backpressure;
 mod embargo;
 mod inbound;
+mod metrics;
 mod options;
 mod outbound;
 mod teardown;
@@ -42,6 +43,8 @@ use std::sync::{Arc, Weak};
 use tokio::io::{AsyncRead, AsyncWrite};
 use transport::{Outgoing, ReadFailure};
 
+pub use metrics::ErrorCounts;
+use metrics::Metrics;
 use options::BootstrapSource;
 pub use options::{
     ConnOptions, DEFAULT_FLOW_LIMIT, DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS,
@@ -305,6 +308,37 @@ pub struct ConnActor {
     pub(crate) closing: Option<Error>,
     /// Whoever waits for the end.
     pub(crate) watchers: Vec<oneshot::Sender<Error>>,
+    /// What happened on the connection so far.
+    pub(crate) metrics: Metrics,
+    /// Ending once no call runs (see [`Drain`]).
+    pub(crate) draining: bool,
+    /// Who hears of the end, with the final counts.
+    supervisor: Option<Recipient<Ended>>,
+}
+
+/// How a connection started by a [`crate::Server`] reports to it.
+pub(crate) struct Supervision {
+    /// The id the server gave the connection.
+    pub(crate) id: u64,
+    /// Told when the connection ends.
+    pub(crate) ended: Recipient<Ended>,
+}
+
+/// A supervised connection ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Ended {
+    /// Its id.
+    pub(crate) id: u64,
+    /// Why.
+    pub(crate) reason: Error,
+    /// Its counts at the end.
+    pub(crate) stats: ConnStats,
+}
+
+/// A new connection id, unique in this process.
+pub(crate) fn next_conn_id() -> u64 {
+    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 impl ConnActor {
@@ -320,6 +354,21 @@ impl ConnActor {
     /// # });
     /// ```
     pub fn start<R, W>(read: R, write: W, options: ConnOptions) -> Addr<ConnActor>
+    where
+        R: AsyncRead + Unpin + 'static,
+        W: AsyncWrite + Unpin + 'static,
+    {
+        ConnActor::start_supervised(read, write, options, None)
+    }
+
+    /// Starts a connection that reports its end to a supervisor, under the
+    /// id the supervisor gave it.
+    pub(crate) fn start_supervised<R, W>(
+        read: R,
+        write: W,
+        options: ConnOptions,
+        supervision: Option<Supervision>,
+    ) -> Addr<ConnActor>
     where
         R: AsyncRead + Unpin + 'static,
         W: AsyncWrite + Unpin + 'static,
@@ -340,7 +389,10 @@ impl ConnActor {
                 Some(BootstrapSource::Main(cap)) => Some(cap),
                 Some(BootstrapSource::Factory(factory)) => Some(factory()),
             };
-            let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+            let (id, supervisor) = match supervision {
+                Some(Supervision { id, ended }) => (id, Some(ended)),
+                None => (next_conn_id(), None),
+            };
             let serves_bootstrap = main.is_some();
             ConnActor {
                 id,
@@ -371,6 +423,9 @@ impl ConnActor {
                 idle_questions: Vec::new(),
                 closing: None,
                 watchers: Vec::new(),
+                metrics: Metrics::default(),
+                draining: false,
+                supervisor,
             }
         })
     }
@@ -465,13 +520,53 @@ impl ConnActor {
         self.end(reason, ctx);
     }
 
-    /// Tears the connection down (see `teardown`).
+    /// Tears the connection down (see `teardown`), then tells the
+    /// supervisor.
     fn teardown(&mut self) {
         let reason = self
             .closing
             .clone()
             .unwrap_or_else(|| Error::disconnected("the connection was closed"));
-        teardown::tear_down(self, reason);
+        let stats = self.stats();
+        teardown::tear_down(self, reason.clone());
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.do_send(Ended {
+                id: self.id,
+                reason,
+                stats,
+            });
+        }
+    }
+
+    /// The connection's table sizes and counts, now.
+    pub(crate) fn stats(&self) -> ConnStats {
+        let counts = self.core.counts();
+        let metrics = &self.metrics;
+        ConnStats {
+            questions: self.core.questions(),
+            answers: self.core.answers(),
+            exports: self.core.exports(),
+            imports: self.core.imports(),
+            resolves_sent: counts.resolves_sent,
+            resolves_received: counts.resolves_received,
+            embargoes_started: counts.embargoes_started,
+            queued_bytes: self.backpressure.queued(),
+            inbound_bytes: self.core.inbound_bytes(),
+            calls_in: metrics.calls_in,
+            calls_out: metrics.calls_out,
+            bytes_in: self.backpressure.bytes_read(),
+            bytes_out: metrics.bytes_out,
+            exceptions_sent: metrics.exceptions_sent,
+            exceptions_received: metrics.exceptions_received,
+        }
+    }
+
+    /// While draining: ends the connection once no call runs.
+    pub(crate) fn end_if_drained(&mut self, ctx: &mut Context<Self>) {
+        if self.draining && self.closing.is_none() && self.backpressure.running() == 0 {
+            self.flush();
+            self.end(Error::disconnected("the server is shutting down"), ctx);
+        }
     }
 }
 
@@ -609,7 +704,10 @@ impl Handler<Close> for ConnActor {
     }
 }
 
-/// Gives a receiver that yields why the connection ended, once it has.
+/// Gives a [`futures::channel::oneshot::Receiver`] that yields why the
+/// connection ended, once it has. (Sent to a connection that has already
+/// stopped, it fails with a mailbox error: [`crate::Connection::ended`]
+/// does not.)
 ///
 /// ```no_run
 /// # async fn f(conn: actix::Addr<capnp_actix::ConnActor>) {
@@ -636,7 +734,26 @@ impl Handler<Watch> for ConnActor {
     }
 }
 
-/// The sizes of a connection's tables.
+/// Sends why the connection ended to this sender, once it has (at once if
+/// it has already).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WatchWith(pub(crate) oneshot::Sender<Error>);
+
+impl Handler<WatchWith> for ConnActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchWith, _ctx: &mut Context<Self>) {
+        match &self.closing {
+            Some(reason) => {
+                let _ = msg.0.send(reason.clone());
+            }
+            None => self.watchers.push(msg.0),
+        }
+    }
+}
+
+/// The sizes of a connection's tables and what it counted so far.
 ///
 /// ```no_run
 /// # async fn f(conn: actix::Addr<capnp_actix::ConnActor>) {
@@ -648,7 +765,20 @@ impl Handler<Watch> for ConnActor {
 #[rtype(result = "ConnStats")]
 pub struct Stats;
 
-/// Table sizes of one connection.
+/// Table sizes and counts of one connection.
+///
+/// The table sizes (`questions`, `answers`, `exports`, `imports`) and
+/// `queued_bytes`, `inbound_bytes` are gauges: what is open now. The rest
+/// count from the connection's start. [`ConnStats::add`] sums them, as a
+/// [`crate::Server`] does over its connections.
+///
+/// ```
+/// let mut total = capnp_actix::ConnStats::default();
+/// let one = capnp_actix::ConnStats { calls_in: 2, ..Default::default() };
+/// total.add(&one);
+/// total.add(&one);
+/// assert_eq!(total.calls_in, 4);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, actix::MessageResponse)]
 pub struct ConnStats {
     /// Our questions whose ids are in use.
@@ -669,24 +799,89 @@ pub struct ConnStats {
     pub queued_bytes: usize,
     /// Bytes of params of the peer's calls that have not returned.
     pub inbound_bytes: usize,
+    /// Calls the peer made (`Call` messages received, refused ones
+    /// included; bootstraps are not calls).
+    pub calls_in: u64,
+    /// Calls we made to the peer (`Call` messages sent).
+    pub calls_out: u64,
+    /// Bytes read off the transport.
+    pub bytes_in: u64,
+    /// Bytes handed to the transport (framed messages).
+    pub bytes_out: u64,
+    /// Exceptions we returned to the peer's calls and bootstraps, by kind
+    /// (cancelled calls are not exceptions).
+    pub exceptions_sent: ErrorCounts,
+    /// Exceptions the peer returned to our calls, by kind.
+    pub exceptions_received: ErrorCounts,
+}
+
+impl ConnStats {
+    /// The counts alone, with every gauge zero: what an ended connection
+    /// adds to a server's totals.
+    ///
+    /// ```
+    /// let stats = capnp_actix::ConnStats { answers: 2, calls_in: 5, ..Default::default() };
+    /// assert_eq!((stats.counts().answers, stats.counts().calls_in), (0, 5));
+    /// ```
+    pub fn counts(&self) -> ConnStats {
+        ConnStats {
+            questions: 0,
+            answers: 0,
+            exports: 0,
+            imports: 0,
+            queued_bytes: 0,
+            inbound_bytes: 0,
+            ..*self
+        }
+    }
+
+    /// Adds `other` to these: gauges and counts alike.
+    ///
+    /// ```
+    /// let mut a = capnp_actix::ConnStats { answers: 1, ..Default::default() };
+    /// a.add(&capnp_actix::ConnStats { answers: 2, ..Default::default() });
+    /// assert_eq!(a.answers, 3);
+    /// ```
+    pub fn add(&mut self, other: &ConnStats) {
+        self.questions += other.questions;
+        self.answers += other.answers;
+        self.exports += other.exports;
+        self.imports += other.imports;
+        self.resolves_sent += other.resolves_sent;
+        self.resolves_received += other.resolves_received;
+        self.embargoes_started += other.embargoes_started;
+        self.queued_bytes += other.queued_bytes;
+        self.inbound_bytes += other.inbound_bytes;
+        self.calls_in += other.calls_in;
+        self.calls_out += other.calls_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.exceptions_sent += other.exceptions_sent;
+        self.exceptions_received += other.exceptions_received;
+    }
 }
 
 impl Handler<Stats> for ConnActor {
     type Result = ConnStats;
 
     fn handle(&mut self, _msg: Stats, _ctx: &mut Context<Self>) -> ConnStats {
-        let counts = self.core.counts();
-        ConnStats {
-            questions: self.core.questions(),
-            answers: self.core.answers(),
-            exports: self.core.exports(),
-            imports: self.core.imports(),
-            resolves_sent: counts.resolves_sent,
-            resolves_received: counts.resolves_received,
-            embargoes_started: counts.embargoes_started,
-            queued_bytes: self.backpressure.queued(),
-            inbound_bytes: self.core.inbound_bytes(),
-        }
+        self.stats()
+    }
+}
+
+/// Ends the connection once the calls the peer made so far have returned;
+/// calls that come meanwhile fail `disconnected` ("the server is shutting
+/// down"). A [`crate::Server`]'s graceful stop sends it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain;
+
+impl Handler<Drain> for ConnActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Drain, ctx: &mut Context<Self>) {
+        self.draining = true;
+        self.end_if_drained(ctx);
     }
 }
 

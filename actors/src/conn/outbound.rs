@@ -93,9 +93,16 @@ impl ConnActor {
         }
     }
 
+    /// Returns exception `e` for answer `answer_id`, and counts it.
+    pub(crate) fn write_exception(&mut self, answer_id: u32, e: &Error) {
+        self.metrics.exceptions_sent.add(e.kind());
+        self.write(&capnp_actix_proto::message::return_exception(answer_id, e));
+    }
+
     fn queue(&mut self, outgoing: Outgoing) {
         let Some(writer) = &self.writer else { return };
         let len = outgoing.len();
+        self.metrics.bytes_out += len as u64;
         log::trace!("conn {}: sending {len} bytes", self.id);
         self.backpressure.add_queued(len);
         if writer.unbounded_send(outgoing).is_err() {
@@ -179,6 +186,7 @@ impl ConnActor {
             debug_assert_eq!(recorded, id, "describing capabilities asks no question");
         }
         self.write_owned(message);
+        self.metrics.calls_out += 1;
         // The question's actor starts after the write is queued, so that
         // the writer (woken first) puts the call on the wire before the new
         // actor's first turn. Its `Return` cannot come before this handler
@@ -205,7 +213,7 @@ impl ConnActor {
             && results.caps.iter().all(Option::is_none);
         if let Some(message) = results.built().filter(|_| as_built) {
             if let Err(e) = self.check_size(message) {
-                self.write(&capnp_actix_proto::message::return_exception(answer_id, &e));
+                self.write_exception(answer_id, &e);
             } else if framed_len(message) >= UNCOPIED_WRITE_BYTES {
                 self.flush();
                 self.queue(Outgoing::Shared(results.clone()));
@@ -223,7 +231,7 @@ impl ConnActor {
                 sent
             }
             Err(e) => {
-                self.write(&capnp_actix_proto::message::return_exception(answer_id, &e));
+                self.write_exception(answer_id, &e);
                 SentResults::default()
             }
         }

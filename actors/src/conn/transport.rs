@@ -137,7 +137,10 @@ impl<R: AsyncRead + Unpin> Stream for Frames<R> {
                     let e = Error::disconnected("the peer closed the connection mid-message");
                     return this.fail(ReadFailure::Disconnected(e));
                 }
-                Ok(n) => this.decoder.filled(n),
+                Ok(n) => {
+                    this.backpressure.read(n);
+                    this.decoder.filled(n)
+                }
                 Err(e) => {
                     let e = Error::disconnected(format!("read failed: {e}"));
                     return this.fail(ReadFailure::Disconnected(e));
