@@ -13,9 +13,7 @@ mod calculator;
 
 // The generated code names its types `crate::calculator_capnp::...`.
 use calculator::calculator_capnp;
-use calculator::Address;
 use calculator_capnp::calculator as calc;
-use capnp_actix::{Bootstrap, ConnActor, ConnOptions};
 use std::rc::Rc;
 
 /// A function the client implements: the server calls back to it.
@@ -210,30 +208,11 @@ fn report<T: PartialEq + std::fmt::Debug>(
 
 #[actix::main]
 async fn main() {
-    let address = calculator::address_from_args("calculator-client");
-    let conn = match &address {
-        Address::Tcp(address) => match tokio::net::TcpStream::connect(address).await {
-            Ok(stream) => ConnActor::from_tcp(stream, ConnOptions::new()),
-            Err(e) => {
-                eprintln!("calculator-client: cannot connect to {address}: {e}");
-                std::process::exit(1);
-            }
-        },
-        Address::Unix(path) => match tokio::net::UnixStream::connect(path).await {
-            Ok(stream) => ConnActor::from_unix(stream, ConnOptions::new()),
-            Err(e) => {
-                eprintln!(
-                    "calculator-client: cannot connect to unix:{}: {e}",
-                    path.display()
-                );
-                std::process::exit(1);
-            }
-        },
-    };
-    let calculator: calc::Client = match conn.send(Bootstrap).await {
-        Ok(Ok(cap)) => cap.client(),
-        _ => {
-            eprintln!("calculator-client: the connection closed before bootstrap");
+    let (endpoint, _) = calculator::args("calculator-client", false);
+    let (conn, calculator) = match capnp_actix::connect::<calc::Client>(&endpoint).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            eprintln!("calculator-client: {e}");
             std::process::exit(1);
         }
     };
@@ -259,6 +238,6 @@ async fn main() {
         (1234.0, 4244.0),
     );
     passed &= report("using a callback", callback_check(&calculator).await, 512.0);
-    let _ = conn.send(capnp_actix::Close).await;
+    conn.close().await;
     std::process::exit(if passed { 0 } else { 1 });
 }

@@ -1,7 +1,9 @@
 //! The calculator server of the Cap'n Proto samples, on capnp-actix.
 //!
-//! `calculator-server ADDRESS` serves a `Calculator` on ADDRESS (`HOST:PORT`
-//! or `unix:PATH`) until killed. Expressions may use results of earlier
+//! `calculator-server ADDRESS [--workers N]` serves a `Calculator` on
+//! ADDRESS (`HOST:PORT` or `unix:PATH`) with N worker threads (default: one
+//! per core), until SIGINT or SIGTERM; then it stops gracefully (calls
+//! running get 3 s to finish) and exits 0. Expressions may use results of earlier
 //! calls (`Value`s, even ones not returned yet), functions defined with
 //! `defFunction`, the arithmetic operators, and functions the client
 //! implements (the server calls back).
@@ -10,14 +12,14 @@ mod calculator;
 
 // The generated code names its types `crate::calculator_capnp::...`.
 use calculator::calculator_capnp;
-use calculator::Address;
 use calculator_capnp::calculator as calc;
 use capnp::any_pointer;
 use capnp::private::layout::CapTable;
-use capnp_actix::{Capability, ConnActor, ConnOptions};
+use capnp_actix::{Capability, Server};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// A number, wrapped as a capability so it can feed later calls.
 struct ValueImpl(f64);
@@ -185,55 +187,24 @@ impl calc::Server for CalculatorImpl {
 
 #[actix::main]
 async fn main() {
-    let address = calculator::address_from_args("calculator-server");
-    let calculator = Capability::from_server::<calc::Client, _>(CalculatorImpl);
-    let options = ConnOptions::new().main_interface(calculator);
-    match address {
-        Address::Tcp(address) => {
-            let listener = match tokio::net::TcpListener::bind(&address).await {
-                Ok(listener) => listener,
-                Err(e) => {
-                    eprintln!("calculator-server: cannot listen on {address}: {e}");
-                    std::process::exit(1);
-                }
-            };
-            println!(
-                "listening on {}",
-                listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or(address)
-            );
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        ConnActor::from_tcp(stream, options.clone());
-                    }
-                    Err(e) => eprintln!("calculator-server: accept failed: {e}"),
-                }
-            }
-        }
-        Address::Unix(path) => {
-            let _ = std::fs::remove_file(&path);
-            let listener = match tokio::net::UnixListener::bind(&path) {
-                Ok(listener) => listener,
-                Err(e) => {
-                    eprintln!(
-                        "calculator-server: cannot listen on {}: {e}",
-                        path.display()
-                    );
-                    std::process::exit(1);
-                }
-            };
-            println!("listening on unix:{}", path.display());
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        ConnActor::from_unix(stream, options.clone());
-                    }
-                    Err(e) => eprintln!("calculator-server: accept failed: {e}"),
-                }
-            }
-        }
+    let (endpoint, workers) = calculator::args("calculator-server", true);
+    // A calculator per connection, made on the connection's worker: its
+    // work (and that of the values and functions it hands out) runs there.
+    let mut builder = Server::builder()
+        .bootstrap_factory(|_| Capability::from_server::<calc::Client, _>(CalculatorImpl))
+        .shutdown_on_signals(Duration::from_secs(3));
+    if let Some(workers) = workers {
+        builder = builder.workers(workers);
     }
+    let server = match builder.listen(endpoint) {
+        Ok(builder) => builder.start().await,
+        Err(e) => Err(e),
+    };
+    let server = server.unwrap_or_else(|e| {
+        eprintln!("calculator-server: {e}");
+        std::process::exit(1);
+    });
+    println!("listening on {}", server.endpoints()[0]);
+    // Until SIGINT or SIGTERM, and the graceful stop they start.
+    server.stopped().await;
 }

@@ -1,11 +1,11 @@
 //! A server and a client doing real Cap'n Proto RPC over TCP, in one
-//! process: the server listens on a loopback port, the client connects,
-//! asks for the bootstrap capability, and makes a few calls, printing what
-//! happens.
+//! process: a `Server` listens on a loopback port, the client connects
+//! (getting the server's bootstrap capability as a typed client) and makes
+//! a few calls, printing what happens; then the server stops.
 //!
 //! Run it with `cargo run --example hello`.
 
-use capnp_actix::{Bootstrap, Capability, Close, ConnActor, ConnOptions};
+use capnp_actix::{Capability, Server};
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -62,22 +62,18 @@ impl test::Server for Service {
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Server: one main interface for every connection.
-    let main = Capability::from_server::<test::Client, _>(Service);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    println!("server: listening on {address}");
-    actix::spawn(async move {
-        while let Ok((stream, peer)) = listener.accept().await {
-            println!("server: connection from {peer}");
-            ConnActor::from_tcp(stream, ConnOptions::new().main_interface(main.clone()));
-        }
-    });
+    // Server: one main interface for every connection, on a free port.
+    let server = Server::builder()
+        .listen("127.0.0.1:0")?
+        .main_interface(Capability::from_server::<test::Client, _>(Service))
+        .workers(1)
+        .start()
+        .await?;
+    let endpoint = server.endpoints()[0].clone();
+    println!("server: listening on {endpoint}");
 
-    // Client.
-    let stream = tokio::net::TcpStream::connect(address).await?;
-    let conn = ConnActor::from_tcp(stream, ConnOptions::new());
-    let service: test::Client = conn.send(Bootstrap).await??.client();
+    // Client: connect and get the server's main interface, typed.
+    let (conn, service) = capnp_actix::connect::<test::Client>(&endpoint).await?;
 
     let mut request = service.echo_request();
     request.get().set_text("hello, capnp-actix");
@@ -106,8 +102,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_default()
     );
 
-    conn.send(Close).await?;
+    conn.close().await;
     println!("client: closed the connection");
+    let snapshot = server.snapshot().await?;
+    println!(
+        "server: served {} calls; stopping",
+        snapshot.totals.calls_in
+    );
+    server.stop(std::time::Duration::from_secs(1)).await;
     assert_eq!(value, 42);
     Ok(())
 }

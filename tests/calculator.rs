@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -27,9 +28,15 @@ impl Drop for Process {
 
 /// Starts the server on `address`; gives it and the address it listens on.
 fn server(address: &str) -> (Process, String) {
+    server_with(&[address])
+}
+
+/// Starts the server with these arguments; gives it and the address it
+/// listens on.
+fn server_with(args: &[&str]) -> (Process, String) {
     let path = example("calculator-server");
     let mut child = Command::new(&path)
-        .arg(address)
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("run {} (built by cargo test): {e}", path.display()));
@@ -90,4 +97,64 @@ fn the_client_passes_all_five_checks_over_a_unix_socket() {
 fn the_client_exits_1_when_nothing_listens_and_2_on_a_usage_error() {
     assert_eq!(client("127.0.0.1:1").0, 1);
     assert_eq!(client("not an address").0, 2);
+}
+
+/// Sends `signal` to the server, and gives its exit code and how long it
+/// took to exit (failing after 10 s).
+fn signal_and_wait(server: &mut Process, signal: &str) -> (Option<i32>, Duration) {
+    let sent = Instant::now();
+    let status = Command::new("kill")
+        .args([signal, &server.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            return (status.code(), sent.elapsed());
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "the server did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_server_runs_on_n_workers_and_exits_0_within_5_s_on_sigterm() {
+    let (mut server, address) = server_with(&["127.0.0.1:0", "--workers", "2"]);
+    let (code, output) = client(&address);
+    assert_eq!(code, 0, "{output}");
+    let (code, took) = signal_and_wait(&mut server, "-TERM");
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn the_server_exits_0_on_sigint_with_a_connection_open() {
+    let (mut server, address) = server_with(&["127.0.0.1:0", "--workers", "1"]);
+    // An idle client connection stays open across the signal: the server
+    // closes it and exits.
+    let idle = std::net::TcpStream::connect(&address).unwrap();
+    let (code, took) = signal_and_wait(&mut server, "-INT");
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    drop(idle);
+}
+
+#[test]
+fn the_server_exits_2_on_a_usage_error() {
+    for args in [
+        &["127.0.0.1:0", "--workers"][..],
+        &["127.0.0.1:0", "--workers", "0"],
+        &["x"],
+    ] {
+        let status = Command::new(example("calculator-server"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "{args:?}");
+    }
 }

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::test_capnp;
-use test_capnp::{counter, test};
 use support::{CounterImpl, Tally, TestImpl};
+use test_capnp::{counter, test};
 
 /// Runs `f` in a fresh actix system, failing after 20 s.
 fn run<F: Future<Output = ()>>(f: F) {
@@ -141,7 +141,10 @@ fn a_bootstrap_factory_runs_on_the_connection_worker_and_knows_the_peer() {
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 2);
         let here = std::thread::current().id();
-        assert!(seen.iter().all(|(_, thread)| *thread != here), "ran on the workers");
+        assert!(
+            seen.iter().all(|(_, thread)| *thread != here),
+            "ran on the workers"
+        );
         assert_ne!(seen[0].1, seen[1].1, "on two workers");
         let snapshot = server.snapshot().await.unwrap();
         for (info, _) in &seen {
@@ -188,7 +191,9 @@ fn over_the_connection_limit_a_peer_is_refused_with_a_reason_and_others_go_on() 
         let (conn_b, b) = connect::<test::Client>(&endpoint).await.unwrap();
         let refused = echo(&b, "b").await.err().unwrap();
         assert!(
-            refused.to_string().contains("limit of 1 connections (max_connections)"),
+            refused
+                .to_string()
+                .contains("limit of 1 connections (max_connections)"),
             "{refused}"
         );
         let why = conn_b.ended().await;
@@ -243,7 +248,9 @@ fn a_graceful_stop_lets_running_calls_finish_then_closes_and_drops_the_main_inte
         assert!(started.elapsed() < Duration::from_millis(1000));
         // New connections are not accepted.
         until("the listener closed", || async {
-            Connection::dial(&endpoint, Default::default()).await.is_err()
+            Connection::dial(&endpoint, Default::default())
+                .await
+                .is_err()
         })
         .await;
 
@@ -290,7 +297,8 @@ fn the_snapshot_counts_calls_bytes_and_exceptions_per_connection_and_summed() {
             echo(&client, text).await.unwrap();
         }
         let mut fail = client.fail_request();
-        fail.get().set_kind(support::test_capnp::FailureKind::Overloaded);
+        fail.get()
+            .set_kind(support::test_capnp::FailureKind::Overloaded);
         fail.get().set_reason("busy");
         fail.send().promise.await.err().unwrap();
 
@@ -319,7 +327,10 @@ fn the_snapshot_counts_calls_bytes_and_exceptions_per_connection_and_summed() {
         assert!(snapshot.connections.is_empty());
         assert_eq!(snapshot.totals.calls_in, 4);
         assert_eq!(snapshot.totals.exceptions_sent.overloaded, 1);
-        assert_eq!(snapshot.totals.answers, 0, "gauges count live connections only");
+        assert_eq!(
+            snapshot.totals.answers, 0,
+            "gauges count live connections only"
+        );
         assert_eq!(
             snapshot.totals.bytes_in, ours.bytes_out,
             "in the end, it read all we sent"
@@ -367,10 +378,16 @@ fn connect_fails_with_a_disconnected_error_naming_the_endpoint() {
             .unwrap()
             .port();
         let endpoint = format!("127.0.0.1:{port}");
-        let err = connect::<test::Client>(endpoint.as_str()).await.err().unwrap();
+        let err = connect::<test::Client>(endpoint.as_str())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(err.kind(), ErrorKind::Disconnected);
         assert!(err.reason().contains(&endpoint), "{err}");
-        let err = connect::<test::Client>("not an address").await.err().unwrap();
+        let err = connect::<test::Client>("not an address")
+            .await
+            .err()
+            .unwrap();
         assert!(err.reason().contains("HOST:PORT"), "{err}");
     });
 }

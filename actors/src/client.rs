@@ -18,18 +18,14 @@ use futures::future::{FutureExt, Shared};
 /// runs on the current arbiter.
 ///
 /// ```no_run
-/// # #[allow(dead_code, clippy::all)]
-/// # mod calculator_capnp { include!(concat!(env!("OUT_DIR"), "/calculator_capnp.rs")); }
-/// use calculator_capnp::calculator;
-///
+/// // `C` is any capnpc-generated client type (`calculator::Client`, say);
+/// // this one is the untyped client.
 /// async fn ask(address: &str) -> capnp::Result<()> {
-///     let (conn, calc) = capnp_actix::connect::<calculator::Client>(address).await?;
-///     let request = calc.get_operator_request();
-///     // ... use it ...
+///     let (conn, peer) = capnp_actix::connect::<capnp::capability::Client>(address).await?;
+///     // ... calls on `peer` ...
 ///     conn.close().await;
 ///     Ok(())
 /// }
-/// # fn main() {}
 /// ```
 pub async fn connect<C: FromClientHook>(
     endpoint: impl IntoEndpoint,

@@ -1,44 +1,31 @@
-//! Pieces shared by the calculator examples: the generated code and how
-//! an ADDRESS (`HOST:PORT` or `unix:PATH`) is parsed.
+//! Pieces shared by the calculator examples: the generated code and their
+//! command lines.
 
 #[allow(dead_code, clippy::all)]
 pub mod calculator_capnp {
     include!(concat!(env!("OUT_DIR"), "/calculator_capnp.rs"));
 }
 
-/// Where to listen or connect.
-pub enum Address {
-    /// A TCP address, `HOST:PORT`.
-    Tcp(String),
-    /// A Unix-domain socket, `unix:PATH`.
-    Unix(std::path::PathBuf),
-}
+use capnp_actix::Endpoint;
 
-impl Address {
-    /// Parses `HOST:PORT` or `unix:PATH`.
-    pub fn parse(text: &str) -> Option<Address> {
-        if let Some(path) = text.strip_prefix("unix:") {
-            return (!path.is_empty()).then(|| Address::Unix(path.into()));
-        }
-        text.rsplit_once(':')
-            .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-            .map(|_| Address::Tcp(text.to_string()))
-    }
-}
-
-/// The command line's one argument, or exit 2 with a usage message.
-pub fn address_from_args(program: &str) -> Address {
+/// The command line: an ENDPOINT (`HOST:PORT` or `unix:PATH`), then
+/// `--workers N` if `workers` is allowed; exits 2 with a usage message if
+/// it is anything else.
+#[allow(dead_code)] // (the client takes no --workers)
+pub fn args(program: &str, workers: bool) -> (Endpoint, Option<usize>) {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [one] => match Address::parse(one) {
-            Some(address) => address,
-            None => usage(program),
-        },
-        _ => usage(program),
+    let endpoint = args.first().and_then(|a| a.parse().ok());
+    let count = match &args[1.min(args.len())..] {
+        [] => Some(None),
+        [flag, n] if workers && flag == "--workers" => n.parse().ok().filter(|&n| n > 0).map(Some),
+        _ => None,
+    };
+    match (endpoint, count) {
+        (Some(endpoint), Some(count)) => (endpoint, count),
+        _ => {
+            let extra = if workers { " [--workers N]" } else { "" };
+            eprintln!("usage: {program} ADDRESS{extra}   (ADDRESS is HOST:PORT or unix:PATH)");
+            std::process::exit(2);
+        }
     }
-}
-
-fn usage(program: &str) -> ! {
-    eprintln!("usage: {program} ADDRESS   (ADDRESS is HOST:PORT or unix:PATH)");
-    std::process::exit(2);
 }

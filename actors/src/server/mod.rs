@@ -25,7 +25,8 @@ use crate::conn::{
 };
 use crate::endpoint::{Endpoint, IntoEndpoint, PeerAddr};
 use actix::{
-    Actor, ActorContext, Addr, Arbiter, AsyncContext, Context, Handler, Message, ResponseFuture,
+    Actor, ActorContext, ActorFutureExt, Addr, Arbiter, AsyncContext, Context, Handler, Message,
+    ResponseActFuture, WrapFuture,
 };
 use capnp_actix_proto::{Error, ErrorKind};
 use futures::channel::oneshot;
@@ -57,16 +58,13 @@ enum Bootstrap {
 /// it.
 ///
 /// ```no_run
-/// # #[allow(dead_code, clippy::all)]
-/// # mod calculator_capnp { include!(concat!(env!("OUT_DIR"), "/calculator_capnp.rs")); }
-/// # struct CalculatorImpl;
-/// # impl calculator_capnp::calculator::Server for CalculatorImpl {}
 /// use capnp_actix::{Capability, Server};
 /// use std::time::Duration;
 ///
 /// #[actix::main]
 /// async fn main() -> Result<(), capnp_actix::Error> {
-///     let calculator = Capability::from_server::<calculator_capnp::calculator::Client, _>(CalculatorImpl);
+///     // Your object, as in `Capability::from_server::<calculator::Client, _>(CalculatorImpl)`.
+///     let calculator = Capability::null();
 ///     let server = Server::builder()
 ///         .listen("127.0.0.1:4000")?
 ///         .listen("unix:/tmp/calculator.sock")?
@@ -253,8 +251,9 @@ impl ServerBuilder {
 /// the second.
 fn stop_on_signals(server: Addr<Server>, grace: Duration) {
     #[cfg(unix)]
-    actix_rt::spawn(async move {
+    {
         use tokio::signal::unix::{signal, SignalKind};
+        // (Watched from now on, before the caller hears the server runs.)
         let (Ok(mut interrupt), Ok(mut terminate)) = (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
@@ -262,17 +261,19 @@ fn stop_on_signals(server: Addr<Server>, grace: Duration) {
             log::error!("server: cannot watch for SIGINT and SIGTERM");
             return;
         };
-        let mut grace = grace;
-        loop {
-            let name = tokio::select! {
-                _ = interrupt.recv() => "SIGINT",
-                _ = terminate.recv() => "SIGTERM",
-            };
-            log::info!("server: {name}: stopping, with a grace period of {grace:?}");
-            server.do_send(Stop { grace });
-            grace = Duration::ZERO;
-        }
-    });
+        actix_rt::spawn(async move {
+            let mut grace = grace;
+            loop {
+                let name = tokio::select! {
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                log::info!("server: {name}: stopping, with a grace period of {grace:?}");
+                server.do_send(Stop { grace });
+                grace = Duration::ZERO;
+            }
+        });
+    }
     #[cfg(not(unix))]
     {
         let _ = (server, grace);
@@ -665,40 +666,75 @@ impl Handler<Ended> for Server {
 pub struct Snapshot;
 
 impl Handler<Snapshot> for Server {
-    type Result = ResponseFuture<ServerSnapshot>;
+    type Result = ResponseActFuture<Self, ServerSnapshot>;
 
     fn handle(&mut self, _msg: Snapshot, _ctx: &mut Context<Self>) -> Self::Result {
         let asks: Vec<_> = self
             .conns
-            .values()
-            .map(|live| {
-                (
-                    live.info.clone(),
-                    live.actor.as_ref().map(|a| a.send(Stats)),
-                )
-            })
+            .iter()
+            .map(|(id, live)| (*id, live.actor.as_ref().map(|a| a.send(Stats))))
             .collect();
-        let mut snapshot = ServerSnapshot {
-            connections: Vec::new(),
-            totals: self.ended_totals,
-            accepted: self.accepted,
-            refused: self.refused,
-            ended: self.ended,
-            workers: self.workers.len(),
-            stopping: self.stopping.is_some(),
-        };
-        Box::pin(async move {
-            for (info, ask) in asks {
+        let asked = async move {
+            let mut answers = Vec::with_capacity(asks.len());
+            for (id, ask) in asks {
                 let stats = match ask {
-                    Some(ask) => ask.await.unwrap_or_default(),
-                    None => ConnStats::default(),
+                    Some(ask) => ask.await.ok(),
+                    None => Some(ConnStats::default()), // not started yet
                 };
-                snapshot.totals.add(&stats);
-                snapshot.connections.push(ConnSnapshot { info, stats });
+                answers.push((id, stats));
             }
-            snapshot
-        })
+            answers
+        };
+        Box::pin(
+            asked
+                .into_actor(self)
+                // A connection that could not answer has ended, and told us
+                // before it stopped: once a message of ours sent now comes
+                // back, its counts are in the totals.
+                .then(|answers, server, ctx| {
+                    let me = ctx.address();
+                    async move {
+                        let _ = me.send(Settle).await;
+                        answers
+                    }
+                    .into_actor(server)
+                })
+                .map(|answers, server, _ctx| {
+                    let mut snapshot = ServerSnapshot {
+                        connections: Vec::new(),
+                        totals: server.ended_totals,
+                        accepted: server.accepted,
+                        refused: server.refused,
+                        ended: server.ended,
+                        workers: server.workers.len(),
+                        stopping: server.stopping.is_some(),
+                    };
+                    for (id, stats) in answers {
+                        let (Some(live), Some(stats)) = (server.conns.get(&id), stats) else {
+                            continue;
+                        };
+                        snapshot.totals.add(&stats);
+                        snapshot.connections.push(ConnSnapshot {
+                            info: live.info.clone(),
+                            stats,
+                        });
+                    }
+                    snapshot
+                }),
+        )
     }
+}
+
+/// Comes back once every message sent to the server before it has been
+/// handled.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Settle;
+
+impl Handler<Settle> for Server {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Settle, _ctx: &mut Context<Self>) {}
 }
 
 /// Stops a [`Server`] gracefully (see [`ServerHandle::stop`]); a second
