@@ -516,6 +516,21 @@ impl CallState {
         }
     }
 
+    /// The call's deadline passed: unless it has settled, it fails with
+    /// `error` and is cancelled (a remote call's question is finished, a
+    /// local call's work is dropped).
+    pub(crate) fn expire(&self, error: Error) {
+        let guard = {
+            let mut inner = self.lock();
+            if inner.result.is_some() {
+                return;
+            }
+            inner.guard.take()
+        };
+        self.resolve(Err(error));
+        drop(guard);
+    }
+
     /// Settles the call. The first outcome wins; later ones are ignored.
     pub(crate) fn resolve(&self, result: Result<Arc<Payload>, Error>) {
         self.settle(result, |_, _| false, None::<fn() -> EmbargoHolder>);
@@ -843,8 +858,71 @@ impl PendingCall {
         }
     }
 
+    /// Fails the call with an `overloaded` error naming the deadline if it
+    /// has not returned within `timeout`, and cancels it (`Finish` goes to
+    /// the peer; a local object's work is dropped). Run it inside an actix
+    /// system. (For typed calls, see [`crate::within`].)
+    ///
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// # let (client, _server) = capnp_actix::ConnActor::pair(Default::default(), Default::default());
+    /// # let cap = client.send(capnp_actix::Bootstrap).await.unwrap().unwrap();
+    /// let pending = cap.new_call(0x1234, 0).send().timeout(std::time::Duration::from_secs(5));
+    /// # });
+    /// ```
+    pub fn timeout(self, timeout: std::time::Duration) -> PendingCall {
+        expire_after(&self.state, timeout, "timeout");
+        self
+    }
+
     pub(crate) fn state(&self) -> &Arc<CallState> {
         &self.state
+    }
+}
+
+/// The error of a call whose deadline passed; `setting` names what set it.
+pub(crate) fn deadline_exceeded(timeout: std::time::Duration, setting: &str) -> Error {
+    Error::overloaded(format!(
+        "deadline exceeded: the call did not return within {timeout:?} ({setting})"
+    ))
+}
+
+/// Expires `state` after `timeout` unless it settled or went away first.
+pub(crate) fn expire_after(
+    state: &Arc<CallState>,
+    timeout: std::time::Duration,
+    setting: &'static str,
+) {
+    let state = Arc::downgrade(state);
+    actix_rt::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        if let Some(state) = state.upgrade() {
+            state.expire(deadline_exceeded(timeout, setting));
+        }
+    });
+}
+
+/// Gives `call`'s outcome, or fails with an `overloaded` error naming the
+/// deadline if it has not come within `timeout`; the call is dropped then,
+/// which cancels it (for a call to a peer, `Finish` is sent). Works for
+/// typed calls (`request.send().promise`) and any other future of a
+/// result. Run it inside an actix system.
+///
+/// ```
+/// # actix::System::new().block_on(async {
+/// let never = futures::future::pending::<Result<(), capnp::Error>>();
+/// let err = capnp_actix::within(std::time::Duration::from_millis(10), never).await.unwrap_err();
+/// assert!(err.to_string().contains("deadline exceeded"));
+/// # });
+/// ```
+pub async fn within<T, E, F>(timeout: std::time::Duration, call: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    E: From<Error>,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(deadline_exceeded(timeout, "within").into()),
     }
 }
 

@@ -39,7 +39,7 @@ mod server;
 mod server_set;
 mod stats;
 
-pub use call::{PendingCall, Pipeline, Response};
+pub use call::{within, PendingCall, Pipeline, Response};
 pub use capability::Capability;
 pub use capnp_actix_proto::frame::Limits;
 pub use capnp_actix_proto::{Error, ErrorKind};

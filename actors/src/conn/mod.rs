@@ -287,6 +287,8 @@ pub struct ConnActor {
     pub(crate) backpressure: Arc<Backpressure>,
     /// Above this many queued bytes, new calls fail (`overloaded`).
     pub(crate) send_buffer_size: usize,
+    /// The deadline of every call sent.
+    pub(crate) call_timeout: Option<std::time::Duration>,
     /// The protocol: tables, flow gate, embargoes, and every decision on
     /// them.
     pub(crate) core: Connection<Runtime>,
@@ -401,6 +403,7 @@ impl ConnActor {
                 writer: Some(tx),
                 backpressure,
                 send_buffer_size: options.send_buffer_size,
+                call_timeout: options.call_timeout,
                 core: Connection::new(Config {
                     flow_limit: options.flow_limit,
                     max_answers: options.max_answers,

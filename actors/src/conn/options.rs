@@ -4,6 +4,7 @@
 use crate::capability::Capability;
 use capnp_actix_proto::frame::Limits;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where a connection's bootstrap capability comes from.
 #[derive(Clone)]
@@ -37,6 +38,8 @@ pub struct ConnOptions {
     pub(super) max_imports: usize,
     /// How many of the peer's calls may wait on one of its answers.
     pub(super) max_pipelined: usize,
+    /// The deadline of every call sent on the connection.
+    pub(super) call_timeout: Option<Duration>,
 }
 
 impl Default for ConnOptions {
@@ -49,6 +52,7 @@ impl Default for ConnOptions {
             max_answers: DEFAULT_MAX_ANSWERS,
             max_imports: DEFAULT_MAX_IMPORTS,
             max_pipelined: DEFAULT_MAX_PIPELINED,
+            call_timeout: None,
         }
     }
 }
@@ -167,6 +171,22 @@ impl ConnOptions {
     /// ```
     pub fn max_pipelined(mut self, calls: usize) -> Self {
         self.max_pipelined = calls;
+        self
+    }
+
+    /// A deadline for every call sent on this connection (to the peer's
+    /// capabilities): one that has not returned within `timeout` fails with
+    /// an `overloaded` error naming the deadline ("deadline exceeded ...
+    /// (call_timeout)"), and `Finish` goes to the peer, which cancels it.
+    /// For one call, see [`crate::PendingCall::timeout`] and
+    /// [`crate::within`]. Default: none.
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new()
+    ///     .call_timeout(std::time::Duration::from_secs(30));
+    /// ```
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
         self
     }
 
