@@ -8,8 +8,15 @@ interface Bench {
   next @2 () -> (next :Bench);
   add @3 (a :Int64, b :Int64) -> (sum :Int64);
   callMeBack @4 (callback :Callback, count :UInt32) -> ();
+  sink @5 () -> (sink :Sink);
 }
 
 interface Callback {
   ping @0 () -> ();
+}
+
+# The `stream` workload: chunks written as a stream, then the total.
+interface Sink {
+  write @0 (data :Data) -> stream;
+  done @1 () -> (bytes :UInt64);
 }

@@ -183,8 +183,13 @@ where
         }
         .start(),
     };
-    let id = NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed);
+    let id = next_object_id();
     (Capability::local(Box::new(addr), id), id)
+}
+
+/// A new local object identity.
+pub(crate) fn next_object_id() -> u64 {
+    NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 /// An idle actor of this thread's pool that still runs (the pool outlives

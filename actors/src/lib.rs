@@ -34,6 +34,7 @@ mod hooks;
 mod payload;
 mod placeholder;
 mod question;
+mod reconnect;
 mod request;
 mod server;
 mod server_set;
@@ -51,6 +52,7 @@ pub use conn::{
 };
 pub use endpoint::{Endpoint, IntoEndpoint, PeerAddr};
 pub use export::new_client;
+pub use reconnect::{Reconnect, ReconnectOptions, ReconnectStatus, Reconnecting};
 pub use request::Request;
 pub use server::{
     ConnInfo, ConnSnapshot, Server, ServerBuilder, ServerHandle, ServerSnapshot, Snapshot, Stop,

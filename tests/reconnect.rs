@@ -1,0 +1,274 @@
+//! The reconnecting client: one capability that stays valid while its
+//! server is stopped and started again, calls that wait for a connection
+//! or fail `disconnected` as configured, and streaming calls through it.
+
+mod support;
+
+#[allow(dead_code, clippy::all)]
+mod bench_capnp {
+    include!(concat!(env!("OUT_DIR"), "/bench_capnp.rs"));
+}
+
+use capnp_actix::{within, Capability, Reconnect, ReconnectOptions, Server, ServerHandle};
+use std::cell::Cell;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use support::test_capnp;
+use support::{Tally, TestImpl};
+use test_capnp::test;
+
+/// Runs `f` in a fresh actix system, failing after 30 s.
+fn run<F: Future<Output = ()>>(f: F) {
+    actix::System::new().block_on(async {
+        actix_rt::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("the test timed out")
+    });
+}
+
+/// A loopback endpoint nobody listens on (yet).
+fn free_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
+
+async fn test_server(endpoint: &str, tally: &Tally) -> ServerHandle {
+    Server::builder()
+        .listen(endpoint)
+        .unwrap()
+        .workers(1)
+        .main_interface(Capability::from_server::<test::Client, _>(TestImpl::new(
+            tally,
+        )))
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn echo(client: &test::Client, text: &str) -> Result<String, capnp::Error> {
+    let mut request = client.echo_request();
+    request.get().set_text(text);
+    // No call may hang, whatever the connection does.
+    let reply = within(Duration::from_secs(10), request.send().promise).await?;
+    Ok(reply.get()?.get_text()?.to_string()?)
+}
+
+fn fast() -> ReconnectOptions {
+    ReconnectOptions::new().backoff(Duration::from_millis(10), Duration::from_millis(100))
+}
+
+#[test]
+fn a_reconnecting_client_recovers_when_its_server_stops_and_starts_again_mid_calls() {
+    run(async {
+        let endpoint = free_endpoint();
+        let tally = Tally::default();
+        let server = test_server(&endpoint, &tally).await;
+        let client = Reconnect::start(
+            endpoint.as_str(),
+            fast().wait_while_down(Duration::from_secs(10)),
+        )
+        .unwrap();
+        let calls: test::Client = client.bootstrap();
+        assert_eq!(echo(&calls, "one").await.unwrap(), "one");
+
+        // Calls in flight when the server goes fail `disconnected`.
+        let hung = calls.hang_request().send().promise;
+        server.stop(Duration::ZERO).await;
+        let cut = within(Duration::from_secs(10), hung).await.err().unwrap();
+        assert_eq!(cut.kind, capnp::ErrorKind::Disconnected, "{cut}");
+
+        // Calls made while it is down wait for the next connection, in
+        // order, on the same capability.
+        let waiting: Vec<_> = (0..5)
+            .map(|i| {
+                let calls = calls.clone();
+                actix_rt::spawn(async move { echo(&calls, &format!("w{i}")).await })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client.status().await.unwrap().waiting < 5 {
+            assert!(Instant::now() < deadline, "the calls did not wait");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!client.status().await.unwrap().connected);
+        let restarted = test_server(&endpoint, &tally).await;
+        for (i, call) in waiting.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap().unwrap(), format!("w{i}"));
+        }
+        let status = client.status().await.unwrap();
+        assert!(status.connected);
+        assert_eq!(status.connections, 2);
+        assert_eq!(echo(&calls, "two").await.unwrap(), "two");
+
+        client.close().await;
+        let closed = echo(&calls, "closed").await.err().unwrap();
+        assert!(closed.to_string().contains("closed"), "{closed}");
+        restarted.stop(Duration::ZERO).await;
+    });
+}
+
+#[test]
+fn calls_keep_going_through_repeated_restarts_and_none_hangs() {
+    run(async {
+        let endpoint = free_endpoint();
+        let tally = Tally::default();
+        let client = Reconnect::start(
+            endpoint.as_str(),
+            fast().wait_while_down(Duration::from_secs(10)),
+        )
+        .unwrap();
+        let calls: test::Client = client.bootstrap();
+        let ok = Rc::new(Cell::new(0u32));
+        let failed = Rc::new(Cell::new(0u32));
+        let running = Rc::new(Cell::new(true));
+        // A caller that keeps calling while the server comes and goes.
+        let caller = {
+            let (ok, failed, running) = (ok.clone(), failed.clone(), running.clone());
+            actix_rt::spawn(async move {
+                while running.get() {
+                    match echo(&calls, "x").await {
+                        Ok(_) => ok.set(ok.get() + 1),
+                        Err(e) => {
+                            assert_eq!(e.kind, capnp::ErrorKind::Disconnected, "{e}");
+                            failed.set(failed.get() + 1)
+                        }
+                    }
+                }
+            })
+        };
+        for _ in 0..3 {
+            let server = test_server(&endpoint, &tally).await;
+            let before = ok.get();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while ok.get() < before + 20 {
+                assert!(Instant::now() < deadline, "no calls got through");
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            server.stop(Duration::ZERO).await;
+            actix_rt::time::sleep(Duration::from_millis(30)).await;
+        }
+        running.set(false);
+        let server = test_server(&endpoint, &tally).await;
+        caller.await.unwrap();
+        assert!(ok.get() >= 60);
+        // At most the call in flight at each stop failed.
+        assert!(failed.get() <= 3, "{} calls failed", failed.get());
+        assert_eq!(client.status().await.unwrap().connections, 4);
+        server.stop(Duration::ZERO).await;
+    });
+}
+
+#[test]
+fn while_down_calls_fail_disconnected_after_the_wait_or_at_once() {
+    run(async {
+        let endpoint = free_endpoint();
+        let waits = Reconnect::start(
+            endpoint.as_str(),
+            fast().wait_while_down(Duration::from_millis(150)),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let err = echo(&waits.bootstrap(), "nobody").await.err().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(err.kind, capnp::ErrorKind::Disconnected);
+        assert!(
+            err.to_string()
+                .contains(&format!("not connected to {endpoint}")),
+            "{err}"
+        );
+        assert!(waits.status().await.unwrap().failures >= 1);
+
+        let fails_fast =
+            Reconnect::start(endpoint.as_str(), fast().wait_while_down(Duration::ZERO)).unwrap();
+        let started = Instant::now();
+        let err = echo(&fails_fast.bootstrap(), "nobody").await.err().unwrap();
+        assert!(started.elapsed() < Duration::from_millis(150));
+        assert_eq!(err.kind, capnp::ErrorKind::Disconnected);
+    });
+}
+
+/// A `Bench` whose sinks count the bytes written to them.
+struct BenchImpl;
+
+impl bench_capnp::bench::Server for BenchImpl {
+    async fn sink(
+        self: Rc<Self>,
+        _: bench_capnp::bench::SinkParams,
+        mut results: bench_capnp::bench::SinkResults,
+    ) -> Result<(), capnp::Error> {
+        results
+            .get()
+            .set_sink(capnp_actix::new_client(SinkImpl(Cell::new(0))));
+        Ok(())
+    }
+}
+
+struct SinkImpl(Cell<u64>);
+
+impl bench_capnp::sink::Server for SinkImpl {
+    async fn write(
+        self: Rc<Self>,
+        params: bench_capnp::sink::WriteParams,
+    ) -> Result<(), capnp::Error> {
+        self.0
+            .set(self.0.get() + params.get()?.get_data()?.len() as u64);
+        Ok(())
+    }
+
+    async fn done(
+        self: Rc<Self>,
+        _: bench_capnp::sink::DoneParams,
+        mut results: bench_capnp::sink::DoneResults,
+    ) -> Result<(), capnp::Error> {
+        results.get().set_bytes(self.0.get());
+        Ok(())
+    }
+}
+
+/// Streams `chunks` chunks of 1,000 bytes into a new sink of `bench`, and
+/// gives what the sink counted.
+async fn stream(bench: &bench_capnp::bench::Client, chunks: usize) -> Result<u64, capnp::Error> {
+    let sink = bench.sink_request().send().pipeline.get_sink();
+    for _ in 0..chunks {
+        let mut write = sink.write_request();
+        write.get().set_data(&[7; 1000]);
+        within(Duration::from_secs(10), write.send()).await?;
+    }
+    let done = within(Duration::from_secs(10), sink.done_request().send().promise).await?;
+    Ok(done.get()?.get_bytes())
+}
+
+#[test]
+fn streaming_calls_go_through_a_reconnecting_client() {
+    run(async {
+        let endpoint = free_endpoint();
+        let start = || async {
+            Server::builder()
+                .listen(endpoint.as_str())
+                .unwrap()
+                .workers(1)
+                .bootstrap_factory(|_| {
+                    Capability::from_server::<bench_capnp::bench::Client, _>(BenchImpl)
+                })
+                .start()
+                .await
+                .unwrap()
+        };
+        let server = start().await;
+        let client = Reconnect::start(endpoint.as_str(), fast()).unwrap();
+        let bench: bench_capnp::bench::Client = client.bootstrap();
+        assert_eq!(stream(&bench, 20).await.unwrap(), 20_000);
+        server.stop(Duration::ZERO).await;
+        // (Once the client has seen the connection end: a call made before
+        // would go to the old connection, and fail.)
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client.status().await.unwrap().connected {
+            assert!(Instant::now() < deadline, "the end went unnoticed");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let server = start().await;
+        assert_eq!(stream(&bench, 30).await.unwrap(), 30_000);
+        server.stop(Duration::ZERO).await;
+    });
+}
