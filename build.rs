@@ -11,6 +11,7 @@ const SCHEMAS: &[&str] = &[
     "schema/stream.capnp",
     "schema/test.capnp",
     "schema/calculator.capnp",
+    "schema/work.capnp",
 ];
 
 /// Schemas with streaming methods (`-> stream`): the compiler imports the

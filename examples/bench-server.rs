@@ -1,16 +1,18 @@
 //! The benchmark server on capnp-actix; it keeps the cross-implementation
 //! benchmark contract, `../shared/bench/CONTRACT.md`.
 //!
-//! `bench-server HOST:PORT` listens on HOST:PORT (PORT 0 picks a free
+//! `bench-server [--workers N] HOST:PORT` listens on HOST:PORT (PORT 0 picks a free
 //! port), prints `listening HOST:PORT` with the bound port on stdout, and
 //! serves every TCP connection a fresh `Bench` (`schema/bench.capnp`) as its
 //! bootstrap capability: `echo`, `noop`, `next` (a new `Bench`), `add`
 //! (wrapping), and `callMeBack` (pings the client's callback `count` times,
 //! one at a time).
 //!
-//! Everything runs on one event-loop thread (`#[actix::main]`). A
-//! connection that fails ends alone, logged on stderr; the server runs until
-//! killed. It installs no signal handler: SIGTERM's default action ends the
+//! Everything runs on one event-loop thread (`#[actix::main]`), with a
+//! hand-written accept loop; or, with `--workers N`, on a
+//! `capnp_actix::Server` with N worker threads (accepting on the main
+//! thread). A connection that fails ends alone, logged on stderr; the
+//! server runs until killed. It installs no signal handler: SIGTERM's default action ends the
 //! process at once, as the contract requires.
 //!
 //! Run it with the benchmark runner (see `bench/impls.json`), or by hand:
@@ -24,7 +26,7 @@ mod bench;
 // The generated code names its types `crate::bench_capnp::...`.
 use bench::bench_capnp;
 use bench_capnp::{bench as bench_if, callback};
-use capnp_actix::{Capability, ConnActor, ConnOptions, ErrorKind, Watch};
+use capnp_actix::{Capability, ConnActor, ConnOptions, Endpoint, ErrorKind, Server, Watch};
 use std::future::Future;
 use std::io::Write;
 use std::rc::Rc;
@@ -114,15 +116,60 @@ fn log_end(conn: &actix::Addr<ConnActor>) -> impl Future<Output = ()> {
 #[actix::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (addr, host) = match args.as_slice() {
-        [addr] => match bench::split_host_port(addr) {
-            Some((host, _)) => (addr.clone(), host.to_string()),
-            None => usage(&format!("expected HOST:PORT, got {addr:?}")),
+    let (workers, addr) = match args.as_slice() {
+        [addr] => (None, addr.clone()),
+        [flag, n, addr] if flag == "--workers" => match n.parse::<usize>() {
+            Ok(n) if n > 0 => (Some(n), addr.clone()),
+            _ => usage(&format!("expected a number of workers, got {n:?}")),
         },
-        _ => usage("expected one argument"),
+        _ => usage("expected [--workers N] HOST:PORT"),
     };
+    let host = match bench::split_host_port(&addr) {
+        Some((host, _)) => host.to_string(),
+        None => usage(&format!("expected HOST:PORT, got {addr:?}")),
+    };
+    match workers {
+        None => serve_here(&addr, &host).await,
+        Some(workers) => serve_on_workers(&addr, &host, workers).await,
+    }
+}
 
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
+/// Prints the contract's `listening HOST:PORT` line.
+fn announce(host: &str, port: u16) {
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "listening {host}:{port}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        std::process::exit(1);
+    }
+}
+
+/// The `Server`, with its connections on `workers` worker threads (the
+/// accept loop stays on the main thread).
+async fn serve_on_workers(addr: &str, host: &str, workers: usize) {
+    let server = Server::builder()
+        .listen(addr)
+        .unwrap_or_else(|e| usage(&e.to_string()))
+        .workers(workers)
+        .bootstrap_factory(|_| Capability::from_server::<bench_if::Client, _>(BenchImpl))
+        .start()
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("bench-server: {e}");
+            std::process::exit(1);
+        });
+    let port = match &server.endpoints()[0] {
+        Endpoint::Tcp(bound) => bench::split_host_port(bound).map(|(_, port)| port),
+        Endpoint::Unix(_) => None,
+    };
+    announce(host, port.unwrap_or(0));
+    server.stopped().await;
+}
+
+/// Everything on this one thread, with a hand-written accept loop.
+async fn serve_here(addr: &str, host: &str) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {
             eprintln!("bench-server: cannot listen on {addr}: {e}");
@@ -136,15 +183,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    {
-        let mut stdout = std::io::stdout().lock();
-        if writeln!(stdout, "listening {host}:{port}")
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
-            std::process::exit(1);
-        }
-    }
+    announce(host, port);
 
     // A fresh Bench for every connection; the factory runs on the
     // connection's arbiter (here, the only one).
@@ -167,6 +206,6 @@ async fn main() {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("bench-server: {problem}\nusage: bench-server HOST:PORT");
+    eprintln!("bench-server: {problem}\nusage: bench-server [--workers N] HOST:PORT");
     std::process::exit(2);
 }

@@ -954,7 +954,7 @@ impl Future for PendingCall {
 /// The results of a call.
 ///
 /// ```
-/// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix_proto::Error> {
+/// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix::Error> {
 /// let response = pending.await?;
 /// let text: capnp::text::Reader = response.content()?.get_as()?;
 /// # Ok(()) }
@@ -972,7 +972,7 @@ impl Response {
     /// response types instead).
     ///
     /// ```
-    /// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix_proto::Error> {
+    /// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix::Error> {
     /// let response = pending.await?;
     /// assert!(!response.content()?.is_null());
     /// # Ok(()) }
@@ -985,7 +985,7 @@ impl Response {
     /// root struct).
     ///
     /// ```
-    /// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix_proto::Error> {
+    /// # async fn f(pending: capnp_actix::PendingCall) -> Result<(), capnp_actix::Error> {
     /// let response = pending.await?;
     /// let first = response.cap(&[0]);
     /// # Ok(()) }

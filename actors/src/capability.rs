@@ -35,7 +35,7 @@ thread_local! {
 ///
 /// ```
 /// use capnp_actix::Capability;
-/// use capnp_actix_proto::Error;
+/// use capnp_actix::Error;
 /// let broken = Capability::broken(Error::failed("gone"));
 /// let copy = broken.clone();
 /// fn is_send_sync<T: Send + Sync>(_: &T) {}
@@ -131,7 +131,7 @@ impl Capability {
     ///
     /// ```
     /// use capnp_actix::Capability;
-    /// let cap = Capability::broken(capnp_actix_proto::Error::failed("no"));
+    /// let cap = Capability::broken(capnp_actix::Error::failed("no"));
     /// assert!(!cap.is_null());
     /// ```
     pub fn broken(error: Error) -> Capability {
