@@ -1,26 +1,39 @@
 //! Cap'n Proto RPC on the Actix actor framework.
 //!
-//! A [`ConnActor`] runs one connection. Ask it for the peer's bootstrap
-//! capability with the [`Bootstrap`] message, call capabilities through
-//! capnpc-generated clients (convert with [`Capability::client`]) or
-//! untyped with [`Capability::new_call`], and host your own objects with
-//! [`new_client`] / [`Capability::from_server`].
+//! - **Serve**: a [`Server`] listens on TCP and Unix endpoints and runs
+//!   each connection on one of its worker arbiters; its bootstrap is one
+//!   shared main interface or a capability made per connection. It stops
+//!   gracefully, and tells of its connections ([`ServerSnapshot`]).
+//! - **Call**: [`connect`] gives a connection and its typed bootstrap
+//!   client; [`Reconnect`] keeps one capability valid across reconnects;
+//!   [`within`], [`PendingCall::timeout`] and [`ConnOptions::call_timeout`]
+//!   bound how long calls take.
+//! - **Host objects**: [`new_client`] and [`Capability::from_server`] run
+//!   a capnpc-generated server as an actor; [`Capability`] is `Send +
+//!   Sync` and converts to and from generated clients.
+//! - **Underneath**: a [`ConnActor`] runs one connection over any byte
+//!   stream, with its [`ConnOptions`] and limits.
 //!
 //! ```
-//! use capnp_actix::{Bootstrap, Capability, ConnActor, ConnOptions};
+//! use capnp_actix::{Capability, Server};
 //! # actix::System::new().block_on(async {
-//! // Two connected vats in one process; the server side serves nothing.
-//! let (client, _server) = ConnActor::pair(ConnOptions::new(), ConnOptions::new());
-//! let cap = client.send(Bootstrap).await.unwrap().unwrap();
-//! let err = cap.new_call(0x1234, 0).send().await.err().unwrap();
+//! // A server that serves nothing, and a client of it.
+//! let server = Server::builder().listen("127.0.0.1:0").unwrap().workers(1).start().await.unwrap();
+//! let (conn, peer) = capnp_actix::connect::<capnp::capability::Client>(&server.endpoints()[0])
+//!     .await
+//!     .unwrap();
+//! let err = Capability::from_client(&peer).new_call(0x1234, 0).send().await.err().unwrap();
 //! assert!(err.reason().contains("no bootstrap interface"));
+//! conn.close().await;
+//! server.stop(std::time::Duration::from_secs(1)).await;
 //! # });
 //! ```
 //!
-//! Inside, each outbound question, each inbound call (answer) and each
-//! hosted object runs as an actor of its own; they are not part of the
-//! API (nothing can be sent to them from outside), but
-//! [`live_actors`] counts them. ARCHITECTURE.md has the code map.
+//! docs/guide.md in the repository walks through a service. Inside, each
+//! outbound question, each inbound call (answer) and each hosted object
+//! runs as an actor of its own; they are not part of the API (nothing can
+//! be sent to them from outside), but [`live_actors`] counts them.
+//! ARCHITECTURE.md has the code map.
 #![warn(missing_docs)]
 
 mod answer;

@@ -104,8 +104,22 @@ impl ReconnectOptions {
     }
 }
 
-/// The reconnecting client's actor (see the module docs); start one with
+/// The reconnecting client's actor: it keeps a connection to one endpoint
+/// up, redialing with backoff, and forwards the calls made on its stable
+/// capability to the connection of the moment. Start one with
 /// [`Reconnect::start`].
+///
+/// ```
+/// # actix::System::new().block_on(async {
+/// use capnp_actix::{Reconnect, ReconnectOptions};
+/// // Nobody listens on port 1: calls fail at once with a zero wait.
+/// let client = Reconnect::start("127.0.0.1:1", ReconnectOptions::new()
+///     .wait_while_down(std::time::Duration::ZERO)).unwrap();
+/// let err = client.capability().new_call(1, 0).send().await.err().unwrap();
+/// assert_eq!(err.kind(), capnp_actix::ErrorKind::Disconnected);
+/// client.close().await;
+/// # });
+/// ```
 pub struct Reconnect {
     endpoint: Endpoint,
     options: ReconnectOptions,

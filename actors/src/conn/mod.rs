@@ -273,7 +273,21 @@ pub(crate) struct ImportEntry {
     pub(crate) promise: Option<Weak<PromiseImport>>,
 }
 
-/// The actor of one connection.
+/// The actor of one connection: it owns the transport and the protocol
+/// state, and carries out what the protocol core decides. Start one over a
+/// byte stream ([`ConnActor::start`], [`ConnActor::from_tcp`],
+/// [`ConnActor::from_unix`]), or let a [`crate::Server`] or
+/// [`crate::connect`] do it; wrap its address in a [`crate::Connection`]
+/// for a handle with one error type.
+///
+/// ```
+/// use capnp_actix::{ConnActor, ConnOptions, Stats};
+/// # actix::System::new().block_on(async {
+/// let (client, _server) = ConnActor::pair(ConnOptions::new(), ConnOptions::new());
+/// let stats = client.send(Stats).await.unwrap();
+/// assert_eq!(stats.calls_out, 0);
+/// # });
+/// ```
 pub struct ConnActor {
     /// This connection's id (logs, and telling imports apart).
     pub(crate) id: u64,

@@ -58,18 +58,38 @@ impl Default for ConnOptions {
 }
 
 /// The default of [`ConnOptions::send_buffer_size`]: 64 MiB.
+///
+/// ```
+/// assert_eq!(capnp_actix::DEFAULT_SEND_BUFFER_SIZE, 64 << 20);
+/// ```
 pub const DEFAULT_SEND_BUFFER_SIZE: usize = 64 << 20;
 
 /// The default of [`ConnOptions::flow_limit`]: 64 MiB.
+///
+/// ```
+/// assert_eq!(capnp_actix::DEFAULT_FLOW_LIMIT, 64 << 20);
+/// ```
 pub const DEFAULT_FLOW_LIMIT: usize = 64 << 20;
 
 /// The default of [`ConnOptions::max_answers`].
+///
+/// ```
+/// assert_eq!(capnp_actix::DEFAULT_MAX_ANSWERS, 65536);
+/// ```
 pub const DEFAULT_MAX_ANSWERS: usize = 65536;
 
 /// The default of [`ConnOptions::max_imports`].
+///
+/// ```
+/// assert_eq!(capnp_actix::DEFAULT_MAX_IMPORTS, 65536);
+/// ```
 pub const DEFAULT_MAX_IMPORTS: usize = 65536;
 
 /// The default of [`ConnOptions::max_pipelined`].
+///
+/// ```
+/// assert_eq!(capnp_actix::DEFAULT_MAX_PIPELINED, 16384);
+/// ```
 pub const DEFAULT_MAX_PIPELINED: usize = 16384;
 
 impl ConnOptions {

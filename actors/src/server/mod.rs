@@ -37,6 +37,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The default of [`ServerBuilder::max_connections`].
+///
+/// ```
+/// assert_eq!(capnp_actix::DEFAULT_MAX_CONNECTIONS, 10_000);
+/// ```
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Makes a connection's bootstrap capability from who connected.
@@ -393,8 +397,23 @@ struct Stopping {
     deadline: Instant,
 }
 
-/// The server actor (see the module docs). Build one with
-/// [`Server::builder`].
+/// The server actor: it accepts, hands each connection to a worker
+/// arbiter, knows the live ones, and stops gracefully. Build one with
+/// [`Server::builder`]; talk to it through its [`ServerHandle`] (or send
+/// [`Snapshot`] and [`Stop`] to its address).
+///
+/// ```
+/// # actix::System::new().block_on(async {
+/// let server = capnp_actix::Server::builder()
+///     .listen("127.0.0.1:0").unwrap()
+///     .workers(1)
+///     .start().await.unwrap();
+/// let addr: &actix::Addr<capnp_actix::Server> = server.actor();
+/// let snapshot = addr.send(capnp_actix::Snapshot).await.unwrap();
+/// assert_eq!((snapshot.workers, snapshot.accepted), (1, 0));
+/// server.stop(std::time::Duration::ZERO).await;
+/// # });
+/// ```
 pub struct Server {
     endpoints: Vec<Endpoint>,
     workers: Vec<Worker>,
