@@ -5,6 +5,11 @@
 mod support;
 
 #[allow(dead_code, clippy::all)]
+mod calculator_capnp {
+    include!(concat!(env!("OUT_DIR"), "/calculator_capnp.rs"));
+}
+
+#[allow(dead_code, clippy::all)]
 mod bench_capnp {
     include!(concat!(env!("OUT_DIR"), "/bench_capnp.rs"));
 }
@@ -270,5 +275,110 @@ fn streaming_calls_go_through_a_reconnecting_client() {
         let server = start().await;
         assert_eq!(stream(&bench, 30).await.unwrap(), 30_000);
         server.stop(Duration::ZERO).await;
+    });
+}
+
+/// `calculator-server` as a child process on `endpoint`, killed when
+/// dropped.
+struct CalculatorServer(std::process::Child);
+
+impl CalculatorServer {
+    fn start(endpoint: &str) -> CalculatorServer {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().unwrap();
+        let path = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples")
+            .join("calculator-server");
+        let mut child = std::process::Command::new(&path)
+            .args([endpoint, "--workers", "1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {} (built by cargo test): {e}", path.display()));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), format!("listening on {endpoint}"));
+        CalculatorServer(child)
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for CalculatorServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Evaluates the literal `value` on `calc`, bounded in time.
+async fn evaluate(
+    calc: &calculator_capnp::calculator::Client,
+    value: f64,
+) -> Result<f64, capnp::Error> {
+    let mut request = calc.evaluate_request();
+    request.get().init_expression().set_literal(value);
+    let read = request
+        .send()
+        .pipeline
+        .get_value()
+        .read_request()
+        .send()
+        .promise;
+    let reply = within(Duration::from_secs(10), read).await?;
+    Ok(reply.get()?.get_value())
+}
+
+#[test]
+fn a_reconnecting_client_recovers_when_its_server_process_is_killed_and_restarted() {
+    run(async {
+        let endpoint = free_endpoint();
+        let server = CalculatorServer::start(&endpoint);
+        let client = Reconnect::start(
+            endpoint.as_str(),
+            fast().wait_while_down(Duration::from_secs(10)),
+        )
+        .unwrap();
+        let calc: calculator_capnp::calculator::Client = client.bootstrap();
+        assert_eq!(evaluate(&calc, 1.0).await.unwrap(), 1.0);
+
+        // Killed mid-calls: a burst in flight, then SIGKILL.
+        let in_flight: Vec<_> = (0..20)
+            .map(|i| {
+                let calc = calc.clone();
+                actix_rt::spawn(async move { evaluate(&calc, i as f64).await })
+            })
+            .collect();
+        server.kill();
+        for (i, call) in in_flight.into_iter().enumerate() {
+            match call.await.unwrap() {
+                Ok(value) => assert_eq!(value, i as f64),
+                Err(e) => assert_eq!(e.kind, capnp::ErrorKind::Disconnected, "{e}"),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client.status().await.unwrap().connected {
+            assert!(Instant::now() < deadline, "the kill went unnoticed");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Calls made while it is dead wait for the new process.
+        let waiting = {
+            let calc = calc.clone();
+            actix_rt::spawn(async move { evaluate(&calc, 42.0).await })
+        };
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        let _restarted = CalculatorServer::start(&endpoint);
+        assert_eq!(waiting.await.unwrap().unwrap(), 42.0);
+        assert_eq!(evaluate(&calc, 7.0).await.unwrap(), 7.0);
+        assert_eq!(client.status().await.unwrap().connections, 2);
     });
 }
