@@ -21,9 +21,9 @@ use crate::capability::Capability;
 use crate::hooks::{capabilities_of, client_hook, BuiltResults, ParamsHookImpl, ResultsHookImpl};
 use crate::payload::{Body, Payload};
 use crate::stats;
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture};
 use capnp::any_pointer;
-use capnp::capability::{FromServer, Params, Promise, Results};
+use capnp::capability::{DispatchCallResult, FromServer, Params, Results};
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
 use futures::future::{select, Either};
@@ -44,7 +44,7 @@ trait HostedServer {
         method_id: u16,
         params: Params<any_pointer::Owned>,
         results: Results<any_pointer::Owned>,
-    ) -> Promise<(), capnp::Error>;
+    ) -> DispatchCallResult;
 }
 
 impl<D: capnp::capability::Server + Clone> HostedServer for D {
@@ -54,10 +54,9 @@ impl<D: capnp::capability::Server + Clone> HostedServer for D {
         method_id: u16,
         params: Params<any_pointer::Owned>,
         results: Results<any_pointer::Owned>,
-    ) -> Promise<(), capnp::Error> {
+    ) -> DispatchCallResult {
         self.clone()
             .dispatch_call(interface_id, method_id, params, results)
-            .promise
     }
 }
 
@@ -87,6 +86,25 @@ struct Hosted {
 pub(crate) struct ExportActor {
     /// The object, if it hosts one.
     slot: Rc<Slot>,
+    /// Its streaming calls, one at a time.
+    stream: StreamOrder,
+}
+
+/// How an object's streaming calls (`-> stream`) run, as the C++
+/// reference runs them: one at a time, in arrival order; a call that
+/// arrives while one runs (streaming or not) waits for it; once one fails,
+/// every later call fails with its error.
+#[derive(Default)]
+struct StreamOrder {
+    /// A streaming call runs.
+    running: bool,
+    /// Calls that came while it ran, in order.
+    blocked: std::collections::VecDeque<Deliver>,
+    /// The error of the streaming call that failed.
+    broken: Option<Error>,
+    /// The object's last reference went while calls were blocked: it goes
+    /// once they have run.
+    unhost: bool,
 }
 
 impl Actor for ExportActor {
@@ -116,6 +134,18 @@ impl Handler<Unhost> for ExportActor {
     type Result = ();
 
     fn handle(&mut self, _msg: Unhost, ctx: &mut Context<Self>) {
+        if self.stream.running || !self.stream.blocked.is_empty() {
+            self.stream.unhost = true; // after the calls made before
+            return;
+        }
+        self.unhost(ctx);
+    }
+}
+
+impl ExportActor {
+    /// Drops the object; the actor waits for the next one.
+    fn unhost(&mut self, ctx: &mut Context<Self>) {
+        self.stream = StreamOrder::default();
         // Dropped outside the borrow: a server's drop may make or drop
         // other objects.
         let hosted = self.slot.0.borrow_mut().take();
@@ -180,6 +210,7 @@ where
         }
         None => ExportActor {
             slot: Rc::new(Slot(RefCell::new(Some(hosted)))),
+            stream: StreamOrder::default(),
         }
         .start(),
     };
@@ -211,8 +242,19 @@ fn idle_actor() -> Option<(Addr<ExportActor>, Rc<Slot>)> {
 impl Handler<Deliver> for ExportActor {
     type Result = ();
 
-    fn handle(&mut self, mut msg: Deliver, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         crate::stats::worked();
+        if self.stream.running || !self.stream.blocked.is_empty() {
+            self.stream.blocked.push_back(msg);
+            return;
+        }
+        self.run(msg, ctx);
+    }
+}
+
+impl ExportActor {
+    /// Runs one call on the object.
+    fn run(&mut self, mut msg: Deliver, ctx: &mut Context<Self>) {
         let Some(call) = msg.call.take() else {
             return;
         };
@@ -230,6 +272,12 @@ impl Handler<Deliver> for ExportActor {
             answer_id,
             state.clone(),
         )));
+        if let Some(broken) = &self.stream.broken {
+            if let Some(state) = state.upgrade() {
+                state.resolve(Err(broken.clone()));
+            }
+            return;
+        }
         let work = {
             let hosted = self.slot.0.borrow();
             hosted.as_ref().map(|hosted| {
@@ -239,7 +287,11 @@ impl Handler<Deliver> for ExportActor {
             })
         };
         // (Only a reference made the call, so the object is there.)
-        let Some(mut work) = work else {
+        let Some(DispatchCallResult {
+            promise: mut work,
+            is_streaming,
+        }) = work
+        else {
             if let Some(state) = state.upgrade() {
                 state.resolve(Err(Error::disconnected("the object is gone")));
             }
@@ -255,6 +307,31 @@ impl Handler<Deliver> for ExportActor {
             let Some(cancel) = state.upgrade().map(|state| state.guard_local()) else {
                 return; // the caller lost interest meanwhile: dropping `work` stops it
             };
+            if is_streaming {
+                // The next calls wait for this one (run by the actor, so
+                // that its end unblocks them).
+                self.stream.running = true;
+                let running = async move {
+                    match select(work, cancel).await {
+                        Either::Left((outcome, _)) => {
+                            let result = finish(outcome, done_rx.await.ok(), return_for);
+                            if let Some(state) = state.upgrade() {
+                                state.resolve(result.clone());
+                            }
+                            result.err()
+                        }
+                        Either::Right(_) => None, // cancelled: not a failure
+                    }
+                };
+                ctx.spawn(running.into_actor(self).map(|failed, actor, ctx| {
+                    actor.stream.running = false;
+                    if actor.stream.broken.is_none() {
+                        actor.stream.broken = failed;
+                    }
+                    actor.unblock(ctx);
+                }));
+                return;
+            }
             actix_rt::spawn(async move {
                 let outcome = match select(work, cancel).await {
                     Either::Left((outcome, _)) => outcome,
@@ -270,6 +347,11 @@ impl Handler<Deliver> for ExportActor {
         // The work is done, so its results object is normally dropped (and
         // the results sent) by now; if the server kept it, wait for it.
         drop(work);
+        if is_streaming && self.stream.broken.is_none() {
+            if let Err(e) = &outcome {
+                self.stream.broken = Some(Error::from(e.clone()));
+            }
+        }
         let mut done_rx = done_rx;
         match done_rx.try_recv() {
             Ok(None) => {
@@ -285,6 +367,21 @@ impl Handler<Deliver> for ExportActor {
                     state.resolve(finish(outcome, built.ok().flatten(), return_for));
                 }
             }
+        }
+    }
+
+    /// A streaming call ended: the calls that waited for it run, in order,
+    /// until the next streaming one (or the object goes, if its last
+    /// reference did meanwhile).
+    fn unblock(&mut self, ctx: &mut Context<Self>) {
+        while !self.stream.running {
+            let Some(next) = self.stream.blocked.pop_front() else {
+                break;
+            };
+            self.run(next, ctx);
+        }
+        if !self.stream.running && self.stream.unhost {
+            self.unhost(ctx);
         }
     }
 }
