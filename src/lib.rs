@@ -17,6 +17,8 @@
 //!   `Disembargo` is reflected), embargo ids and what waits on each.
 //! - [`flow`]: the flow limit on inbound calls, as a gate every inbound
 //!   message passes (park, refuse, or go now).
+//! - [`stream`]: the caller's side of streaming calls: the window of
+//!   bytes in flight ([`stream::FlowController`]) and the first failure.
 //! - [`message`]: builders for every message the runtime sends.
 //! - [`rpc_capnp`], [`rpc_twoparty_capnp`], [`stream_capnp`]: code generated
 //!   from the project's copies of the RPC schemas in `schema/`.
@@ -30,6 +32,7 @@ pub mod flow;
 pub mod frame;
 pub mod message;
 pub mod segments;
+pub mod stream;
 pub mod table;
 
 /// Code generated from `schema/rpc.capnp` (protocol version 1.0).

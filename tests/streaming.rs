@@ -92,9 +92,12 @@ fn streaming_calls_to_one_object_run_one_at_a_time_in_arrival_order() {
             let seen = Rc::new(Seen::default());
             let (sink, _conn) = sink(remote, &seen).await;
             let writes: Vec<_> = (0..10).map(|i| write(&sink, i, 100)).collect();
-            for done in futures::future::join_all(writes).await {
-                done.unwrap();
+            for sent in futures::future::join_all(writes).await {
+                sent.unwrap();
             }
+            // (A send completes when the call goes out; an ordinary call
+            // after them returns once they have run.)
+            sink.done_request().send().promise.await.unwrap();
             assert_eq!(
                 *seen.order.borrow(),
                 (0..10).collect::<Vec<u8>>(),
@@ -137,11 +140,10 @@ fn after_a_streaming_call_fails_later_calls_on_the_object_fail_with_its_error() 
             let failing = write(&sink, 0, 0);
             let after = write(&sink, 2, 10);
             let done = sink.done_request().send().promise;
+            // (The sends complete as the calls go out, before they return.)
             first.await.unwrap();
-            let failed = failing.await.unwrap_err();
-            assert!(failed.to_string().contains("an empty write"), "{failed}");
-            let later = after.await.unwrap_err();
-            assert!(later.to_string().contains("an empty write"), "{later}");
+            failing.await.unwrap();
+            after.await.unwrap();
             let done = done.await.err().unwrap();
             assert!(done.to_string().contains("an empty write"), "{done}");
             assert_eq!(
@@ -151,4 +153,113 @@ fn after_a_streaming_call_fails_later_calls_on_the_object_fail_with_its_error() 
             );
         });
     }
+}
+
+/// A sink whose every write waits for a token.
+struct GatedSink(
+    futures::lock::Mutex<futures::channel::mpsc::UnboundedReceiver<()>>,
+    Rc<Seen>,
+);
+
+impl sink::Server for GatedSink {
+    async fn write(self: Rc<Self>, params: sink::WriteParams) -> Result<(), capnp::Error> {
+        use futures::StreamExt;
+        let data = params.get()?.get_data()?.to_vec();
+        let Some(&first) = data.first() else {
+            return Err(capnp::Error::failed("an empty write".into()));
+        };
+        self.1.order.borrow_mut().push(first);
+        let token = self.0.lock().await.next().await;
+        token.ok_or_else(|| capnp::Error::failed("no more tokens".into()))
+    }
+}
+
+/// A gated sink through a connection: the client, the token sender, what
+/// the sink saw, and the server's connection (for its counts).
+async fn gated() -> (
+    sink::Client,
+    futures::channel::mpsc::UnboundedSender<()>,
+    Rc<Seen>,
+    actix::Addr<ConnActor>,
+    Connection,
+) {
+    let (tokens, gate) = futures::channel::mpsc::unbounded();
+    let seen = Rc::new(Seen::default());
+    let local = Capability::from_server::<sink::Client, _>(GatedSink(
+        futures::lock::Mutex::new(gate),
+        seen.clone(),
+    ));
+    let (client, server) =
+        ConnActor::pair(ConnOptions::new(), ConnOptions::new().main_interface(local));
+    let conn = Connection::new(client);
+    let sink = conn.bootstrap::<sink::Client>().await.unwrap();
+    (sink, tokens, seen, server, conn)
+}
+
+// covers: P-15
+#[test]
+fn a_streaming_send_completes_when_the_window_has_room_not_when_the_call_returns() {
+    use futures::FutureExt;
+    run(async {
+        let (sink, tokens, seen, _server, _conn) = gated().await;
+        // Six writes of 10,000 bytes fit the 64 KiB window: each send
+        // completes at once, though no write has returned (none may, yet).
+        for i in 0..6 {
+            capnp_actix::within(Duration::from_secs(5), write(&sink, i, 10_000))
+                .await
+                .unwrap();
+        }
+        // The seventh does not fit: its send waits.
+        let mut seventh = write(&sink, 6, 10_000);
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            (&mut seventh).now_or_never().is_none(),
+            "the window is full"
+        );
+        // One write returns: room for it.
+        tokens.unbounded_send(()).unwrap();
+        capnp_actix::within(Duration::from_secs(5), seventh)
+            .await
+            .unwrap();
+        for _ in 0..6 {
+            tokens.unbounded_send(()).unwrap();
+        }
+        let done = sink.done_request().send().promise.await;
+        assert!(done.is_err(), "GatedSink has no done()");
+        assert_eq!(*seen.order.borrow(), (0..7).collect::<Vec<u8>>());
+    });
+}
+
+// covers: P-15
+#[test]
+fn after_a_streaming_call_fails_later_streaming_calls_fail_with_its_error_unsent() {
+    run(async {
+        let (sink, _tokens, _seen, server, _conn) = gated().await;
+        let failed = write(&sink, 0, 0).await; // admitted at once: it goes
+        assert!(failed.is_ok(), "a send completes before its call returns");
+        // Wait for its return (the server counts it as an exception sent).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while server
+            .send(capnp_actix::Stats)
+            .await
+            .unwrap()
+            .exceptions_sent
+            .failed
+            == 0
+        {
+            assert!(std::time::Instant::now() < deadline);
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+        let calls_before = server.send(capnp_actix::Stats).await.unwrap().calls_in;
+        for i in 1..4 {
+            let later = write(&sink, i, 10).await.unwrap_err();
+            assert!(later.to_string().contains("an empty write"), "{later}");
+        }
+        // And a clone of the client shares the failure.
+        let clone = sink.clone();
+        assert!(write(&clone, 9, 10).await.is_err());
+        let calls_after = server.send(capnp_actix::Stats).await.unwrap().calls_in;
+        assert_eq!(calls_after, calls_before, "the later calls were not sent");
+    });
 }

@@ -9,6 +9,7 @@ use crate::call::{CallState, PendingCall, Response};
 use crate::capability::Capability;
 use crate::payload::{Body, Payload};
 use crate::request::Request;
+use crate::stream::StreamSlot;
 use capnp::any_pointer;
 use capnp::capability::{FromClientHook, Promise, RemotePromise};
 use capnp::private::capability::{
@@ -24,6 +25,7 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
 thread_local! {
@@ -48,11 +50,22 @@ fn address_of(hook: &dyn ClientHook) -> usize {
 struct CapHook {
     /// The capability calls go to.
     cap: Capability,
+    /// Its streaming calls, shared with the hooks `add_ref` makes of it;
+    /// made at the first.
+    stream: RefCell<Option<Rc<StreamSlot>>>,
 }
 
 /// Wraps a capability as a capnp client hook.
 pub(crate) fn client_hook(cap: Capability) -> Box<dyn ClientHook> {
-    let hook = Box::new(CapHook { cap: cap.clone() });
+    hook_with(cap, None)
+}
+
+/// A hook for `cap` whose streaming calls go through `stream`.
+fn hook_with(cap: Capability, stream: Option<Rc<StreamSlot>>) -> Box<dyn ClientHook> {
+    let hook = Box::new(CapHook {
+        cap: cap.clone(),
+        stream: RefCell::new(stream),
+    });
     let address = &*hook as *const CapHook as usize;
     LIVE_HOOKS.with(|live| live.borrow_mut().insert(address, cap));
     hook
@@ -131,7 +144,7 @@ impl Capability {
 
 impl ClientHook for CapHook {
     fn add_ref(&self) -> Box<dyn ClientHook> {
-        client_hook(self.cap.clone())
+        hook_with(self.cap.clone(), Some(self.stream_slot()))
     }
 
     fn new_call(
@@ -140,11 +153,10 @@ impl ClientHook for CapHook {
         method_id: u16,
         _size_hint: Option<MessageSize>,
     ) -> capnp::capability::Request<any_pointer::Owned, any_pointer::Owned> {
-        capnp::capability::Request::new(Box::new(RequestHookImpl::new(
-            self.cap.clone(),
-            interface_id,
-            method_id,
-        )))
+        capnp::capability::Request::new(Box::new(RequestHookImpl {
+            request: self.cap.new_call(interface_id, method_id),
+            stream: self.stream_slot(),
+        }))
     }
 
     fn call(
@@ -156,14 +168,14 @@ impl ClientHook for CapHook {
     ) -> Promise<(), capnp::Error> {
         // Forwarding a call received by another hook: copy the params in,
         // the results out.
-        let mut request = RequestHookImpl::new(self.cap.clone(), interface_id, method_id);
+        let mut request = self.cap.new_call(interface_id, method_id);
         let copied = params
             .get()
-            .and_then(|content| request.get().set_as(content));
+            .and_then(|content| request.params().set_as(content));
         if let Err(e) = copied {
             return Promise::err(e);
         }
-        let pending = request.dispatch();
+        let pending = request.send();
         Promise::from_future(async move {
             let response = pending.await?;
             let hooks = cap_table(&response.payload.caps);
@@ -202,21 +214,31 @@ impl ClientHook for CapHook {
 
 /// A typed request under construction: an untyped [`Request`] behind
 /// capnp's hook.
-struct RequestHookImpl(Request);
+struct RequestHookImpl {
+    request: Request,
+    /// Where a streaming send goes: its client's slot.
+    stream: Rc<StreamSlot>,
+}
 
 impl RequestHookImpl {
-    fn new(target: Capability, interface_id: u64, method_id: u16) -> Self {
-        RequestHookImpl(target.new_call(interface_id, method_id))
-    }
-
     fn dispatch(self) -> PendingCall {
-        self.0.send()
+        self.request.send()
+    }
+}
+
+impl CapHook {
+    /// The client's streaming slot (made now if it has none yet).
+    fn stream_slot(&self) -> Rc<StreamSlot> {
+        self.stream
+            .borrow_mut()
+            .get_or_insert_with(StreamSlot::new)
+            .clone()
     }
 }
 
 impl RequestHook for RequestHookImpl {
     fn get(&mut self) -> any_pointer::Builder<'_> {
-        self.0.params()
+        self.request.params()
     }
 
     fn get_brand(&self) -> usize {
@@ -238,8 +260,9 @@ impl RequestHook for RequestHookImpl {
     }
 
     fn send_streaming(self: Box<Self>) -> Promise<(), capnp::Error> {
-        let pending = (*self).dispatch();
-        Promise::from_future(pending.map(|r| r.map(|_| ()).map_err(Into::into)))
+        let RequestHookImpl { request, stream } = *self;
+        let sent = crate::stream::send_streaming(&stream, request);
+        Promise::from_future(sent.map(|r| r.map_err(Into::into)))
     }
 
     fn tail_send(

@@ -52,6 +52,7 @@ mod request;
 mod server;
 mod server_set;
 mod stats;
+mod stream;
 
 pub use call::{within, PendingCall, Pipeline, Response};
 pub use capability::Capability;

@@ -79,6 +79,12 @@ impl Request {
         params_of(&mut self.message, &mut self.cap_table)
     }
 
+    /// The size of the call's message, in bytes (what a streaming call
+    /// counts against its window).
+    pub(crate) fn bytes(&self) -> usize {
+        capnp_actix_proto::frame::encoded_words(&self.message) * 8
+    }
+
     /// Sends the call. The result is a future of the response that also
     /// offers pipelined capabilities before the response arrives.
     ///

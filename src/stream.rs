@@ -1,0 +1,263 @@
+//! The caller's side of streaming calls (`-> stream`, P-15): how many
+//! bytes of a capability's streaming calls may be in flight (a
+//! [`FlowController`]), and the rule that the first failure of one fails
+//! every later one ([`Stream`]).
+//!
+//! A streaming call's send completes as soon as the window has room, not
+//! when the call returns: a `send, await, send` loop keeps the window full
+//! instead of paying a round trip per call. The window is counted in bytes
+//! of params (the calls' messages) sent and not yet returned.
+//!
+//! [`FixedWindow`] is what the peers do (capnp-rpc: 64 KiB). Time is given
+//! in as plain [`Instant`]s, so that controllers that measure round trips
+//! are tested without a clock.
+
+use crate::Error;
+use std::time::Instant;
+
+/// Decides how many bytes of streaming calls may be in flight.
+///
+/// ```
+/// use capnp_actix_proto::stream::{FixedWindow, FlowController};
+/// use std::time::Instant;
+/// let mut window = FixedWindow::new(1000);
+/// let now = Instant::now();
+/// assert!(window.has_room(600));
+/// window.sent(600, now);
+/// assert!(!window.has_room(600), "600 + 600 is over the window");
+/// window.returned(600, now, now);
+/// assert!(window.has_room(600));
+/// ```
+pub trait FlowController: Send {
+    /// Whether a call of `bytes` may go now. A call is never held back
+    /// when nothing is in flight, however large it is.
+    fn has_room(&self, bytes: usize) -> bool;
+    /// A call of `bytes` went out at `now`.
+    fn sent(&mut self, bytes: usize, now: Instant);
+    /// A call of `bytes`, sent at `sent`, returned at `now`.
+    fn returned(&mut self, bytes: usize, sent: Instant, now: Instant);
+    /// Bytes in flight.
+    fn in_flight(&self) -> usize;
+    /// The window now, in bytes.
+    fn window(&self) -> usize;
+}
+
+/// The default window of [`FixedWindow`]: 64 KiB, capnp-rpc's.
+pub const DEFAULT_WINDOW: usize = 64 * 1024;
+
+/// A window of a fixed number of bytes.
+///
+/// ```
+/// use capnp_actix_proto::stream::{FixedWindow, FlowController, DEFAULT_WINDOW};
+/// assert_eq!(FixedWindow::default().window(), DEFAULT_WINDOW);
+/// ```
+#[derive(Clone, Debug)]
+pub struct FixedWindow {
+    window: usize,
+    in_flight: usize,
+}
+
+impl FixedWindow {
+    /// A window of `bytes` (at least one byte).
+    ///
+    /// ```
+    /// use capnp_actix_proto::stream::{FixedWindow, FlowController};
+    /// assert_eq!(FixedWindow::new(4096).window(), 4096);
+    /// ```
+    pub fn new(bytes: usize) -> Self {
+        FixedWindow {
+            window: bytes.max(1),
+            in_flight: 0,
+        }
+    }
+}
+
+impl Default for FixedWindow {
+    fn default() -> Self {
+        FixedWindow::new(DEFAULT_WINDOW)
+    }
+}
+
+impl FlowController for FixedWindow {
+    fn has_room(&self, bytes: usize) -> bool {
+        self.in_flight == 0 || self.in_flight.saturating_add(bytes) <= self.window
+    }
+
+    fn sent(&mut self, bytes: usize, _now: Instant) {
+        self.in_flight = self.in_flight.saturating_add(bytes);
+    }
+
+    fn returned(&mut self, bytes: usize, _sent: Instant, _now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(bytes);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn window(&self) -> usize {
+        self.window
+    }
+}
+
+/// What a streaming call may do now.
+#[derive(Debug, PartialEq)]
+pub enum Admit {
+    /// Go: the window has room (it is counted in flight now).
+    Now,
+    /// Wait for a `Return` to make room, then ask again.
+    Wait,
+    /// Fail with this: an earlier streaming call on the capability failed.
+    Failed(Error),
+}
+
+/// One capability's streaming calls: its flow controller, and its first
+/// failure.
+///
+/// ```
+/// use capnp_actix_proto::stream::{Admit, FixedWindow, Stream};
+/// use capnp_actix_proto::Error;
+/// use std::time::Instant;
+/// let now = Instant::now();
+/// let mut stream = Stream::new(Box::new(FixedWindow::new(100)));
+/// assert_eq!(stream.admit(80, now), Admit::Now);
+/// assert_eq!(stream.admit(80, now), Admit::Wait);
+/// stream.returned(80, now, Err(&Error::failed("disk full")), now);
+/// // Everything after the failure fails with it.
+/// assert_eq!(stream.admit(80, now), Admit::Failed(Error::failed("disk full")));
+/// ```
+pub struct Stream {
+    controller: Box<dyn FlowController>,
+    failed: Option<Error>,
+}
+
+impl Stream {
+    /// A stream whose window `controller` keeps.
+    ///
+    /// ```
+    /// use capnp_actix_proto::stream::{FixedWindow, Stream};
+    /// let stream = Stream::new(Box::new(FixedWindow::default()));
+    /// ```
+    pub fn new(controller: Box<dyn FlowController>) -> Self {
+        Stream {
+            controller,
+            failed: None,
+        }
+    }
+
+    /// Whether a call of `bytes` may be sent at `now`; if it may, it is
+    /// counted as sent.
+    ///
+    /// ```
+    /// use capnp_actix_proto::stream::{Admit, FixedWindow, Stream};
+    /// let mut stream = Stream::new(Box::new(FixedWindow::new(10)));
+    /// // A call larger than the window goes when nothing is in flight.
+    /// assert_eq!(stream.admit(50, std::time::Instant::now()), Admit::Now);
+    /// ```
+    pub fn admit(&mut self, bytes: usize, now: Instant) -> Admit {
+        if let Some(e) = &self.failed {
+            return Admit::Failed(e.clone());
+        }
+        if !self.controller.has_room(bytes) {
+            return Admit::Wait;
+        }
+        self.controller.sent(bytes, now);
+        Admit::Now
+    }
+
+    /// A call of `bytes` admitted at `sent` returned at `now` with
+    /// `outcome`; the first failure is kept.
+    ///
+    /// ```
+    /// use capnp_actix_proto::stream::{Admit, FixedWindow, Stream};
+    /// let now = std::time::Instant::now();
+    /// let mut stream = Stream::new(Box::new(FixedWindow::new(10)));
+    /// stream.admit(10, now);
+    /// stream.returned(10, now, Ok(()), now);
+    /// assert_eq!(stream.in_flight(), 0);
+    /// ```
+    pub fn returned(
+        &mut self,
+        bytes: usize,
+        sent: Instant,
+        outcome: Result<(), &Error>,
+        now: Instant,
+    ) {
+        self.controller.returned(bytes, sent, now);
+        if let (Err(e), None) = (outcome, &self.failed) {
+            self.failed = Some(e.clone());
+        }
+    }
+
+    /// The first failure, if one came.
+    ///
+    /// ```
+    /// let stream = capnp_actix_proto::stream::Stream::new(Box::new(
+    ///     capnp_actix_proto::stream::FixedWindow::default(),
+    /// ));
+    /// assert!(stream.failure().is_none());
+    /// ```
+    pub fn failure(&self) -> Option<&Error> {
+        self.failed.as_ref()
+    }
+
+    /// Bytes in flight.
+    ///
+    /// ```
+    /// let stream = capnp_actix_proto::stream::Stream::new(Box::new(
+    ///     capnp_actix_proto::stream::FixedWindow::default(),
+    /// ));
+    /// assert_eq!(stream.in_flight(), 0);
+    /// ```
+    pub fn in_flight(&self) -> usize {
+        self.controller.in_flight()
+    }
+
+    /// The window now.
+    ///
+    /// ```
+    /// let stream = capnp_actix_proto::stream::Stream::new(Box::new(
+    ///     capnp_actix_proto::stream::FixedWindow::new(77),
+    /// ));
+    /// assert_eq!(stream.window(), 77);
+    /// ```
+    pub fn window(&self) -> usize {
+        self.controller.window()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_window_admits_calls_until_full_and_again_as_they_return() {
+        let now = Instant::now();
+        let mut stream = Stream::new(Box::new(FixedWindow::new(1000)));
+        for _ in 0..4 {
+            assert_eq!(stream.admit(250, now), Admit::Now);
+        }
+        assert_eq!(stream.in_flight(), 1000);
+        assert_eq!(stream.admit(1, now), Admit::Wait);
+        stream.returned(250, now, Ok(()), now);
+        assert_eq!(stream.admit(250, now), Admit::Now);
+        assert_eq!(stream.admit(250, now), Admit::Wait);
+    }
+
+    #[test]
+    fn the_first_failure_fails_every_later_call_even_after_others_return_fine() {
+        let now = Instant::now();
+        let mut stream = Stream::new(Box::new(FixedWindow::new(1000)));
+        stream.admit(10, now);
+        stream.admit(10, now);
+        stream.admit(10, now);
+        stream.returned(10, now, Err(&Error::overloaded("first")), now);
+        stream.returned(10, now, Err(&Error::failed("second")), now);
+        stream.returned(10, now, Ok(()), now);
+        assert_eq!(
+            stream.admit(10, now),
+            Admit::Failed(Error::overloaded("first"))
+        );
+        assert_eq!(stream.in_flight(), 0);
+    }
+}
