@@ -127,3 +127,35 @@ fn a_deadline_on_a_local_call_drops_its_work() {
         cancelled(&tally, 1).await;
     });
 }
+
+#[test]
+fn a_call_deadline_of_its_own_replaces_the_connection_default() {
+    run(async {
+        let (_conn, cap, _tally) =
+            pair(ConnOptions::new().call_timeout(Duration::from_millis(50))).await;
+        let started = Instant::now();
+        let err = cap
+            .new_call(TEST_ID, HANG)
+            .send()
+            .timeout(Duration::from_millis(300))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "longer than the default"
+        );
+        assert!(err.reason().contains("(timeout)"), "{err}");
+        // And a shorter one.
+        let started = Instant::now();
+        let err = cap
+            .new_call(TEST_ID, HANG)
+            .send()
+            .timeout(Duration::from_millis(10))
+            .await
+            .err()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_millis(50));
+        assert!(err.reason().contains("(timeout)"), "{err}");
+    });
+}

@@ -351,20 +351,37 @@ fn a_reconnecting_client_recovers_when_its_server_process_is_killed_and_restarte
         let calc: calculator_capnp::calculator::Client = client.bootstrap();
         assert_eq!(evaluate(&calc, 1.0).await.unwrap(), 1.0);
 
-        // Killed mid-calls: a burst in flight, then SIGKILL.
-        let in_flight: Vec<_> = (0..20)
-            .map(|i| {
-                let calc = calc.clone();
-                actix_rt::spawn(async move { evaluate(&calc, i as f64).await })
+        // Killed mid-calls: a caller keeps calling, and the kill lands
+        // while its calls go back and forth.
+        let ok = Rc::new(Cell::new(0u32));
+        let failed = Rc::new(Cell::new(0u32));
+        let running = Rc::new(Cell::new(true));
+        let caller = {
+            let (calc, ok, failed, running) =
+                (calc.clone(), ok.clone(), failed.clone(), running.clone());
+            actix_rt::spawn(async move {
+                let mut i = 0.0;
+                while running.get() {
+                    i += 1.0;
+                    match evaluate(&calc, i).await {
+                        Ok(value) => {
+                            assert_eq!(value, i);
+                            ok.set(ok.get() + 1)
+                        }
+                        Err(e) => {
+                            assert_eq!(e.kind, capnp::ErrorKind::Disconnected, "{e}");
+                            failed.set(failed.get() + 1)
+                        }
+                    }
+                }
             })
-            .collect();
-        server.kill();
-        for (i, call) in in_flight.into_iter().enumerate() {
-            match call.await.unwrap() {
-                Ok(value) => assert_eq!(value, i as f64),
-                Err(e) => assert_eq!(e.kind, capnp::ErrorKind::Disconnected, "{e}"),
-            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ok.get() < 20 {
+            assert!(Instant::now() < deadline, "no calls got through");
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
         }
+        server.kill();
         let deadline = Instant::now() + Duration::from_secs(5);
         while client.status().await.unwrap().connected {
             assert!(Instant::now() < deadline, "the kill went unnoticed");
@@ -378,7 +395,106 @@ fn a_reconnecting_client_recovers_when_its_server_process_is_killed_and_restarte
         actix_rt::time::sleep(Duration::from_millis(100)).await;
         let _restarted = CalculatorServer::start(&endpoint);
         assert_eq!(waiting.await.unwrap().unwrap(), 42.0);
-        assert_eq!(evaluate(&calc, 7.0).await.unwrap(), 7.0);
+        // The caller's calls get through again.
+        let before = ok.get();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ok.get() < before + 20 {
+            assert!(
+                Instant::now() < deadline,
+                "no calls got through after the restart"
+            );
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        running.set(false);
+        caller.await.unwrap();
+        assert!(
+            failed.get() <= 1,
+            "only the call in flight at the kill fails"
+        );
         assert_eq!(client.status().await.unwrap().connections, 2);
+    });
+}
+
+#[test]
+fn streaming_on_the_reconnecting_capability_itself_works_across_a_restart() {
+    run(async {
+        let endpoint = free_endpoint();
+        let start = || async {
+            Server::builder()
+                .listen(endpoint.as_str())
+                .unwrap()
+                .workers(1)
+                .bootstrap_factory(|_| {
+                    Capability::from_server::<bench_capnp::sink::Client, _>(SinkImpl(Cell::new(0)))
+                })
+                .start()
+                .await
+                .unwrap()
+        };
+        let write_all = |sink: bench_capnp::sink::Client, chunks: usize| async move {
+            for _ in 0..chunks {
+                let mut write = sink.write_request();
+                write.get().set_data(&[1; 500]);
+                within(Duration::from_secs(10), write.send()).await?;
+            }
+            let done = within(Duration::from_secs(10), sink.done_request().send().promise).await?;
+            Ok::<u64, capnp::Error>(done.get()?.get_bytes())
+        };
+        let server = start().await;
+        let client = Reconnect::start(endpoint.as_str(), fast()).unwrap();
+        // The stream's target is the stable capability: the server's sink.
+        assert_eq!(write_all(client.bootstrap(), 10).await.unwrap(), 5_000);
+        server.stop(Duration::ZERO).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client.status().await.unwrap().connected {
+            assert!(Instant::now() < deadline, "the end went unnoticed");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let server = start().await;
+        // A new stream (a new client of the same capability) on the new
+        // connection's sink.
+        assert_eq!(write_all(client.bootstrap(), 20).await.unwrap(), 10_000);
+        server.stop(Duration::ZERO).await;
+    });
+}
+
+#[test]
+fn a_server_that_accepts_then_refuses_counts_as_a_failed_dial_and_backs_off() {
+    run(async {
+        let endpoint = free_endpoint();
+        let server = Server::builder()
+            .listen(endpoint.as_str())
+            .unwrap()
+            .workers(1)
+            .max_connections(0)
+            .start()
+            .await
+            .unwrap();
+        let client = Reconnect::start(
+            endpoint.as_str(),
+            ReconnectOptions::new()
+                .backoff(Duration::from_millis(20), Duration::from_secs(1))
+                .wait_while_down(Duration::from_millis(400)),
+        )
+        .unwrap();
+        // Calls wait their full time (the refusing server is no connection).
+        let started = Instant::now();
+        let err = client
+            .capability()
+            .new_call(1, 0)
+            .send()
+            .await
+            .err()
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(400), "{err}");
+        assert!(err.reason().contains("max_connections"), "{err}");
+        let status = client.status().await.unwrap();
+        assert_eq!(status.connections, 0);
+        assert!(status.failures >= 2, "{status:?}");
+        // Backing off: 20 + 40 + 80 + 160 ms ... so few dials in 400 ms.
+        let refused = server.snapshot().await.unwrap().refused;
+        assert!(refused <= 6, "{refused} dials in 400 ms");
+        client.close().await;
+        server.stop(Duration::ZERO).await;
     });
 }

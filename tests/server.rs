@@ -302,18 +302,44 @@ fn the_snapshot_counts_calls_bytes_and_exceptions_per_connection_and_summed() {
         fail.get().set_reason("busy");
         fail.send().promise.await.err().unwrap();
 
+        // Gauges: a counter the client keeps (an export of the server's), a
+        // counter of the client's the server holds (an import), a call
+        // that runs (an answer beside the bootstrap's, a question of the
+        // client's).
+        let mut new_counter = client.new_counter_request();
+        new_counter.get().set_start(1);
+        let kept = new_counter.send().promise.await.unwrap();
+        let mut hold = client.hold_request();
+        hold.get()
+            .set_cap(capnp_actix::new_client(CounterImpl::new(1, &tally)));
+        hold.send().promise.await.unwrap();
+        let hang = client.hang_request().send().promise;
+        until("the hang running", || async {
+            server.snapshot().await.unwrap().totals.calls_in == 7
+        })
+        .await;
         let snapshot = server.snapshot().await.unwrap();
-        assert_eq!(snapshot.connections.len(), 1);
         let stats = snapshot.connections[0].stats;
-        assert_eq!(stats.calls_in, 4);
+        // (Exports: the main interface and the counter.)
+        assert_eq!((stats.exports, stats.imports), (2, 1));
+        assert!(stats.answers >= 2, "{stats:?}");
+        let ours = conn.stats().await.unwrap();
+        assert!(
+            ours.questions >= 2,
+            "the bootstrap's and the hang's: {ours:?}"
+        );
+        assert_eq!((ours.imports, ours.exports), (2, 1));
+        drop((kept, hang));
+
+        assert_eq!(snapshot.connections.len(), 1);
+        assert_eq!(stats.calls_in, 7);
         assert_eq!(stats.calls_out, 0);
         assert_eq!(stats.exceptions_sent.overloaded, 1);
         assert_eq!(stats.exceptions_sent.total(), 1);
         assert!(stats.bytes_in > 0 && stats.bytes_out > 0);
-        assert_eq!(stats.imports, 0);
 
         let ours = conn.stats().await.unwrap();
-        assert_eq!(ours.calls_out, 4);
+        assert_eq!(ours.calls_out, 7);
         assert_eq!(ours.exceptions_received.overloaded, 1);
         assert!(ours.bytes_out >= stats.bytes_in);
 
@@ -325,7 +351,7 @@ fn the_snapshot_counts_calls_bytes_and_exceptions_per_connection_and_summed() {
         .await;
         let snapshot = server.snapshot().await.unwrap();
         assert!(snapshot.connections.is_empty());
-        assert_eq!(snapshot.totals.calls_in, 4);
+        assert_eq!(snapshot.totals.calls_in, 7);
         assert_eq!(snapshot.totals.exceptions_sent.overloaded, 1);
         assert_eq!(
             snapshot.totals.answers, 0,
@@ -389,5 +415,110 @@ fn connect_fails_with_a_disconnected_error_naming_the_endpoint() {
             .err()
             .unwrap();
         assert!(err.reason().contains("HOST:PORT"), "{err}");
+    });
+}
+
+#[test]
+fn a_connection_that_starts_after_the_grace_period_is_closed_and_stop_resolves() {
+    run(async {
+        let tally = Tally::default();
+        let slow_tally = tally.clone();
+        let server = Server::builder()
+            .listen("127.0.0.1:0")
+            .unwrap()
+            .workers(1)
+            .bootstrap_factory(move |_| {
+                // A slow factory: the connection starts after the stop.
+                std::thread::sleep(Duration::from_millis(200));
+                Capability::from_server::<test::Client, _>(TestImpl::new(&slow_tally))
+            })
+            .start()
+            .await
+            .unwrap();
+        let endpoint = server.endpoints()[0].clone();
+        let conn = Connection::dial(&endpoint, Default::default())
+            .await
+            .unwrap();
+        let client: test::Client = conn.bootstrap().await.unwrap();
+        let hang = client.hang_request().send().promise;
+        // (Accepted, not started yet.)
+        until("accepted", || async {
+            server.snapshot().await.unwrap().accepted == 1
+        })
+        .await;
+        server.stop(Duration::ZERO).await;
+        let cut = hang.await.err().unwrap();
+        assert_eq!(cut.kind, capnp::ErrorKind::Disconnected, "{cut}");
+    });
+}
+
+#[test]
+fn a_panicking_bootstrap_factory_refuses_that_connection_only() {
+    run(async {
+        let tally = Tally::default();
+        let panics = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let server = {
+            let (tally, panics) = (tally.clone(), panics.clone());
+            Server::builder()
+                .listen("127.0.0.1:0")
+                .unwrap()
+                .workers(1)
+                .bootstrap_factory(move |_| {
+                    if panics.swap(false, Ordering::SeqCst) {
+                        panic!("a buggy factory");
+                    }
+                    Capability::from_server::<test::Client, _>(TestImpl::new(&tally))
+                })
+                .start()
+                .await
+                .unwrap()
+        };
+        let endpoint = server.endpoints()[0].clone();
+        let (conn, first) = connect::<test::Client>(&endpoint).await.unwrap();
+        assert!(echo(&first, "x").await.is_err());
+        assert_eq!(conn.ended().await.kind(), ErrorKind::Disconnected);
+        // The worker lives on: the next connection is served.
+        let (_conn, second) = connect::<test::Client>(&endpoint).await.unwrap();
+        assert_eq!(echo(&second, "y").await.unwrap(), "y");
+        until("the refused one's end recorded", || async {
+            server.snapshot().await.unwrap().ended == 1
+        })
+        .await;
+        server.stop(Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
+fn stop_takes_any_grace_period_even_the_longest() {
+    run(async {
+        let tally = Tally::default();
+        let server = test_server(1, &tally).await;
+        let (conn, client) = connect::<test::Client>(&server.endpoints()[0])
+            .await
+            .unwrap();
+        assert_eq!(echo(&client, "x").await.unwrap(), "x");
+        // No call runs: the connection closes at once, and stop resolves.
+        server.stop(Duration::MAX).await;
+        assert_eq!(conn.ended().await.kind(), ErrorKind::Disconnected);
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_unix_endpoint_never_removes_a_file_that_is_no_socket() {
+    run(async {
+        let path = std::env::temp_dir().join(format!("capnp-actix-file-{}", std::process::id()));
+        std::fs::write(&path, b"keep me").unwrap();
+        let endpoint = format!("unix:{}", path.display());
+        let failed = Server::builder()
+            .listen(endpoint.as_str())
+            .unwrap()
+            .start()
+            .await
+            .err()
+            .unwrap();
+        assert!(failed.reason().contains("cannot listen"), "{failed}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+        std::fs::remove_file(&path).unwrap();
     });
 }

@@ -322,6 +322,9 @@ struct Inner {
     guard: Option<Guard>,
     /// What this call keeps alive until it settles.
     holds: Few<KeepAlive>,
+    /// The caller gave the call a deadline of its own, which replaces the
+    /// connection's default.
+    own_deadline: bool,
 }
 
 /// A list that is most often of one item, kept without an allocation.
@@ -385,6 +388,7 @@ impl CallState {
                 wakers: Few::default(),
                 guard: None,
                 holds: Few::default(),
+                own_deadline: false,
             }),
         })
     }
@@ -871,13 +875,24 @@ impl PendingCall {
     /// # });
     /// ```
     pub fn timeout(self, timeout: std::time::Duration) -> PendingCall {
-        expire_after(&self.state, timeout, "timeout");
+        self.state.lock().own_deadline = true;
+        expire_after(&self.state, timeout, Deadline::Own);
         self
     }
 
     pub(crate) fn state(&self) -> &Arc<CallState> {
         &self.state
     }
+}
+
+/// Which deadline a call has.
+#[derive(Clone, Copy)]
+pub(crate) enum Deadline {
+    /// The caller's own ([`PendingCall::timeout`]).
+    Own,
+    /// The connection's default (`ConnOptions::call_timeout`): it does not
+    /// apply to a call with a deadline of its own.
+    Default,
 }
 
 /// The error of a call whose deadline passed; `setting` names what set it.
@@ -887,18 +902,28 @@ pub(crate) fn deadline_exceeded(timeout: std::time::Duration, setting: &str) -> 
     ))
 }
 
-/// Expires `state` after `timeout` unless it settled or went away first.
+/// Expires `state` after `timeout`, unless it settles or goes away first
+/// (the timer ends then too), or, for the connection's default, unless
+/// the caller gave it a deadline of its own.
 pub(crate) fn expire_after(
     state: &Arc<CallState>,
     timeout: std::time::Duration,
-    setting: &'static str,
+    deadline: Deadline,
 ) {
+    let settled = state.wait();
     let state = Arc::downgrade(state);
     actix_rt::spawn(async move {
-        tokio::time::sleep(timeout).await;
-        if let Some(state) = state.upgrade() {
-            state.expire(deadline_exceeded(timeout, setting));
+        let timer = std::pin::pin!(tokio::time::sleep(timeout));
+        if let futures::future::Either::Right(_) = futures::future::select(timer, settled).await {
+            return; // settled (or dropped) in time
         }
+        let Some(state) = state.upgrade() else { return };
+        let setting = match deadline {
+            Deadline::Own => "timeout",
+            Deadline::Default if state.lock().own_deadline => return,
+            Deadline::Default => "call_timeout",
+        };
+        state.expire(deadline_exceeded(timeout, setting));
     });
 }
 

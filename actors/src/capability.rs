@@ -116,6 +116,18 @@ impl Drop for ImportRef {
 }
 
 impl Capability {
+    /// For a capability in a call's results (a pipelined one, as a
+    /// bootstrap capability is until its `Return`): a receiver that yields
+    /// the call's outcome once it has one.
+    pub(crate) fn question_settled(
+        &self,
+    ) -> Option<oneshot::Receiver<Result<Arc<crate::payload::Payload>, Error>>> {
+        match &self.kind {
+            CapKind::Pipelined { call, .. } => Some(call.wait()),
+            _ => None,
+        }
+    }
+
     /// The null capability.
     ///
     /// ```

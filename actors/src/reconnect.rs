@@ -11,6 +11,14 @@
 //! Calls already sent when a connection ends fail `disconnected`, as do
 //! calls on capabilities the old connection returned: only the bootstrap
 //! capability is re-established.
+//!
+//! A connection counts as up once the peer has answered its bootstrap: a
+//! server that accepts and then refuses (at its connection limit, say) is
+//! a failed dial, and the backoff grows. Streaming calls go through like
+//! any other; as everywhere, after one fails (as one in flight when the
+//! connection drops does), later streaming calls through the same typed
+//! client fail with its error: take a new client
+//! ([`Reconnecting::bootstrap`]) for the next stream.
 
 use crate::call::{Deliver, ObjectActor};
 use crate::capability::Capability;
@@ -286,14 +294,22 @@ impl Reconnect {
                 deliver.call = None; // failed already (its own deadline)
                 continue;
             }
-            match (&self.current, deliver.call.take()) {
-                (Some((_, cap)), Some(call)) if !self.closed => cap.deliver(call, &state),
-                (_, Some(_)) if until > now && !self.closed => {
-                    // (Still down: put it back and stop.)
+            let waits_on = !self.closed && until > now;
+            match &self.current {
+                Some((_, cap)) if waits_on => {
+                    if let Some(call) = deliver.call.take() {
+                        cap.deliver(call, &state);
+                    }
+                }
+                None if waits_on => {
+                    // (Still down: it waits on, and so do those after it.)
                     self.waiting.push_front((deliver, until));
                     return;
                 }
-                _ => state.resolve(Err(self.down_error())),
+                _ => {
+                    deliver.call = None;
+                    state.resolve(Err(self.down_error()));
+                }
             }
         }
     }
@@ -351,6 +367,19 @@ impl Actor for Reconnect {
                 .send(Bootstrap)
                 .await
                 .map_err(|_| Error::disconnected("the connection ended at once"))??;
+            // Up once the peer has answered the bootstrap: a server that
+            // accepts and then refuses (at its connection limit, say)
+            // counts as a failed dial, and its backoff grows.
+            if let Some(answered) = cap.question_settled() {
+                match answered.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        conn.close().await;
+                        return Err(e);
+                    }
+                    Err(_) => return Err(Error::disconnected("the connection ended at once")),
+                }
+            }
             Ok::<_, Error>((conn, cap))
         };
         ctx.spawn(dialed.into_actor(self).map(|dialed, this, ctx| {
@@ -431,7 +460,7 @@ impl Handler<Deliver> for Reconnect {
             }
             _ => {
                 msg.call = Some(call);
-                let until = Instant::now() + self.options.wait;
+                let until = crate::server::after(self.options.wait);
                 self.waiting.push_back((msg, until));
                 // (The actor may restart meanwhile, which cancels its own
                 // timers; this one is the arbiter's.)

@@ -198,8 +198,9 @@ impl ConnOptions {
     /// capabilities): one that has not returned within `timeout` fails with
     /// an `overloaded` error naming the deadline ("deadline exceeded ...
     /// (call_timeout)"), and `Finish` goes to the peer, which cancels it.
-    /// For one call, see [`crate::PendingCall::timeout`] and
-    /// [`crate::within`]. Default: none.
+    /// A call given a deadline of its own ([`crate::PendingCall::timeout`])
+    /// has that one instead, longer or shorter; [`crate::within`] bounds
+    /// what the caller waits for on top of this. Default: none.
     ///
     /// ```
     /// let options = capnp_actix::ConnOptions::new()

@@ -41,7 +41,13 @@ pub(super) async fn bind(endpoint: &Endpoint) -> Result<Listener, Error> {
         }
         #[cfg(unix)]
         Endpoint::Unix(path) => {
-            if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+            // Only a socket no one listens on is stale; any other file
+            // stays, and binding fails.
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket = std::fs::symlink_metadata(path)
+                .map(|m| m.file_type().is_socket())
+                .unwrap_or(false);
+            if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
                 let _ = std::fs::remove_file(path);
             }
             let listener = tokio::net::UnixListener::bind(path).map_err(failed)?;

@@ -174,7 +174,9 @@ impl ServerBuilder {
 
     /// Stops gracefully, with this grace period, on SIGINT or SIGTERM (a
     /// second signal closes every connection at once). Unix only; without
-    /// it, signals are left to the program.
+    /// it, signals are left to the program. (Once watched, the two signals
+    /// no longer end the process by themselves, even after the server has
+    /// stopped: the program ends when its `main` returns.)
     ///
     /// ```
     /// let builder = capnp_actix::Server::builder()
@@ -272,6 +274,9 @@ fn stop_on_signals(server: Addr<Server>, grace: Duration) {
                     _ = interrupt.recv() => "SIGINT",
                     _ = terminate.recv() => "SIGTERM",
                 };
+                if !server.connected() {
+                    return; // stopped already
+                }
                 log::info!("server: {name}: stopping, with a grace period of {grace:?}");
                 server.do_send(Stop { grace });
                 grace = Duration::ZERO;
@@ -376,6 +381,15 @@ impl ServerHandle {
     pub fn actor(&self) -> &Addr<Server> {
         &self.server
     }
+}
+
+/// `Instant::now() + wait`, or a time too far off to come if that is
+/// beyond what an `Instant` holds.
+pub(crate) fn after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// A worker arbiter and how many connections run on it.
@@ -484,15 +498,34 @@ impl Server {
         };
         log::info!("conn {id}: accepted from {} on worker {worker}", info.peer);
         let bootstrap = self.bootstrap.clone();
-        let mut options = self.options.clone();
+        let options = self.options.clone();
         let server = ctx.address();
         let conn_info = info.clone();
         self.conns.insert(id, Live { info, actor: None });
-        self.workers[worker].arbiter.spawn_fn(move || {
-            options = match bootstrap {
-                Bootstrap::None => options,
-                Bootstrap::Main(cap) => options.main_interface(cap),
-                Bootstrap::Factory(factory) => options.main_interface(factory(&conn_info)),
+        let failed_to_start = move |server: &Addr<Server>, why: String| {
+            server.do_send(Ended {
+                id,
+                reason: Error::failed(format!("the connection could not start: {why}")),
+                stats: ConnStats::default(),
+            })
+        };
+        let on_worker = server.clone();
+        let spawned = self.workers[worker].arbiter.spawn_fn(move || {
+            let server = on_worker;
+            // A factory that panics refuses this connection only (the
+            // worker lives on).
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match bootstrap {
+                Bootstrap::None => None,
+                Bootstrap::Main(cap) => Some(cap),
+                Bootstrap::Factory(factory) => Some(factory(&conn_info)),
+            }));
+            let options = match made {
+                Ok(Some(cap)) => options.main_interface(cap),
+                Ok(None) => options,
+                Err(_) => {
+                    log::error!("conn {id}: the bootstrap factory panicked");
+                    return failed_to_start(&server, "the bootstrap factory panicked".into());
+                }
             };
             let supervision = Supervision {
                 id,
@@ -500,18 +533,17 @@ impl Server {
             };
             match stream.start(options, supervision) {
                 Ok(actor) => server.do_send(Started { id, actor }),
-                Err(e) => server.do_send(Ended {
-                    id,
-                    reason: Error::disconnected(format!("the connection could not start: {e}")),
-                    stats: ConnStats::default(),
-                }),
+                Err(e) => failed_to_start(&server, e.to_string()),
             }
         });
+        if !spawned {
+            failed_to_start(&server, format!("worker {worker} has stopped"));
+        }
     }
 
     /// Begins a graceful stop, or brings its deadline nearer.
     fn stop(&mut self, grace: Duration, ctx: &mut Context<Self>) {
-        let deadline = Instant::now() + grace;
+        let deadline = after(grace);
         if let Some(stopping) = &self.stopping {
             if stopping.deadline <= deadline {
                 return;
@@ -631,8 +663,11 @@ impl Handler<Started> for Server {
         let Some(live) = self.conns.get_mut(&msg.id) else {
             return; // it ended already
         };
-        if self.stopping.is_some() {
-            msg.actor.do_send(Drain);
+        match &self.stopping {
+            // Past the grace period: it closes now, as the others did.
+            Some(stopping) if stopping.deadline <= Instant::now() => msg.actor.do_send(Close),
+            Some(_) => msg.actor.do_send(Drain),
+            None => {}
         }
         live.actor = Some(msg.actor);
     }
@@ -656,8 +691,9 @@ impl Handler<Ended> for Server {
             "{} calls in, {} out, {} bytes in, {} out, lasted {lasted:.1?}",
             stats.calls_in, stats.calls_out, stats.bytes_in, stats.bytes_out
         );
-        // A peer that leaves, or a local close, is the normal end; an
-        // abort either way, or a failed transport, is worth a warning.
+        // A peer that leaves (cleanly or not: a reset or failed transport
+        // is `disconnected` too), or a local close, is the normal end; an
+        // abort either way, or a failure to start, is worth a warning.
         match msg.reason.kind() {
             ErrorKind::Disconnected => {
                 log::info!(
