@@ -121,7 +121,7 @@ fn signal_and_wait(server: &mut Process, signal: &str) -> (Option<i32>, Duration
 }
 
 #[test]
-fn the_server_runs_on_n_workers_and_exits_0_within_5_s_on_sigterm() {
+fn the_server_takes_a_worker_count_and_exits_0_within_5_s_on_sigterm() {
     let (mut server, address) = server_with(&["127.0.0.1:0", "--workers", "2"]);
     let (code, output) = client(&address);
     assert_eq!(code, 0, "{output}");
