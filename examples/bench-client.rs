@@ -2,10 +2,11 @@
 //! benchmark contract, `../shared/bench/CONTRACT.md`.
 //!
 //! `bench-client HOST:PORT WORKLOAD [--calls N] [--size B] [--window W]
-//! [--depth D] [--conns C] [--count K] [--seconds S]` connects to a bench
-//! server (any implementation), gets its bootstrap `Bench`, runs an untimed
-//! warm-up and then the timed phase of WORKLOAD (`latency`, `throughput`,
-//! `noop`, `pipeline`, `callback`, `connections` or `payload`), checks
+//! [--depth D] [--conns C] [--count K] [--seconds S] [--probe-ms P]`
+//! connects to a bench server (any implementation), gets its bootstrap
+//! `Bench`, runs an untimed warm-up and then the timed phase of WORKLOAD
+//! (`latency`, `throughput`, `noop`, `pipeline`, `callback`,
+//! `connections`, `payload` or `stream`), checks
 //! every result, and prints one JSON line on stdout: calls, seconds,
 //! calls/s, nearest-rank p50 and p99 in µs, and the workload's own keys.
 //!
@@ -20,7 +21,7 @@ mod bench;
 use bench::bench_capnp;
 use bench::options::{self, Options, Workload};
 use bench::report::{JsonLine, Phase, Timed};
-use bench_capnp::{bench as bench_if, callback};
+use bench_capnp::{bench as bench_if, callback, sink};
 use capnp_actix::{Bootstrap, ConnActor, ConnOptions};
 use std::cell::RefCell;
 use std::future::Future;
@@ -299,6 +300,100 @@ async fn run_connections(options: &Options) -> Result<String, BoxError> {
     Ok(line.finish())
 }
 
+/// A new `Sink` of `bench`.
+async fn new_sink(bench: &bench_if::Client) -> Result<sink::Client, BoxError> {
+    let response = bench.sink_request().send().promise.await?;
+    Ok(response.get()?.get_sink()?)
+}
+
+/// The units of `phase` as writes of `data` into `sink`, each sent with
+/// the streaming call and awaited (its send completes when the window has
+/// room, not when the write returns), then `done()`, which must count
+/// them all.
+async fn stream_into(sink: &sink::Client, data: &[u8], phase: &Phase) -> Result<(), BoxError> {
+    let mut written = 0u64;
+    while phase.claim() {
+        let start = Instant::now();
+        let mut request = sink.write_request();
+        request.get().set_data(data);
+        request.send().await?;
+        phase.record(start);
+        written += 1;
+    }
+    let bytes = sink.done_request().send().promise.await?.get()?.get_bytes();
+    let expected = written * data.len() as u64;
+    if bytes != expected {
+        return Err(format!("done() counted {bytes} bytes, not {expected}").into());
+    }
+    Ok(())
+}
+
+/// stream: a warm-up stream into a sink of its own, then the timed one
+/// (from its first write to `done()`'s return); with `--probe-ms`, `noop()`
+/// probes on the same connection meanwhile, one at a time.
+async fn run_stream(options: &Options, bench: &bench_if::Client) -> Result<String, BoxError> {
+    let data = payload(options.size);
+    let warmup = options.calls.div_ceil(10).min(100);
+    stream_into(&new_sink(bench).await?, &data, &Phase::new(warmup, None)).await?;
+
+    let sink = new_sink(bench).await?;
+    let phase = Phase::new(options.calls, options.seconds);
+    let streaming = std::cell::Cell::new(true);
+    let probes = RefCell::new(Vec::new());
+    let probing = async {
+        if options.probe_ms == 0 {
+            return Ok::<(), BoxError>(());
+        }
+        let every = std::time::Duration::from_millis(options.probe_ms);
+        let mut next = Instant::now() + every;
+        loop {
+            actix_rt::time::sleep_until(next.into()).await;
+            if !streaming.get() {
+                return Ok(());
+            }
+            let sent = Instant::now();
+            noop(bench).await?;
+            probes.borrow_mut().push(sent.elapsed().as_nanos() as u64);
+            next = (sent + every).max(Instant::now());
+        }
+    };
+    let began = Instant::now();
+    let writing = async {
+        let written = stream_into(&sink, &data, &phase).await;
+        streaming.set(false);
+        written.map(|()| began.elapsed().as_secs_f64())
+    };
+    let (written, probed) = futures::join!(writing, probing);
+    let secs = written?;
+    probed?;
+    // (The timed phase ends with done()'s return, not the last probe's.)
+    let timed = Timed {
+        secs,
+        ..phase.finish()
+    };
+    let megabytes = timed.calls() as f64 * f64::from(options.size) / 1e6 / timed.secs;
+    let mut line = JsonLine::result(bench::IMPL_NAME, "stream", timed, warmup);
+    line.int("size", options.size.into())
+        .float("mb_per_sec", megabytes, 2);
+    if options.probe_ms > 0 {
+        let mut probes = probes.into_inner();
+        probes.sort_unstable();
+        line.int("probe_ms", options.probe_ms)
+            .int("probe_calls", probes.len() as u64)
+            .float(
+                "probe_p50_us",
+                bench::report::percentile_us(&probes, 0.5),
+                1,
+            )
+            .float(
+                "probe_p99_us",
+                bench::report::percentile_us(&probes, 0.99),
+                1,
+            );
+    }
+    Ok(line.finish())
+}
+
 /// Runs the workload and gives its result line.
 async fn run(options: &Options) -> Result<String, BoxError> {
     if options.workload == Workload::Connections {
@@ -313,6 +408,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
         Workload::Noop => run_noop(options, bench).await,
         Workload::Pipeline => run_pipeline(options, bench).await,
         Workload::Callback => run_callback(options, bench).await,
+        Workload::Stream => run_stream(options, bench).await,
         Workload::Connections => unreachable!("handled above"),
     }
 }

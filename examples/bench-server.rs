@@ -5,8 +5,9 @@
 //! port), prints `listening HOST:PORT` with the bound port on stdout, and
 //! serves every TCP connection a fresh `Bench` (`schema/bench.capnp`) as its
 //! bootstrap capability: `echo`, `noop`, `next` (a new `Bench`), `add`
-//! (wrapping), and `callMeBack` (pings the client's callback `count` times,
-//! one at a time).
+//! (wrapping), `callMeBack` (pings the client's callback `count` times,
+//! one at a time), and `sink()` (a new `Sink` counting the bytes streamed
+//! into it with `write`, until `done()`).
 //!
 //! Everything runs on one event-loop thread (`#[actix::main]`), with a
 //! hand-written accept loop; or, with `--workers N`, on a
@@ -25,7 +26,7 @@ mod bench;
 
 // The generated code names its types `crate::bench_capnp::...`.
 use bench::bench_capnp;
-use bench_capnp::{bench as bench_if, callback};
+use bench_capnp::{bench as bench_if, callback, sink};
 use capnp_actix::{Capability, ConnActor, ConnOptions, Endpoint, ErrorKind, Server, Watch};
 use std::future::Future;
 use std::io::Write;
@@ -77,6 +78,19 @@ impl bench_if::Server for BenchImpl {
         Ok(())
     }
 
+    async fn sink(
+        self: Rc<Self>,
+        _: bench_if::SinkParams,
+        mut results: bench_if::SinkResults,
+    ) -> Result<(), capnp::Error> {
+        results
+            .get()
+            .set_sink(capnp_actix::new_client::<sink::Client, _>(SinkImpl(
+                std::cell::Cell::new(0),
+            )));
+        Ok(())
+    }
+
     async fn call_me_back(
         self: Rc<Self>,
         params: bench_if::CallMeBackParams,
@@ -91,6 +105,29 @@ impl bench_if::Server for BenchImpl {
         for _ in 0..count {
             callback.ping_request().send().promise.await?;
         }
+        Ok(())
+    }
+}
+
+/// A `Sink`: counts the bytes written to it.
+struct SinkImpl(std::cell::Cell<u64>);
+
+impl sink::Server for SinkImpl {
+    async fn write(self: Rc<Self>, params: sink::WriteParams) -> Result<(), capnp::Error> {
+        let data = params.get()?.get_data()?;
+        if data.is_empty() {
+            return Err(capnp::Error::failed("an empty write".into()));
+        }
+        self.0.set(self.0.get() + data.len() as u64);
+        Ok(())
+    }
+
+    async fn done(
+        self: Rc<Self>,
+        _: sink::DoneParams,
+        mut results: sink::DoneResults,
+    ) -> Result<(), capnp::Error> {
+        results.get().set_bytes(self.0.get());
         Ok(())
     }
 }

@@ -22,15 +22,18 @@ use std::time::Instant;
 /// use std::time::Instant;
 /// let mut window = FixedWindow::new(1000);
 /// let now = Instant::now();
-/// assert!(window.has_room(600));
 /// window.sent(600, now);
-/// assert!(!window.has_room(600), "600 + 600 is over the window");
+/// assert!(window.has_room(600), "600 in flight: under the window");
+/// window.sent(600, now);
+/// assert!(!window.has_room(600), "1200 in flight: full");
 /// window.returned(600, now, now);
 /// assert!(window.has_room(600));
 /// ```
 pub trait FlowController: Send {
-    /// Whether a call of `bytes` may go now. A call is never held back
-    /// when nothing is in flight, however large it is.
+    /// Whether a call of `bytes` may go now. As with both reference
+    /// implementations, the bytes in flight may pass the window by one
+    /// call (so a call larger than the window still streams), and a call
+    /// is never held back when nothing is in flight.
     fn has_room(&self, bytes: usize) -> bool;
     /// A call of `bytes` went out at `now`.
     fn sent(&mut self, bytes: usize, now: Instant);
@@ -79,8 +82,8 @@ impl Default for FixedWindow {
 }
 
 impl FlowController for FixedWindow {
-    fn has_room(&self, bytes: usize) -> bool {
-        self.in_flight == 0 || self.in_flight.saturating_add(bytes) <= self.window
+    fn has_room(&self, _bytes: usize) -> bool {
+        self.in_flight < self.window
     }
 
     fn sent(&mut self, bytes: usize, _now: Instant) {
@@ -119,7 +122,7 @@ pub enum Admit {
 /// use capnp_actix_proto::Error;
 /// use std::time::Instant;
 /// let now = Instant::now();
-/// let mut stream = Stream::new(Box::new(FixedWindow::new(100)));
+/// let mut stream = Stream::new(Box::new(FixedWindow::new(50)));
 /// assert_eq!(stream.admit(80, now), Admit::Now);
 /// assert_eq!(stream.admit(80, now), Admit::Wait);
 /// stream.returned(80, now, Err(&Error::failed("disk full")), now);

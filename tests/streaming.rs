@@ -202,31 +202,29 @@ fn a_streaming_send_completes_when_the_window_has_room_not_when_the_call_returns
     use futures::FutureExt;
     run(async {
         let (sink, tokens, seen, _server, _conn) = gated().await;
-        // Six writes of 10,000 bytes fit the 64 KiB window: each send
-        // completes at once, though no write has returned (none may, yet).
-        for i in 0..6 {
+        // Seven writes of 10,000 bytes go at once into the 64 KiB window
+        // (the seventh passes it, as the peers allow): each send completes
+        // though no write has returned (none may, yet).
+        for i in 0..7 {
             capnp_actix::within(Duration::from_secs(5), write(&sink, i, 10_000))
                 .await
                 .unwrap();
         }
-        // The seventh does not fit: its send waits.
-        let mut seventh = write(&sink, 6, 10_000);
+        // The eighth does not: its send waits.
+        let mut eighth = write(&sink, 7, 10_000);
         actix_rt::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            (&mut seventh).now_or_never().is_none(),
-            "the window is full"
-        );
+        assert!((&mut eighth).now_or_never().is_none(), "the window is full");
         // One write returns: room for it.
         tokens.unbounded_send(()).unwrap();
-        capnp_actix::within(Duration::from_secs(5), seventh)
+        capnp_actix::within(Duration::from_secs(5), eighth)
             .await
             .unwrap();
-        for _ in 0..6 {
+        for _ in 0..7 {
             tokens.unbounded_send(()).unwrap();
         }
         let done = sink.done_request().send().promise.await;
         assert!(done.is_err(), "GatedSink has no done()");
-        assert_eq!(*seen.order.borrow(), (0..7).collect::<Vec<u8>>());
+        assert_eq!(*seen.order.borrow(), (0..8).collect::<Vec<u8>>());
     });
 }
 

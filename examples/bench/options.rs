@@ -3,8 +3,8 @@
 
 /// Printed after a usage error.
 pub const USAGE: &str = "usage: bench-client HOST:PORT WORKLOAD [--calls N] [--size B] \
-[--window W] [--depth D] [--conns C] [--count K] [--seconds S]
-WORKLOAD: latency | throughput | noop | pipeline | callback | connections | payload";
+[--window W] [--depth D] [--conns C] [--count K] [--seconds S] [--probe-ms P]
+WORKLOAD: latency | throughput | noop | pipeline | callback | connections | payload | stream";
 
 /// What the client measures (the contract's table of workloads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,10 +23,12 @@ pub enum Workload {
     Connections,
     /// `echo` of B bytes (1 MiB by default), one at a time.
     Payload,
+    /// `Sink.write` of B bytes (64 KiB by default), streamed.
+    Stream,
 }
 
 impl Workload {
-    const ALL: [Workload; 7] = [
+    const ALL: [Workload; 8] = [
         Workload::Latency,
         Workload::Throughput,
         Workload::Noop,
@@ -34,6 +36,7 @@ impl Workload {
         Workload::Callback,
         Workload::Connections,
         Workload::Payload,
+        Workload::Stream,
     ];
 
     /// The name on the command line and in the result line.
@@ -46,6 +49,7 @@ impl Workload {
             Workload::Callback => "callback",
             Workload::Connections => "connections",
             Workload::Payload => "payload",
+            Workload::Stream => "stream",
         }
     }
 
@@ -58,7 +62,7 @@ impl Workload {
         match self {
             Workload::Latency | Workload::Connections => 20_000,
             Workload::Throughput | Workload::Noop => 100_000,
-            Workload::Pipeline => 2_000,
+            Workload::Pipeline | Workload::Stream => 2_000,
             Workload::Payload => 200,
             Workload::Callback => 0,
         }
@@ -68,6 +72,7 @@ impl Workload {
     fn default_size(self) -> u32 {
         match self {
             Workload::Payload => 1 << 20,
+            Workload::Stream => 1 << 16,
             _ => 8,
         }
     }
@@ -94,6 +99,8 @@ pub struct Options {
     pub count: u32,
     /// Time cap of the timed phase.
     pub seconds: Option<f64>,
+    /// Milliseconds between latency probes during a stream; 0: none.
+    pub probe_ms: u64,
 }
 
 /// A decimal integer of at most `max`: digits only, no sign, no spaces.
@@ -132,6 +139,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> 
     let (mut calls, mut size) = (None, None);
     let (mut window, mut depth, mut conns, mut count) = (128, 10, 200, 20_000);
     let mut seconds = None;
+    let mut probe_ms = 0;
     // `--name VALUE` pairs in any order; the last of a repeated one counts.
     while let Some(flag) = args.next() {
         let value = args.next();
@@ -143,6 +151,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> 
             "--conns" => conns = parse_uint(&flag, value, u64::MAX)?,
             "--count" => count = parse_uint(&flag, value, u32::MAX.into())? as u32,
             "--seconds" => seconds = Some(parse_seconds(value)?),
+            "--probe-ms" => probe_ms = parse_uint(&flag, value, u32::MAX.into())?,
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
@@ -154,15 +163,20 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> 
     if window == 0 || depth == 0 || conns == 0 || count == 0 {
         return Err("--window, --depth, --conns and --count must be at least 1".into());
     }
+    let size = size.unwrap_or_else(|| workload.default_size());
+    if size == 0 && workload == Workload::Stream {
+        return Err("--size must be at least 1 for stream".into());
+    }
     Ok(Options {
         addr,
         workload,
         calls,
-        size: size.unwrap_or_else(|| workload.default_size()),
+        size,
         window,
         depth,
         conns,
         count,
         seconds,
+        probe_ms,
     })
 }
