@@ -338,6 +338,7 @@ async fn run_stream(options: &Options, bench: &bench_if::Client) -> Result<Strin
 
     let sink = new_sink(bench).await?;
     let phase = Phase::new(options.calls, options.seconds);
+    let began = Instant::now();
     let streaming = std::cell::Cell::new(true);
     let probes = RefCell::new(Vec::new());
     let probing = async {
@@ -345,7 +346,7 @@ async fn run_stream(options: &Options, bench: &bench_if::Client) -> Result<Strin
             return Ok::<(), BoxError>(());
         }
         let every = std::time::Duration::from_millis(options.probe_ms);
-        let mut next = Instant::now() + every;
+        let mut next = began + every;
         loop {
             actix_rt::time::sleep_until(next.into()).await;
             if !streaming.get() {
@@ -357,7 +358,6 @@ async fn run_stream(options: &Options, bench: &bench_if::Client) -> Result<Strin
             next = (sent + every).max(Instant::now());
         }
     };
-    let began = Instant::now();
     let writing = async {
         let written = stream_into(&sink, &data, &phase).await;
         streaming.set(false);

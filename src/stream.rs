@@ -15,7 +15,10 @@
 use crate::Error;
 use std::time::Instant;
 
-/// Decides how many bytes of streaming calls may be in flight.
+/// Decides how many bytes of streaming calls may be in flight. Every
+/// streaming call is sent at once (so that nothing sent after it can
+/// overtake it); what the controller decides is when the sender may go on,
+/// that is, when the send's promise resolves.
 ///
 /// ```
 /// use capnp_actix_proto::stream::{FixedWindow, FlowController};
@@ -23,22 +26,20 @@ use std::time::Instant;
 /// let mut window = FixedWindow::new(1000);
 /// let now = Instant::now();
 /// window.sent(600, now);
-/// assert!(window.has_room(600), "600 in flight: under the window");
+/// assert!(window.ready(), "600 in flight: under the window and one call");
 /// window.sent(600, now);
-/// assert!(!window.has_room(600), "1200 in flight: full");
+/// window.sent(600, now);
+/// assert!(!window.ready(), "1800 in flight: full");
 /// window.returned(600, now, now);
-/// assert!(window.has_room(600));
+/// assert!(window.ready());
 /// ```
 pub trait FlowController: Send {
-    /// Whether a call of `bytes` may go now. As with both reference
-    /// implementations, the bytes in flight may pass the window by one
-    /// call (so a call larger than the window still streams), and a call
-    /// is never held back when nothing is in flight.
-    fn has_room(&self, bytes: usize) -> bool;
     /// A call of `bytes` went out at `now`.
     fn sent(&mut self, bytes: usize, now: Instant);
     /// A call of `bytes`, sent at `sent`, returned at `now`.
     fn returned(&mut self, bytes: usize, sent: Instant, now: Instant);
+    /// Whether the sender may go on now.
+    fn ready(&self) -> bool;
     /// Bytes in flight.
     fn in_flight(&self) -> usize;
     /// The window now, in bytes.
@@ -48,7 +49,10 @@ pub trait FlowController: Send {
 /// The default window of [`FixedWindow`]: 64 KiB, capnp-rpc's.
 pub const DEFAULT_WINDOW: usize = 64 * 1024;
 
-/// A window of a fixed number of bytes.
+/// A window of a fixed number of bytes. As in both reference
+/// implementations, the bytes in flight may pass it by the largest call
+/// sent so far (so a call as large as the window still has a second in
+/// flight behind it).
 ///
 /// ```
 /// use capnp_actix_proto::stream::{FixedWindow, FlowController, DEFAULT_WINDOW};
@@ -58,6 +62,7 @@ pub const DEFAULT_WINDOW: usize = 64 * 1024;
 pub struct FixedWindow {
     window: usize,
     in_flight: usize,
+    largest: usize,
 }
 
 impl FixedWindow {
@@ -71,6 +76,7 @@ impl FixedWindow {
         FixedWindow {
             window: bytes.max(1),
             in_flight: 0,
+            largest: 0,
         }
     }
 }
@@ -82,16 +88,17 @@ impl Default for FixedWindow {
 }
 
 impl FlowController for FixedWindow {
-    fn has_room(&self, _bytes: usize) -> bool {
-        self.in_flight < self.window
-    }
-
     fn sent(&mut self, bytes: usize, _now: Instant) {
         self.in_flight = self.in_flight.saturating_add(bytes);
+        self.largest = self.largest.max(bytes);
     }
 
     fn returned(&mut self, bytes: usize, _sent: Instant, _now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(bytes);
+    }
+
+    fn ready(&self) -> bool {
+        self.in_flight < self.window.saturating_add(self.largest)
     }
 
     fn in_flight(&self) -> usize {
@@ -103,14 +110,15 @@ impl FlowController for FixedWindow {
     }
 }
 
-/// What a streaming call may do now.
+/// What a streaming call's send does.
 #[derive(Debug, PartialEq)]
 pub enum Admit {
-    /// Go: the window has room (it is counted in flight now).
+    /// It was sent, and the sender may go on at once.
     Now,
-    /// Wait for a `Return` to make room, then ask again.
+    /// It was sent; the sender waits until [`Stream::ready`] says so.
     Wait,
-    /// Fail with this: an earlier streaming call on the capability failed.
+    /// It is not sent: an earlier streaming call on the capability failed
+    /// with this.
     Failed(Error),
 }
 
@@ -123,11 +131,12 @@ pub enum Admit {
 /// use std::time::Instant;
 /// let now = Instant::now();
 /// let mut stream = Stream::new(Box::new(FixedWindow::new(50)));
-/// assert_eq!(stream.admit(80, now), Admit::Now);
-/// assert_eq!(stream.admit(80, now), Admit::Wait);
+/// assert_eq!(stream.send(80, now), Admit::Now);
+/// assert_eq!(stream.send(80, now), Admit::Wait);
 /// stream.returned(80, now, Err(&Error::failed("disk full")), now);
-/// // Everything after the failure fails with it.
-/// assert_eq!(stream.admit(80, now), Admit::Failed(Error::failed("disk full")));
+/// // Everything after the failure fails with it, unsent.
+/// assert_eq!(stream.send(80, now), Admit::Failed(Error::failed("disk full")));
+/// assert_eq!(stream.ready(), Err(Error::failed("disk full")));
 /// ```
 pub struct Stream {
     controller: Box<dyn FlowController>,
@@ -148,34 +157,51 @@ impl Stream {
         }
     }
 
-    /// Whether a call of `bytes` may be sent at `now`; if it may, it is
-    /// counted as sent.
+    /// A call of `bytes` is to be sent at `now`: unless the stream failed,
+    /// it is counted as sent (send it now), and the answer says whether
+    /// its sender may go on.
     ///
     /// ```
     /// use capnp_actix_proto::stream::{Admit, FixedWindow, Stream};
     /// let mut stream = Stream::new(Box::new(FixedWindow::new(10)));
-    /// // A call larger than the window goes when nothing is in flight.
-    /// assert_eq!(stream.admit(50, std::time::Instant::now()), Admit::Now);
+    /// // A call larger than the window goes, and its sender goes on.
+    /// assert_eq!(stream.send(50, std::time::Instant::now()), Admit::Now);
     /// ```
-    pub fn admit(&mut self, bytes: usize, now: Instant) -> Admit {
+    pub fn send(&mut self, bytes: usize, now: Instant) -> Admit {
         if let Some(e) = &self.failed {
             return Admit::Failed(e.clone());
         }
-        if !self.controller.has_room(bytes) {
-            return Admit::Wait;
-        }
         self.controller.sent(bytes, now);
-        Admit::Now
+        if self.controller.ready() {
+            Admit::Now
+        } else {
+            Admit::Wait
+        }
     }
 
-    /// A call of `bytes` admitted at `sent` returned at `now` with
-    /// `outcome`; the first failure is kept.
+    /// Whether a waiting sender may go on now, or the stream's failure.
     ///
     /// ```
-    /// use capnp_actix_proto::stream::{Admit, FixedWindow, Stream};
+    /// let stream = capnp_actix_proto::stream::Stream::new(Box::new(
+    ///     capnp_actix_proto::stream::FixedWindow::default(),
+    /// ));
+    /// assert_eq!(stream.ready(), Ok(true));
+    /// ```
+    pub fn ready(&self) -> Result<bool, Error> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(self.controller.ready()),
+        }
+    }
+
+    /// A call of `bytes` sent at `sent` returned at `now` with `outcome`;
+    /// the first failure is kept.
+    ///
+    /// ```
+    /// use capnp_actix_proto::stream::{FixedWindow, Stream};
     /// let now = std::time::Instant::now();
     /// let mut stream = Stream::new(Box::new(FixedWindow::new(10)));
-    /// stream.admit(10, now);
+    /// stream.send(10, now);
     /// stream.returned(10, now, Ok(()), now);
     /// assert_eq!(stream.in_flight(), 0);
     /// ```
@@ -234,31 +260,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fixed_window_admits_calls_until_full_and_again_as_they_return() {
+    fn a_fixed_window_lets_senders_on_until_full_then_as_calls_return() {
         let now = Instant::now();
         let mut stream = Stream::new(Box::new(FixedWindow::new(1000)));
+        // Under window + largest call (1000 + 250): four go on, the fifth
+        // (1250 in flight) waits.
         for _ in 0..4 {
-            assert_eq!(stream.admit(250, now), Admit::Now);
+            assert_eq!(stream.send(250, now), Admit::Now);
         }
-        assert_eq!(stream.in_flight(), 1000);
-        assert_eq!(stream.admit(1, now), Admit::Wait);
+        assert_eq!(stream.send(250, now), Admit::Wait);
+        assert_eq!(stream.in_flight(), 1250);
         stream.returned(250, now, Ok(()), now);
-        assert_eq!(stream.admit(250, now), Admit::Now);
-        assert_eq!(stream.admit(250, now), Admit::Wait);
+        assert_eq!(stream.ready(), Ok(true));
+    }
+
+    #[test]
+    fn two_calls_as_large_as_the_window_are_in_flight_as_with_the_peers() {
+        let now = Instant::now();
+        let mut stream = Stream::new(Box::new(FixedWindow::new(DEFAULT_WINDOW)));
+        let call = DEFAULT_WINDOW + 100; // a 64 KiB write and its framing
+        assert_eq!(stream.send(call, now), Admit::Now);
+        assert_eq!(stream.send(call, now), Admit::Wait);
+        assert_eq!(stream.in_flight(), 2 * call);
     }
 
     #[test]
     fn the_first_failure_fails_every_later_call_even_after_others_return_fine() {
         let now = Instant::now();
         let mut stream = Stream::new(Box::new(FixedWindow::new(1000)));
-        stream.admit(10, now);
-        stream.admit(10, now);
-        stream.admit(10, now);
+        stream.send(10, now);
+        stream.send(10, now);
+        stream.send(10, now);
         stream.returned(10, now, Err(&Error::overloaded("first")), now);
         stream.returned(10, now, Err(&Error::failed("second")), now);
         stream.returned(10, now, Ok(()), now);
         assert_eq!(
-            stream.admit(10, now),
+            stream.send(10, now),
             Admit::Failed(Error::overloaded("first"))
         );
         assert_eq!(stream.in_flight(), 0);

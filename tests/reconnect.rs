@@ -15,7 +15,7 @@ mod bench_capnp {
 }
 
 use capnp_actix::{within, Capability, Reconnect, ReconnectOptions, Server, ServerHandle};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -496,5 +496,47 @@ fn a_server_that_accepts_then_refuses_counts_as_a_failed_dial_and_backs_off() {
         assert!(refused <= 6, "{refused} dials in 400 ms");
         client.close().await;
         server.stop(Duration::ZERO).await;
+    });
+}
+
+#[test]
+fn a_peer_that_accepts_and_never_answers_is_a_failed_dial_after_the_dial_timeout() {
+    run(async {
+        // A listener that accepts and then says nothing.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let held = Rc::new(RefCell::new(Vec::new()));
+        let accepting = {
+            let held = held.clone();
+            actix_rt::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    held.borrow_mut().push(stream);
+                }
+            })
+        };
+        let client = Reconnect::start(
+            endpoint.as_str(),
+            fast()
+                .dial_timeout(Duration::from_millis(100))
+                .wait_while_down(Duration::from_millis(50)),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = client.status().await.unwrap();
+            if status.failures >= 2 {
+                let why = status.last_error.unwrap();
+                assert!(why.reason().contains("dial_timeout"), "{why}");
+                assert_eq!(status.connections, 0);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dial never gave up: {status:?}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        client.close().await;
+        accepting.abort();
     });
 }

@@ -201,19 +201,21 @@ async fn gated() -> (
 fn a_streaming_send_completes_when_the_window_has_room_not_when_the_call_returns() {
     use futures::FutureExt;
     run(async {
-        let (sink, tokens, seen, _server, _conn) = gated().await;
-        // Seven writes of 10,000 bytes go at once into the 64 KiB window
-        // (the seventh passes it, as the peers allow): each send completes
-        // though no write has returned (none may, yet).
+        let (sink, tokens, seen, server, _conn) = gated().await;
+        // Seven writes of 10,000 bytes fit the 64 KiB window and one more
+        // write (the peers' rule): each send completes though no write has
+        // returned (none may, yet).
         for i in 0..7 {
             capnp_actix::within(Duration::from_secs(5), write(&sink, i, 10_000))
                 .await
                 .unwrap();
         }
-        // The eighth does not: its send waits.
+        // The eighth fills it: it is sent, but its send waits.
         let mut eighth = write(&sink, 7, 10_000);
         actix_rt::time::sleep(Duration::from_millis(50)).await;
         assert!((&mut eighth).now_or_never().is_none(), "the window is full");
+        let sent = server.send(capnp_actix::Stats).await.unwrap().calls_in;
+        assert_eq!(sent, 8, "all eight went out");
         // One write returns: room for it.
         tokens.unbounded_send(()).unwrap();
         capnp_actix::within(Duration::from_secs(5), eighth)
@@ -259,5 +261,23 @@ fn after_a_streaming_call_fails_later_streaming_calls_fail_with_its_error_unsent
         assert!(write(&clone, 9, 10).await.is_err());
         let calls_after = server.send(capnp_actix::Stats).await.unwrap().calls_in;
         assert_eq!(calls_after, calls_before, "the later calls were not sent");
+    });
+}
+
+// covers: P-15
+#[test]
+fn an_ordinary_call_never_overtakes_a_streaming_call_whose_send_waits() {
+    run(async {
+        let seen = Rc::new(Seen::default());
+        let (sink, _conn) = sink(true, &seen).await;
+        // Writes as large as the window: the later ones' sends wait, but
+        // the calls go out in order, so done() counts them all.
+        let writes: Vec<_> = (0..3).map(|i| write(&sink, i + 1, 40_000)).collect();
+        let done = sink.done_request().send().promise;
+        let bytes = done.await.unwrap().get().unwrap().get_bytes();
+        assert_eq!(bytes, 120_000);
+        for sent in futures::future::join_all(writes).await {
+            sent.unwrap();
+        }
     });
 }

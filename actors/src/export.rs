@@ -314,11 +314,17 @@ impl ExportActor {
                 let running = async move {
                     match select(work, cancel).await {
                         Either::Left((outcome, _)) => {
-                            let result = finish(outcome, done_rx.await.ok(), return_for);
-                            if let Some(state) = state.upgrade() {
-                                state.resolve(result.clone());
-                            }
-                            result.err()
+                            // The method's verdict decides for the calls
+                            // after it; its results may come later (if it
+                            // kept its results object), apart.
+                            let failed = outcome.as_ref().err().map(|e| Error::from(e.clone()));
+                            actix_rt::spawn(async move {
+                                let result = finish(outcome, done_rx.await.ok(), return_for);
+                                if let Some(state) = state.upgrade() {
+                                    state.resolve(result);
+                                }
+                            });
+                            failed
                         }
                         Either::Right(_) => None, // cancelled: not a failure
                     }

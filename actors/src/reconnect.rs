@@ -49,6 +49,7 @@ pub struct ReconnectOptions {
     first_backoff: Duration,
     max_backoff: Duration,
     wait: Duration,
+    dial_timeout: Duration,
 }
 
 impl Default for ReconnectOptions {
@@ -58,6 +59,7 @@ impl Default for ReconnectOptions {
             first_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             wait: Duration::from_secs(10),
+            dial_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -96,6 +98,19 @@ impl ReconnectOptions {
     pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
         self.first_backoff = first;
         self.max_backoff = max.max(first);
+        self
+    }
+
+    /// How long a dial may take, from the connect to the peer's answer to
+    /// the bootstrap; past it, the dial has failed (a peer that accepts
+    /// and never answers is no connection). Default: 10 s.
+    ///
+    /// ```
+    /// let options = capnp_actix::ReconnectOptions::new()
+    ///     .dial_timeout(std::time::Duration::from_secs(2));
+    /// ```
+    pub fn dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
         self
     }
 
@@ -359,9 +374,17 @@ impl Actor for Reconnect {
         if delay > Duration::ZERO {
             log::info!("reconnect {endpoint}: dialing again in {delay:.0?}");
         }
+        let dial_timeout = self.options.dial_timeout;
         let dialed = async move {
             tokio::time::sleep(delay).await;
-            let conn = Connection::dial(&endpoint, options).await?;
+            let dial = Connection::dial(&endpoint, options);
+            let conn = tokio::time::timeout(dial_timeout, dial)
+                .await
+                .map_err(|_| {
+                    Error::disconnected(format!(
+                        "no connection within {dial_timeout:?} (dial_timeout)"
+                    ))
+                })??;
             let cap = conn
                 .actor()
                 .send(Bootstrap)
@@ -371,13 +394,18 @@ impl Actor for Reconnect {
             // accepts and then refuses (at its connection limit, say)
             // counts as a failed dial, and its backoff grows.
             if let Some(answered) = cap.question_settled() {
-                match answered.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        conn.close().await;
-                        return Err(e);
-                    }
-                    Err(_) => return Err(Error::disconnected("the connection ended at once")),
+                let answered = tokio::time::timeout(dial_timeout, answered).await;
+                let failed = match answered {
+                    Ok(Ok(Ok(_))) => None,
+                    Ok(Ok(Err(e))) => Some(e),
+                    Ok(Err(_)) => Some(Error::disconnected("the connection ended at once")),
+                    Err(_) => Some(Error::disconnected(format!(
+                        "no answer to the bootstrap within {dial_timeout:?} (dial_timeout)"
+                    ))),
+                };
+                if let Some(e) = failed {
+                    conn.close().await;
+                    return Err(e);
                 }
             }
             Ok::<_, Error>((conn, cap))

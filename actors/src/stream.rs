@@ -1,9 +1,11 @@
 //! The caller's side of streaming calls (`-> stream`, P-15): a typed
 //! client's streaming requests go out through its [`StreamSlot`], which
-//! carries out the core's [`Stream`]: a send completes once the window has
-//! room (not when the call returns), requests that must wait go out in
-//! order as returns make room, and after the first failure every later
-//! streaming call on the client fails with it, unsent.
+//! carries out the core's [`Stream`]. Every request is sent at once, so
+//! that no call made after it (streaming or not) can overtake it; what the
+//! window holds back is the send's promise, which resolves once the window
+//! has room again (not when the call returns). After the first failure,
+//! every later streaming call on the client fails with it, unsent, and so
+//! do the promises still waiting.
 //!
 //! A slot belongs to a client and its clones (capnp's `add_ref`), as the
 //! C++ reference keeps a flow controller per client.
@@ -24,16 +26,8 @@ pub(crate) struct StreamSlot(RefCell<Inner>);
 
 struct Inner {
     stream: Stream,
-    /// Requests waiting for room, in the order they were sent.
-    waiting: VecDeque<Waiting>,
-}
-
-/// A request waiting for room in the window.
-struct Waiting {
-    request: Request,
-    bytes: usize,
-    /// Told when it goes (or fails unsent).
-    admitted: oneshot::Sender<Result<(), Error>>,
+    /// Senders waiting for room, in the order they sent.
+    waiting: VecDeque<oneshot::Sender<Result<(), Error>>>,
 }
 
 impl StreamSlot {
@@ -46,9 +40,8 @@ impl StreamSlot {
     }
 }
 
-/// Sends `request` as a streaming call on `slot`: now if the window has
-/// room and nothing waits before it, else once returns make room. The
-/// future completes when the request goes out (or fails unsent).
+/// Sends `request` now as a streaming call on `slot` (unless the stream
+/// failed). The future completes when the sender may go on.
 pub(crate) fn send_streaming(
     slot: &Rc<StreamSlot>,
     request: Request,
@@ -57,28 +50,36 @@ pub(crate) fn send_streaming(
     let now = Instant::now();
     let admitted = {
         let mut inner = slot.0.borrow_mut();
-        if inner.waiting.is_empty() {
-            inner.stream.admit(bytes, now)
-        } else {
-            match inner.stream.failure() {
-                Some(e) => Admit::Failed(e.clone()),
-                None => Admit::Wait,
-            }
+        let admitted = inner.stream.send(bytes, now);
+        // (Behind senders that wait already, a sender waits too.)
+        match admitted {
+            Admit::Now if !inner.waiting.is_empty() => Admit::Wait,
+            other => other,
         }
     };
+    if let Admit::Failed(e) = admitted {
+        return Either::Left(future::ready(Err(e)));
+    }
+    let pending = request.send();
+    let returned = slot.clone();
+    actix_rt::spawn(async move {
+        let outcome = pending.await;
+        returned.0.borrow_mut().stream.returned(
+            bytes,
+            now,
+            outcome.as_ref().map(|_| ()),
+            Instant::now(),
+        );
+        drop(outcome);
+        release_waiting(&returned);
+    });
     match admitted {
-        Admit::Now => {
-            go(slot, request, bytes, now);
-            Either::Left(future::ready(Ok(())))
-        }
-        Admit::Failed(e) => Either::Left(future::ready(Err(e))),
-        Admit::Wait => {
+        Admit::Now => Either::Left(future::ready(Ok(()))),
+        _ => {
             let (tx, rx) = oneshot::channel();
-            slot.0.borrow_mut().waiting.push_back(Waiting {
-                request,
-                bytes,
-                admitted: tx,
-            });
+            slot.0.borrow_mut().waiting.push_back(tx);
+            // (The call may have returned already: look again.)
+            release_waiting(slot);
             Either::Right(rx.map(|admitted| {
                 admitted.unwrap_or_else(|_| Err(Error::disconnected("the stream was dropped")))
             }))
@@ -86,54 +87,23 @@ pub(crate) fn send_streaming(
     }
 }
 
-/// Sends an admitted request; its return makes room for the next.
-fn go(slot: &Rc<StreamSlot>, request: Request, bytes: usize, sent: Instant) {
-    let pending = request.send();
-    let slot = slot.clone();
-    actix_rt::spawn(async move {
-        let outcome = pending.await;
-        slot.0.borrow_mut().stream.returned(
-            bytes,
-            sent,
-            outcome.as_ref().map(|_| ()),
-            Instant::now(),
-        );
-        drop(outcome);
-        admit_waiting(&slot);
-    });
-}
-
-/// Sends the waiting requests that fit now, in order; after a failure,
-/// fails them all.
-fn admit_waiting(slot: &Rc<StreamSlot>) {
-    loop {
-        let now = Instant::now();
-        let next = {
-            let mut inner = slot.0.borrow_mut();
-            let Some(bytes) = inner.waiting.front().map(|w| w.bytes) else {
-                return;
-            };
-            match inner.stream.admit(bytes, now) {
-                Admit::Now => inner.waiting.pop_front(),
-                Admit::Wait => return,
-                Admit::Failed(e) => {
-                    let failed: Vec<_> = inner.waiting.drain(..).collect();
-                    drop(inner);
-                    for waiting in failed {
-                        let _ = waiting.admitted.send(Err(e.clone()));
-                    }
-                    return;
-                }
-            }
-        };
-        if let Some(Waiting {
-            request,
-            bytes,
-            admitted,
-        }) = next
-        {
-            go(slot, request, bytes, now);
-            let _ = admitted.send(Ok(()));
+/// Lets waiting senders go on, in order, while the window has room; after
+/// a failure, fails them all.
+fn release_waiting(slot: &Rc<StreamSlot>) {
+    let released: Vec<_> = {
+        let mut inner = slot.0.borrow_mut();
+        match inner.stream.ready() {
+            Err(e) => inner
+                .waiting
+                .drain(..)
+                .map(|w| (w, Err(e.clone())))
+                .collect(),
+            // (Their calls are in flight already: room now is room for all.)
+            Ok(true) => inner.waiting.drain(..).map(|w| (w, Ok(()))).collect(),
+            Ok(false) => Vec::new(),
         }
+    };
+    for (waiting, outcome) in released {
+        let _ = waiting.send(outcome);
     }
 }
