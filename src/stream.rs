@@ -40,6 +40,9 @@ pub trait FlowController: Send {
     fn returned(&mut self, bytes: usize, sent: Instant, now: Instant);
     /// Whether the sender may go on now.
     fn ready(&self) -> bool;
+    /// The window the connection asks for; a controller that sizes its
+    /// own window may take it as a bound, or ignore it.
+    fn set_window(&mut self, bytes: usize);
     /// Bytes in flight.
     fn in_flight(&self) -> usize;
     /// The window now, in bytes.
@@ -99,6 +102,10 @@ impl FlowController for FixedWindow {
 
     fn ready(&self) -> bool {
         self.in_flight < self.window.saturating_add(self.largest)
+    }
+
+    fn set_window(&mut self, bytes: usize) {
+        self.window = bytes.max(1);
     }
 
     fn in_flight(&self) -> usize {
@@ -216,6 +223,19 @@ impl Stream {
         if let (Err(e), None) = (outcome, &self.failed) {
             self.failed = Some(e.clone());
         }
+    }
+
+    /// Sets the window the connection asks for (see
+    /// [`FlowController::set_window`]).
+    ///
+    /// ```
+    /// use capnp_actix_proto::stream::{FixedWindow, Stream};
+    /// let mut stream = Stream::new(Box::new(FixedWindow::default()));
+    /// stream.set_window(1 << 20);
+    /// assert_eq!(stream.window(), 1 << 20);
+    /// ```
+    pub fn set_window(&mut self, bytes: usize) {
+        self.controller.set_window(bytes);
     }
 
     /// The first failure, if one came.

@@ -176,7 +176,9 @@ impl sink::Server for GatedSink {
 
 /// A gated sink through a connection: the client, the token sender, what
 /// the sink saw, and the server's connection (for its counts).
-async fn gated() -> (
+async fn gated_with(
+    client_options: ConnOptions,
+) -> (
     sink::Client,
     futures::channel::mpsc::UnboundedSender<()>,
     Rc<Seen>,
@@ -190,10 +192,21 @@ async fn gated() -> (
         seen.clone(),
     ));
     let (client, server) =
-        ConnActor::pair(ConnOptions::new(), ConnOptions::new().main_interface(local));
+        ConnActor::pair(client_options, ConnOptions::new().main_interface(local));
     let conn = Connection::new(client);
     let sink = conn.bootstrap::<sink::Client>().await.unwrap();
     (sink, tokens, seen, server, conn)
+}
+
+/// [`gated_with`] the default options.
+async fn gated() -> (
+    sink::Client,
+    futures::channel::mpsc::UnboundedSender<()>,
+    Rc<Seen>,
+    actix::Addr<ConnActor>,
+    Connection,
+) {
+    gated_with(ConnOptions::new()).await
 }
 
 // covers: P-15
@@ -278,6 +291,44 @@ fn an_ordinary_call_never_overtakes_a_streaming_call_whose_send_waits() {
         assert_eq!(bytes, 120_000);
         for sent in futures::future::join_all(writes).await {
             sent.unwrap();
+        }
+    });
+}
+
+// covers: P-15
+#[test]
+fn a_connection_stream_window_lets_more_bytes_be_in_flight() {
+    use futures::FutureExt;
+    run(async {
+        let options = ConnOptions::new().stream_window(1 << 20);
+        let (sink, tokens, _seen, server, _conn) = gated_with(options).await;
+        // No write returns until it gets a token: sends go on at once while
+        // the window has room. With 1 MiB, about a hundred 10,000-byte
+        // writes do (the default 64 KiB window holds the eighth, see above).
+        let mut went_on = 0u32;
+        let waiting = loop {
+            let mut sent = write(&sink, (went_on % 250) as u8, 10_000);
+            if (&mut sent).now_or_never().is_none() {
+                break sent;
+            }
+            went_on += 1;
+            assert!(went_on < 200, "the window never filled");
+        };
+        assert!(
+            (100..=106).contains(&went_on),
+            "{went_on} sends went on at once"
+        );
+        for _ in 0..=went_on {
+            tokens.unbounded_send(()).unwrap();
+        }
+        capnp_actix::within(Duration::from_secs(5), waiting)
+            .await
+            .unwrap();
+        // Every write went out (and reaches the server in time).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while server.send(capnp_actix::Stats).await.unwrap().calls_in != went_on as u64 + 1 {
+            assert!(std::time::Instant::now() < deadline, "writes went missing");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
     });
 }

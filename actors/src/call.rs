@@ -45,6 +45,8 @@ pub(crate) trait Link: Send + Sync {
     /// The last local reference to import `import_id` (of `generation`)
     /// went away: the connection sends `Release`.
     fn import_dropped(&self, import_id: u32, generation: u64);
+    /// The window of streaming calls sent on the connection, in bytes.
+    fn stream_window(&self) -> usize;
 }
 
 /// A shared handle on a connection.

@@ -128,6 +128,17 @@ impl Capability {
         }
     }
 
+    /// The streaming window of the connection calls on this capability go
+    /// to, once known.
+    pub(crate) fn stream_window(&self) -> Option<usize> {
+        match &self.kind {
+            CapKind::Import(import) => Some(import.link.stream_window()),
+            CapKind::Promise(promise) => promise.import_link().map(|l| l.stream_window()),
+            CapKind::Pipelined { call, .. } => call.remote().map(|r| r.link.stream_window()),
+            _ => None,
+        }
+    }
+
     /// The null capability.
     ///
     /// ```
@@ -433,6 +444,14 @@ pub(crate) struct PromiseImport {
 }
 
 impl PromiseImport {
+    /// The connection of the peer's promise, until it resolves.
+    pub(crate) fn import_link(&self) -> Option<LinkRef> {
+        self.lock()
+            .import
+            .as_ref()
+            .map(|import| import.link.clone())
+    }
+
     pub(crate) fn new(import: Arc<ImportRef>) -> Arc<PromiseImport> {
         Arc::new(PromiseImport {
             inner: Mutex::new(PromiseInner {

@@ -79,6 +79,11 @@ impl Request {
         params_of(&mut self.message, &mut self.cap_table)
     }
 
+    /// Where the call goes.
+    pub(crate) fn target(&self) -> &Capability {
+        &self.target
+    }
+
     /// The size of the call's message, in bytes (what a streaming call
     /// counts against its window).
     pub(crate) fn bytes(&self) -> usize {

@@ -48,8 +48,14 @@ pub(crate) fn send_streaming(
 ) -> impl Future<Output = Result<(), Error>> {
     let bytes = request.bytes();
     let now = Instant::now();
+    // The window is the connection's, once the target's connection is
+    // known (a promise's may be known only from its second call on).
+    let window = request.target().stream_window();
     let admitted = {
         let mut inner = slot.0.borrow_mut();
+        if let Some(window) = window {
+            inner.stream.set_window(window);
+        }
         let admitted = inner.stream.send(bytes, now);
         // (Behind senders that wait already, a sender waits too.)
         match admitted {

@@ -430,6 +430,7 @@ impl ConnActor {
                 link: Some(Arc::new(ConnLink {
                     id,
                     conn: ctx.address(),
+                    stream_window: options.stream_window,
                 })),
                 answer_conn: Rc::new(AnswerConn {
                     ready: ctx.address().recipient(),
@@ -909,6 +910,8 @@ struct ConnLink {
     id: u64,
     /// Its actor.
     conn: Addr<ConnActor>,
+    /// The window of streaming calls sent on it.
+    stream_window: usize,
 }
 
 impl Link for ConnLink {
@@ -934,6 +937,10 @@ impl Link for ConnLink {
             import_id,
             generation,
         });
+    }
+
+    fn stream_window(&self) -> usize {
+        self.stream_window
     }
 }
 

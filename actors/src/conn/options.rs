@@ -40,6 +40,8 @@ pub struct ConnOptions {
     pub(super) max_pipelined: usize,
     /// The deadline of every call sent on the connection.
     pub(super) call_timeout: Option<Duration>,
+    /// The window of streaming calls sent on the connection.
+    pub(super) stream_window: usize,
 }
 
 impl Default for ConnOptions {
@@ -53,6 +55,7 @@ impl Default for ConnOptions {
             max_imports: DEFAULT_MAX_IMPORTS,
             max_pipelined: DEFAULT_MAX_PIPELINED,
             call_timeout: None,
+            stream_window: capnp_actix_proto::stream::DEFAULT_WINDOW,
         }
     }
 }
@@ -208,6 +211,21 @@ impl ConnOptions {
     /// ```
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// The window of the streaming calls (`-> stream`) sent on this
+    /// connection: how many bytes of them may be in flight before a
+    /// streaming send waits for returns (the bytes in flight may pass it by
+    /// the largest call). Larger windows stream faster on fast paths and
+    /// queue more ahead of other calls on slow ones. Default: 64 KiB, as
+    /// capnp-rpc's.
+    ///
+    /// ```
+    /// let options = capnp_actix::ConnOptions::new().stream_window(1 << 20);
+    /// ```
+    pub fn stream_window(mut self, bytes: usize) -> Self {
+        self.stream_window = bytes.max(1);
         self
     }
 
