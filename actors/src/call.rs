@@ -327,6 +327,8 @@ struct Inner {
     /// The caller gave the call a deadline of its own, which replaces the
     /// connection's default.
     own_deadline: bool,
+    /// The method allowed its own cancellation ([`crate::allow_cancellation`]).
+    cancellable: bool,
 }
 
 /// A list that is most often of one item, kept without an allocation.
@@ -391,6 +393,7 @@ impl CallState {
                 guard: None,
                 holds: Few::default(),
                 own_deadline: false,
+                cancellable: false,
             }),
         })
     }
@@ -520,6 +523,16 @@ impl CallState {
                 let _ = lifted.await;
             }
         }
+    }
+
+    /// The method running this call allowed its cancellation.
+    pub(crate) fn allow_cancellation(&self) {
+        self.lock().cancellable = true;
+    }
+
+    /// Whether the method running this call allowed its cancellation.
+    pub(crate) fn cancellable(&self) -> bool {
+        self.lock().cancellable
     }
 
     /// The call's deadline passed: unless it has settled, it fails with

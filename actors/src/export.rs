@@ -64,6 +64,8 @@ impl<D: capnp::capability::Server + Clone> HostedServer for D {
 pub(crate) const POOL: usize = 64;
 
 thread_local! {
+    /// The call whose method this thread is starting (its first poll).
+    static STARTING: RefCell<Option<std::sync::Weak<crate::call::CallState>>> = const { RefCell::new(None) };
     /// This thread's idle export actors, each with its slot.
     static IDLE: RefCell<Vec<(Addr<ExportActor>, Rc<Slot>)>> = const { RefCell::new(Vec::new()) };
 }
@@ -302,7 +304,12 @@ impl ExportActor {
         // is polled again by the executor, with a waker of its own.)
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
-        let std::task::Poll::Ready(outcome) = std::pin::Pin::new(&mut work).poll(&mut cx) else {
+        // (The method's code up to its first await runs in this poll: where
+        // `allow_cancellation` finds its call.)
+        let previous = STARTING.with(|s| s.replace(Some(state.clone())));
+        let polled = std::pin::Pin::new(&mut work).poll(&mut cx);
+        STARTING.with(|s| *s.borrow_mut() = previous);
+        let std::task::Poll::Ready(outcome) = polled else {
             // From here on, dropping the caller's state cancels the call.
             let Some(cancel) = state.upgrade().map(|state| state.guard_local()) else {
                 return; // the caller lost interest meanwhile: dropping `work` stops it
@@ -415,5 +422,27 @@ fn finish(
             None => Err(Error::failed("the server kept its results object")),
         },
         Err(e) => Err(Error::from(e)),
+    }
+}
+
+/// Lets the call this method is running for be cancelled when its caller
+/// lets go (a `Finish` from the peer), on a connection whose
+/// [`crate::Cancellation`] is `RunToCompletion`; on the default
+/// (`OnFinish`), every call may be cancelled anyway. Call it in the
+/// method before its first `.await`; gives whether it found a call (it
+/// does not outside a method, or after that first `.await`).
+///
+/// ```
+/// // Outside a method there is no call to allow.
+/// assert!(!capnp_actix::allow_cancellation());
+/// ```
+pub fn allow_cancellation() -> bool {
+    let call = STARTING.with(|s| s.borrow().as_ref().and_then(std::sync::Weak::upgrade));
+    match call {
+        Some(call) => {
+            call.allow_cancellation();
+            true
+        }
+        None => false,
     }
 }

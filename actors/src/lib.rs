@@ -60,12 +60,12 @@ pub use capnp_actix_proto::frame::Limits;
 pub use capnp_actix_proto::{Error, ErrorKind};
 pub use client::{connect, connect_with, Connection};
 pub use conn::{
-    Bootstrap, Call, Close, ConnActor, ConnOptions, ConnStats, ErrorCounts, Stats, Watch,
-    DEFAULT_FLOW_LIMIT, DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS, DEFAULT_MAX_PIPELINED,
+    Bootstrap, Call, Cancellation, Close, ConnActor, ConnOptions, ConnStats, ErrorCounts, Stats,
+    Watch, DEFAULT_FLOW_LIMIT, DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS, DEFAULT_MAX_PIPELINED,
     DEFAULT_SEND_BUFFER_SIZE,
 };
 pub use endpoint::{Endpoint, IntoEndpoint, PeerAddr};
-pub use export::new_client;
+pub use export::{allow_cancellation, new_client};
 pub use reconnect::{Reconnect, ReconnectOptions, ReconnectStatus, Reconnecting};
 pub use request::Request;
 pub use server::{

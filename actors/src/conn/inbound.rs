@@ -105,6 +105,15 @@ impl ConnActor {
                 Ok(())
             }
             Event::Cancel { question_id } => {
+                // Run to completion unless the method allowed otherwise.
+                let runs_on = self.cancellation == super::Cancellation::RunToCompletion
+                    && !self
+                        .core
+                        .answer(question_id)
+                        .is_some_and(|a| a.state.cancellable());
+                if runs_on {
+                    return Ok(());
+                }
                 if let Some(actor) = self.core.answer(question_id).and_then(|a| a.actor.as_ref()) {
                     actor.do_send(CancelAnswer {
                         answer_id: question_id,

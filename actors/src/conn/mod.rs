@@ -47,7 +47,7 @@ pub use metrics::ErrorCounts;
 use metrics::Metrics;
 use options::BootstrapSource;
 pub use options::{
-    ConnOptions, DEFAULT_FLOW_LIMIT, DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS,
+    Cancellation, ConnOptions, DEFAULT_FLOW_LIMIT, DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS,
     DEFAULT_MAX_PIPELINED, DEFAULT_SEND_BUFFER_SIZE,
 };
 
@@ -303,6 +303,8 @@ pub struct ConnActor {
     pub(crate) send_buffer_size: usize,
     /// The deadline of every call sent.
     pub(crate) call_timeout: Option<std::time::Duration>,
+    /// What the peer's `Finish` does to its running calls.
+    pub(crate) cancellation: Cancellation,
     /// The protocol: tables, flow gate, embargoes, and every decision on
     /// them.
     pub(crate) core: Connection<Runtime>,
@@ -418,6 +420,7 @@ impl ConnActor {
                 backpressure,
                 send_buffer_size: options.send_buffer_size,
                 call_timeout: options.call_timeout,
+                cancellation: options.cancellation,
                 core: Connection::new(Config {
                     flow_limit: options.flow_limit,
                     max_answers: options.max_answers,

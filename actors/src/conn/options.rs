@@ -42,6 +42,29 @@ pub struct ConnOptions {
     pub(super) call_timeout: Option<Duration>,
     /// The window of streaming calls sent on the connection.
     pub(super) stream_window: usize,
+    /// What a `Finish` does to the peer's running calls.
+    pub(super) cancellation: Cancellation,
+}
+
+/// What a peer's `Finish` does to its call while the method still runs.
+///
+/// ```
+/// use capnp_actix::{Cancellation, ConnOptions};
+/// let options = ConnOptions::new().cancellation(Cancellation::RunToCompletion);
+/// assert_eq!(Cancellation::default(), Cancellation::OnFinish);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The method is cancelled: its future is dropped at its next
+    /// `.await`, and the peer gets a `canceled` Return (capnp-rpc's
+    /// behaviour, and the Rust norm).
+    #[default]
+    OnFinish,
+    /// The method runs to completion, and its results are dropped (the C++
+    /// reference 1.x's default), unless it called
+    /// [`crate::allow_cancellation`]: then it is cancelled as with
+    /// `OnFinish`.
+    RunToCompletion,
 }
 
 impl Default for ConnOptions {
@@ -56,6 +79,7 @@ impl Default for ConnOptions {
             max_pipelined: DEFAULT_MAX_PIPELINED,
             call_timeout: None,
             stream_window: capnp_actix_proto::stream::DEFAULT_WINDOW,
+            cancellation: Cancellation::OnFinish,
         }
     }
 }
@@ -226,6 +250,18 @@ impl ConnOptions {
     /// ```
     pub fn stream_window(mut self, bytes: usize) -> Self {
         self.stream_window = bytes.max(1);
+        self
+    }
+
+    /// What the peer's `Finish` does to its calls whose methods still run
+    /// (see [`Cancellation`]). Default: [`Cancellation::OnFinish`].
+    ///
+    /// ```
+    /// use capnp_actix::{Cancellation, ConnOptions};
+    /// let options = ConnOptions::new().cancellation(Cancellation::RunToCompletion);
+    /// ```
+    pub fn cancellation(mut self, cancellation: Cancellation) -> Self {
+        self.cancellation = cancellation;
         self
     }
 
