@@ -9,6 +9,7 @@
 
 use crate::capability::PromiseImport;
 use crate::capability::{Capability, HandedOn};
+use crate::few::Few;
 use crate::payload::{Body, Payload};
 use actix::{Message, Recipient};
 use capnp::any_pointer;
@@ -331,44 +332,6 @@ struct Inner {
     cancellable: bool,
 }
 
-/// A list that is most often of one item, kept without an allocation.
-struct Few<T> {
-    first: Option<T>,
-    rest: Vec<T>,
-}
-
-impl<T> Default for Few<T> {
-    fn default() -> Self {
-        Few {
-            first: None,
-            rest: Vec::new(),
-        }
-    }
-}
-
-impl<T> Few<T> {
-    fn push(&mut self, item: T) {
-        match self.first {
-            None => self.first = Some(item),
-            Some(_) => self.rest.push(item),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.first.iter().chain(self.rest.iter())
-    }
-}
-
-impl<T> IntoIterator for Few<T> {
-    type Item = T;
-    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
-
-    /// The items in the order they came.
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.rest)
-    }
-}
-
 /// The state of one call, shared by everything that waits on it.
 pub(crate) struct CallState {
     /// Guarded by a mutex: capabilities are used from any thread. The lock
@@ -523,6 +486,17 @@ impl CallState {
                 let _ = lifted.await;
             }
         }
+    }
+
+    /// The caller gave the call a deadline of its own.
+    pub(crate) fn set_own_deadline(&self) {
+        self.lock().own_deadline = true;
+    }
+
+    /// Whether the caller gave the call a deadline of its own (which
+    /// replaces the connection's default).
+    pub(crate) fn has_own_deadline(&self) -> bool {
+        self.lock().own_deadline
     }
 
     /// The method running this call allowed its cancellation.
@@ -877,92 +851,8 @@ impl PendingCall {
         }
     }
 
-    /// Fails the call with an `overloaded` error naming the deadline if it
-    /// has not returned within `timeout`, and cancels it (`Finish` goes to
-    /// the peer; a local object's work is dropped). Run it inside an actix
-    /// system. (For typed calls, see [`crate::within`].)
-    ///
-    /// ```
-    /// # actix::System::new().block_on(async {
-    /// # let (client, _server) = capnp_actix::ConnActor::pair(Default::default(), Default::default());
-    /// # let cap = client.send(capnp_actix::Bootstrap).await.unwrap().unwrap();
-    /// let pending = cap.new_call(0x1234, 0).send().timeout(std::time::Duration::from_secs(5));
-    /// # });
-    /// ```
-    pub fn timeout(self, timeout: std::time::Duration) -> PendingCall {
-        self.state.lock().own_deadline = true;
-        expire_after(&self.state, timeout, Deadline::Own);
-        self
-    }
-
     pub(crate) fn state(&self) -> &Arc<CallState> {
         &self.state
-    }
-}
-
-/// Which deadline a call has.
-#[derive(Clone, Copy)]
-pub(crate) enum Deadline {
-    /// The caller's own ([`PendingCall::timeout`]).
-    Own,
-    /// The connection's default (`ConnOptions::call_timeout`): it does not
-    /// apply to a call with a deadline of its own.
-    Default,
-}
-
-/// The error of a call whose deadline passed; `setting` names what set it.
-pub(crate) fn deadline_exceeded(timeout: std::time::Duration, setting: &str) -> Error {
-    Error::overloaded(format!(
-        "deadline exceeded: the call did not return within {timeout:?} ({setting})"
-    ))
-}
-
-/// Expires `state` after `timeout`, unless it settles or goes away first
-/// (the timer ends then too), or, for the connection's default, unless
-/// the caller gave it a deadline of its own.
-pub(crate) fn expire_after(
-    state: &Arc<CallState>,
-    timeout: std::time::Duration,
-    deadline: Deadline,
-) {
-    let settled = state.wait();
-    let state = Arc::downgrade(state);
-    actix_rt::spawn(async move {
-        let timer = std::pin::pin!(tokio::time::sleep(timeout));
-        if let futures::future::Either::Right(_) = futures::future::select(timer, settled).await {
-            return; // settled (or dropped) in time
-        }
-        let Some(state) = state.upgrade() else { return };
-        let setting = match deadline {
-            Deadline::Own => "timeout",
-            Deadline::Default if state.lock().own_deadline => return,
-            Deadline::Default => "call_timeout",
-        };
-        state.expire(deadline_exceeded(timeout, setting));
-    });
-}
-
-/// Gives `call`'s outcome, or fails with an `overloaded` error naming the
-/// deadline if it has not come within `timeout`; the call is dropped then,
-/// which cancels it (for a call to a peer, `Finish` is sent). Works for
-/// typed calls (`request.send().promise`) and any other future of a
-/// result. Run it inside an actix system.
-///
-/// ```
-/// # actix::System::new().block_on(async {
-/// let never = futures::future::pending::<Result<(), capnp::Error>>();
-/// let err = capnp_actix::within(std::time::Duration::from_millis(10), never).await.unwrap_err();
-/// assert!(err.to_string().contains("deadline exceeded"));
-/// # });
-/// ```
-pub async fn within<T, E, F>(timeout: std::time::Duration, call: F) -> Result<T, E>
-where
-    F: Future<Output = Result<T, E>>,
-    E: From<Error>,
-{
-    match tokio::time::timeout(timeout, call).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(deadline_exceeded(timeout, "within").into()),
     }
 }
 

@@ -41,8 +41,10 @@ mod call;
 mod capability;
 mod client;
 mod conn;
+mod deadline;
 mod endpoint;
 mod export;
+mod few;
 mod hooks;
 mod payload;
 mod placeholder;
@@ -54,7 +56,7 @@ mod server_set;
 mod stats;
 mod stream;
 
-pub use call::{within, PendingCall, Pipeline, Response};
+pub use call::{PendingCall, Pipeline, Response};
 pub use capability::Capability;
 pub use capnp_actix_proto::frame::Limits;
 pub use capnp_actix_proto::{Error, ErrorKind};
@@ -64,6 +66,7 @@ pub use conn::{
     Watch, DEFAULT_FLOW_LIMIT, DEFAULT_MAX_ANSWERS, DEFAULT_MAX_IMPORTS, DEFAULT_MAX_PIPELINED,
     DEFAULT_SEND_BUFFER_SIZE,
 };
+pub use deadline::within;
 pub use endpoint::{Endpoint, IntoEndpoint, PeerAddr};
 pub use export::{allow_cancellation, new_client};
 pub use reconnect::{Reconnect, ReconnectOptions, ReconnectStatus, Reconnecting};

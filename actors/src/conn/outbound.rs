@@ -188,7 +188,7 @@ impl ConnActor {
         self.write_owned(message);
         self.metrics.calls_out += 1;
         if let Some(timeout) = self.call_timeout {
-            crate::call::expire_after(state, timeout, crate::call::Deadline::Default);
+            crate::deadline::expire_after(state, timeout, crate::deadline::Deadline::Default);
         }
         // The question's actor starts after the write is queued, so that
         // the writer (woken first) puts the call on the wire before the new
