@@ -31,6 +31,13 @@ async fn pair(options: ConnOptions) -> (Connection, Capability, Tally) {
     (conn, cap, tally)
 }
 
+/// `Test.hang` on `cap` with a deadline of its own: the error it fails
+/// with.
+async fn hang_within(cap: &Capability, timeout: Duration) -> capnp_actix::Error {
+    let hung = cap.new_call(TEST_ID, HANG).send().timeout(timeout).await;
+    hung.err().expect("a hung call cannot succeed")
+}
+
 /// Waits until the server has cancelled `n` hung calls, failing after 5 s.
 async fn cancelled(tally: &Tally, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -75,13 +82,7 @@ fn a_connection_call_timeout_fails_a_late_call_and_cancels_the_callee() {
 fn a_pending_call_timeout_fails_the_call_and_cancels_the_callee() {
     run(async {
         let (_conn, cap, tally) = pair(ConnOptions::new()).await;
-        let err = cap
-            .new_call(TEST_ID, HANG)
-            .send()
-            .timeout(Duration::from_millis(50))
-            .await
-            .err()
-            .unwrap();
+        let err = hang_within(&cap, Duration::from_millis(50)).await;
         assert!(err.reason().contains("deadline exceeded"), "{err}");
         assert!(err.reason().contains("(timeout)"), "{err}");
         cancelled(&tally, 1).await;
@@ -116,13 +117,7 @@ fn a_deadline_on_a_local_call_drops_its_work() {
     run(async {
         let tally = Tally::default();
         let local = Capability::from_server::<test::Client, _>(TestImpl::new(&tally));
-        let err = local
-            .new_call(TEST_ID, HANG)
-            .send()
-            .timeout(Duration::from_millis(50))
-            .await
-            .err()
-            .unwrap();
+        let err = hang_within(&local, Duration::from_millis(50)).await;
         assert!(err.reason().contains("deadline exceeded"), "{err}");
         cancelled(&tally, 1).await;
     });
@@ -134,13 +129,7 @@ fn a_call_deadline_of_its_own_replaces_the_connection_default() {
         let (_conn, cap, _tally) =
             pair(ConnOptions::new().call_timeout(Duration::from_millis(50))).await;
         let started = Instant::now();
-        let err = cap
-            .new_call(TEST_ID, HANG)
-            .send()
-            .timeout(Duration::from_millis(300))
-            .await
-            .err()
-            .unwrap();
+        let err = hang_within(&cap, Duration::from_millis(300)).await;
         assert!(
             started.elapsed() >= Duration::from_millis(300),
             "longer than the default"
@@ -148,13 +137,7 @@ fn a_call_deadline_of_its_own_replaces_the_connection_default() {
         assert!(err.reason().contains("(timeout)"), "{err}");
         // And a shorter one.
         let started = Instant::now();
-        let err = cap
-            .new_call(TEST_ID, HANG)
-            .send()
-            .timeout(Duration::from_millis(10))
-            .await
-            .err()
-            .unwrap();
+        let err = hang_within(&cap, Duration::from_millis(10)).await;
         assert!(started.elapsed() < Duration::from_millis(50));
         assert!(err.reason().contains("(timeout)"), "{err}");
     });

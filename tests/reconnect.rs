@@ -14,13 +14,15 @@ mod bench_capnp {
     include!(concat!(env!("OUT_DIR"), "/bench_capnp.rs"));
 }
 
-use capnp_actix::{within, Capability, Reconnect, ReconnectOptions, Server, ServerHandle};
+use capnp_actix::{
+    within, Capability, Reconnect, ReconnectOptions, Reconnecting, Server, ServerHandle,
+};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use support::test_capnp;
-use support::{Tally, TestImpl};
+use support::{try_echo, Tally, TestImpl};
 use test_capnp::test;
 
 /// Runs `f` in a fresh actix system, failing after 30 s.
@@ -51,12 +53,13 @@ async fn test_server(endpoint: &str, tally: &Tally) -> ServerHandle {
         .unwrap()
 }
 
-async fn echo(client: &test::Client, text: &str) -> Result<String, capnp::Error> {
-    let mut request = client.echo_request();
-    request.get().set_text(text);
-    // No call may hang, whatever the connection does.
-    let reply = within(Duration::from_secs(10), request.send().promise).await?;
-    Ok(reply.get()?.get_text()?.to_string()?)
+/// Waits until `client` has seen its connection end, failing after 5 s.
+async fn until_down(client: &Reconnecting) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.status().await.unwrap().connected {
+        assert!(Instant::now() < deadline, "the end went unnoticed");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn fast() -> ReconnectOptions {
@@ -75,7 +78,7 @@ fn a_reconnecting_client_recovers_when_its_server_stops_and_starts_again_mid_cal
         )
         .unwrap();
         let calls: test::Client = client.bootstrap();
-        assert_eq!(echo(&calls, "one").await.unwrap(), "one");
+        assert_eq!(try_echo(&calls, "one").await.unwrap(), "one");
 
         // Calls in flight when the server goes fail `disconnected`.
         let hung = calls.hang_request().send().promise;
@@ -88,7 +91,7 @@ fn a_reconnecting_client_recovers_when_its_server_stops_and_starts_again_mid_cal
         let waiting: Vec<_> = (0..5)
             .map(|i| {
                 let calls = calls.clone();
-                actix_rt::spawn(async move { echo(&calls, &format!("w{i}")).await })
+                actix_rt::spawn(async move { try_echo(&calls, &format!("w{i}")).await })
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -104,10 +107,10 @@ fn a_reconnecting_client_recovers_when_its_server_stops_and_starts_again_mid_cal
         let status = client.status().await.unwrap();
         assert!(status.connected);
         assert_eq!(status.connections, 2);
-        assert_eq!(echo(&calls, "two").await.unwrap(), "two");
+        assert_eq!(try_echo(&calls, "two").await.unwrap(), "two");
 
         client.close().await;
-        let closed = echo(&calls, "closed").await.err().unwrap();
+        let closed = try_echo(&calls, "closed").await.err().unwrap();
         assert!(closed.to_string().contains("closed"), "{closed}");
         restarted.stop(Duration::ZERO).await;
     });
@@ -132,7 +135,7 @@ fn calls_keep_going_through_repeated_restarts_and_none_hangs() {
             let (ok, failed, running) = (ok.clone(), failed.clone(), running.clone());
             actix_rt::spawn(async move {
                 while running.get() {
-                    match echo(&calls, "x").await {
+                    match try_echo(&calls, "x").await {
                         Ok(_) => ok.set(ok.get() + 1),
                         Err(e) => {
                             assert_eq!(e.kind, capnp::ErrorKind::Disconnected, "{e}");
@@ -174,7 +177,7 @@ fn while_down_calls_fail_disconnected_after_the_wait_or_at_once() {
         )
         .unwrap();
         let started = Instant::now();
-        let err = echo(&waits.bootstrap(), "nobody").await.err().unwrap();
+        let err = try_echo(&waits.bootstrap(), "nobody").await.err().unwrap();
         assert!(started.elapsed() >= Duration::from_millis(150));
         assert_eq!(err.kind, capnp::ErrorKind::Disconnected);
         assert!(
@@ -187,7 +190,10 @@ fn while_down_calls_fail_disconnected_after_the_wait_or_at_once() {
         let fails_fast =
             Reconnect::start(endpoint.as_str(), fast().wait_while_down(Duration::ZERO)).unwrap();
         let started = Instant::now();
-        let err = echo(&fails_fast.bootstrap(), "nobody").await.err().unwrap();
+        let err = try_echo(&fails_fast.bootstrap(), "nobody")
+            .await
+            .err()
+            .unwrap();
         assert!(started.elapsed() < Duration::from_millis(150));
         assert_eq!(err.kind, capnp::ErrorKind::Disconnected);
     });
@@ -267,11 +273,7 @@ fn streaming_calls_go_through_a_reconnecting_client() {
         server.stop(Duration::ZERO).await;
         // (Once the client has seen the connection end: a call made before
         // would go to the old connection, and fail.)
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while client.status().await.unwrap().connected {
-            assert!(Instant::now() < deadline, "the end went unnoticed");
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_down(&client).await;
         let server = start().await;
         assert_eq!(stream(&bench, 30).await.unwrap(), 30_000);
         server.stop(Duration::ZERO).await;
@@ -382,11 +384,7 @@ fn a_reconnecting_client_recovers_when_its_server_process_is_killed_and_restarte
             actix_rt::time::sleep(Duration::from_millis(2)).await;
         }
         server.kill();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while client.status().await.unwrap().connected {
-            assert!(Instant::now() < deadline, "the kill went unnoticed");
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_down(&client).await;
         // Calls made while it is dead wait for the new process.
         let waiting = {
             let calc = calc.clone();
@@ -445,11 +443,7 @@ fn streaming_on_the_reconnecting_capability_itself_works_across_a_restart() {
         // The stream's target is the stable capability: the server's sink.
         assert_eq!(write_all(client.bootstrap(), 10).await.unwrap(), 5_000);
         server.stop(Duration::ZERO).await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while client.status().await.unwrap().connected {
-            assert!(Instant::now() < deadline, "the end went unnoticed");
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_down(&client).await;
         let server = start().await;
         // A new stream (a new client of the same capability) on the new
         // connection's sink.

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::test_capnp;
-use support::{CounterImpl, Tally, TestImpl};
+use support::{try_echo, CounterImpl, Tally, TestImpl};
 use test_capnp::{counter, test};
 
 /// Runs `f` in a fresh actix system, failing after 20 s.
@@ -51,13 +51,6 @@ async fn test_server(workers: usize, tally: &Tally) -> ServerHandle {
         .unwrap()
 }
 
-async fn echo(client: &test::Client, text: &str) -> Result<String, capnp::Error> {
-    let mut request = client.echo_request();
-    request.get().set_text(text);
-    let reply = request.send().promise.await?;
-    Ok(reply.get()?.get_text()?.to_string()?)
-}
-
 #[test]
 fn connections_spread_over_the_workers_share_the_main_interface_and_each_others_capabilities() {
     run(async {
@@ -65,9 +58,9 @@ fn connections_spread_over_the_workers_share_the_main_interface_and_each_others_
         let server = test_server(2, &tally).await;
         let endpoint = server.endpoints()[0].clone();
         let (conn_a, a) = connect::<test::Client>(&endpoint).await.unwrap();
-        assert_eq!(echo(&a, "a").await.unwrap(), "a");
+        assert_eq!(try_echo(&a, "a").await.unwrap(), "a");
         let (_conn_b, b) = connect::<test::Client>(&endpoint).await.unwrap();
-        assert_eq!(echo(&b, "b").await.unwrap(), "b");
+        assert_eq!(try_echo(&b, "b").await.unwrap(), "b");
 
         // One connection on each worker.
         let snapshot = server.snapshot().await.unwrap();
@@ -97,7 +90,7 @@ fn connections_spread_over_the_workers_share_the_main_interface_and_each_others_
         call_held.get().set_by(1);
         let failed = call_held.send().promise.await.err().unwrap();
         assert_eq!(failed.kind, capnp::ErrorKind::Disconnected, "{failed}");
-        assert_eq!(echo(&b, "still here").await.unwrap(), "still here");
+        assert_eq!(try_echo(&b, "still here").await.unwrap(), "still here");
         server.stop(Duration::ZERO).await;
     });
 }
@@ -186,10 +179,10 @@ fn over_the_connection_limit_a_peer_is_refused_with_a_reason_and_others_go_on() 
             .unwrap();
         let endpoint = server.endpoints()[0].clone();
         let (conn_a, a) = connect::<test::Client>(&endpoint).await.unwrap();
-        assert_eq!(echo(&a, "a").await.unwrap(), "a");
+        assert_eq!(try_echo(&a, "a").await.unwrap(), "a");
 
         let (conn_b, b) = connect::<test::Client>(&endpoint).await.unwrap();
-        let refused = echo(&b, "b").await.err().unwrap();
+        let refused = try_echo(&b, "b").await.err().unwrap();
         assert!(
             refused
                 .to_string()
@@ -198,7 +191,7 @@ fn over_the_connection_limit_a_peer_is_refused_with_a_reason_and_others_go_on() 
         );
         let why = conn_b.ended().await;
         assert!(why.reason().contains("max_connections"), "{why}");
-        assert_eq!(echo(&a, "a again").await.unwrap(), "a again");
+        assert_eq!(try_echo(&a, "a again").await.unwrap(), "a again");
 
         // With A gone, there is room again.
         conn_a.close().await;
@@ -207,7 +200,7 @@ fn over_the_connection_limit_a_peer_is_refused_with_a_reason_and_others_go_on() 
         })
         .await;
         let (_conn_c, c) = connect::<test::Client>(&endpoint).await.unwrap();
-        assert_eq!(echo(&c, "c").await.unwrap(), "c");
+        assert_eq!(try_echo(&c, "c").await.unwrap(), "c");
         let snapshot = server.snapshot().await.unwrap();
         assert_eq!((snapshot.accepted, snapshot.refused), (2, 1));
         server.stop(Duration::ZERO).await;
@@ -222,7 +215,7 @@ fn a_graceful_stop_lets_running_calls_finish_then_closes_and_drops_the_main_inte
         let endpoint = server.endpoints()[0].clone();
         let (conn, client) = connect::<test::Client>(&endpoint).await.unwrap();
         let (idle_conn, idle) = connect::<test::Client>(&endpoint).await.unwrap();
-        assert_eq!(echo(&idle, "idle").await.unwrap(), "idle");
+        assert_eq!(try_echo(&idle, "idle").await.unwrap(), "idle");
 
         // Two calls in flight: one returns within the grace period, one
         // never does.
@@ -258,7 +251,7 @@ fn a_graceful_stop_lets_running_calls_finish_then_closes_and_drops_the_main_inte
         let counter = delayed.await.unwrap().get().unwrap().get_counter().unwrap();
         assert_eq!(tally.servers_dropped.load(Ordering::SeqCst), 0);
         // New calls on a draining connection fail.
-        let late = echo(&client, "late").await.err().unwrap();
+        let late = try_echo(&client, "late").await.err().unwrap();
         assert_eq!(late.kind, capnp::ErrorKind::Disconnected);
         assert!(late.to_string().contains("shutting down"), "{late}");
         drop(counter);
@@ -294,7 +287,7 @@ fn the_snapshot_counts_calls_bytes_and_exceptions_per_connection_and_summed() {
         let endpoint = server.endpoints()[0].clone();
         let (conn, client) = connect::<test::Client>(&endpoint).await.unwrap();
         for text in ["a", "b", "c"] {
-            echo(&client, text).await.unwrap();
+            try_echo(&client, text).await.unwrap();
         }
         let mut fail = client.fail_request();
         fail.get()
@@ -383,7 +376,7 @@ fn a_server_listens_on_a_unix_socket_and_removes_it_when_stopped() {
             .await
             .unwrap();
         let (_conn, client) = connect::<test::Client>(endpoint.as_str()).await.unwrap();
-        assert_eq!(echo(&client, "unix").await.unwrap(), "unix");
+        assert_eq!(try_echo(&client, "unix").await.unwrap(), "unix");
         let snapshot = server.snapshot().await.unwrap();
         assert!(matches!(
             snapshot.connections[0].info.peer,
@@ -475,11 +468,11 @@ fn a_panicking_bootstrap_factory_refuses_that_connection_only() {
         };
         let endpoint = server.endpoints()[0].clone();
         let (conn, first) = connect::<test::Client>(&endpoint).await.unwrap();
-        assert!(echo(&first, "x").await.is_err());
+        assert!(try_echo(&first, "x").await.is_err());
         assert_eq!(conn.ended().await.kind(), ErrorKind::Disconnected);
         // The worker lives on: the next connection is served.
         let (_conn, second) = connect::<test::Client>(&endpoint).await.unwrap();
-        assert_eq!(echo(&second, "y").await.unwrap(), "y");
+        assert_eq!(try_echo(&second, "y").await.unwrap(), "y");
         until("the refused one's end recorded", || async {
             server.snapshot().await.unwrap().ended == 1
         })
@@ -496,7 +489,7 @@ fn stop_takes_any_grace_period_even_the_longest() {
         let (conn, client) = connect::<test::Client>(&server.endpoints()[0])
             .await
             .unwrap();
-        assert_eq!(echo(&client, "x").await.unwrap(), "x");
+        assert_eq!(try_echo(&client, "x").await.unwrap(), "x");
         // No call runs: the connection closes at once, and stop resolves.
         server.stop(Duration::MAX).await;
         assert_eq!(conn.ended().await.kind(), ErrorKind::Disconnected);

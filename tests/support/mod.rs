@@ -578,16 +578,16 @@ async fn connected(
 
 /// `test.echo(text)`, awaited: the text that came back.
 pub async fn echo(test: &test::Client, text: &str) -> String {
-    let mut req = test.echo_request();
-    req.get().set_text(text);
-    let reply = req.send().promise.await.unwrap();
-    reply
-        .get()
-        .unwrap()
-        .get_text()
-        .unwrap()
-        .to_string()
-        .unwrap()
+    try_echo(test, text).await.unwrap()
+}
+
+/// `test.echo(text)`, awaited, bounded by 10 s (no call may hang,
+/// whatever its connection does): the text that came back, or why not.
+pub async fn try_echo(test: &test::Client, text: &str) -> Result<String, capnp::Error> {
+    let mut request = test.echo_request();
+    request.get().set_text(text);
+    let reply = capnp_actix::within(Duration::from_secs(10), request.send().promise).await?;
+    Ok(reply.get()?.get_text()?.to_string()?)
 }
 
 /// Polls `check` until it holds, failing the test after `limit`.
