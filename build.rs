@@ -17,7 +17,7 @@ const SCHEMAS: &[&str] = &[
 /// Schemas with streaming methods (`-> stream`): the compiler imports the
 /// standard `/capnp/stream.capnp` for them, whose ids are those of our own
 /// copy, so they are compiled apart from it.
-const STREAMING_SCHEMAS: &[&str] = &["schema/bench.capnp"];
+const STREAMING_SCHEMAS: &[&str] = &["schema/bench.capnp", "schema/streaming.capnp"];
 
 fn main() {
     println!("cargo:rerun-if-changed=schema");

@@ -14,6 +14,12 @@
 //! result line) on an RPC error, a disconnect, a failed connect or a failed
 //! check; 2 on a usage error. All RPC runs on one event-loop thread
 //! (`#[actix::main]`); concurrent units are futures of that one task.
+//!
+//! Outside the contract, for studying streaming: `CAPNP_ACTIX_FLOW` picks
+//! the connection's flow control (`fixed:BYTES`, or `adaptive` with
+//! optional `:MAX_BYTES:QUEUE_DELAY_US`; default: the library's), and
+//! `CAPNP_ACTIX_TRACE_WINDOW=MS` prints the timed stream's window and bytes
+//! in flight every MS ms on stderr (`window ms=.. window=.. in_flight=..`).
 
 mod bench;
 
@@ -45,12 +51,37 @@ async fn connect(addr: &str) -> Result<Conn, BoxError> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let actor = ConnActor::from_tcp(stream, ConnOptions::new());
+    let actor = ConnActor::from_tcp(stream, conn_options()?);
     let bench = actor.send(Bootstrap).await??.client();
     Ok(Conn {
         _actor: actor,
         bench,
     })
+}
+
+/// The connection's options: the library's defaults, or the flow control
+/// `CAPNP_ACTIX_FLOW` names.
+fn conn_options() -> Result<ConnOptions, BoxError> {
+    use capnp_actix::{Adaptive, FlowControl};
+    let Ok(flow) = std::env::var("CAPNP_ACTIX_FLOW") else {
+        return Ok(ConnOptions::new());
+    };
+    let parts: Vec<&str> = flow.split(':').collect();
+    let number = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("CAPNP_ACTIX_FLOW: {s:?}"))
+    };
+    let flow_control = match parts.as_slice() {
+        ["fixed", bytes] => FlowControl::Fixed(number(bytes)? as usize),
+        ["adaptive"] => FlowControl::Adaptive(Adaptive::default()),
+        ["adaptive", max, delay_us] => FlowControl::Adaptive(
+            Adaptive::default()
+                .max_window(number(max)? as usize)
+                .queue_delay(std::time::Duration::from_micros(number(delay_us)?)),
+        ),
+        _ => return Err(format!("CAPNP_ACTIX_FLOW: {flow:?}").into()),
+    };
+    Ok(ConnOptions::new().flow_control(flow_control))
 }
 
 /// The warm-up rule of the contract: `min(1000, ceil(n / 10))` units.
@@ -358,12 +389,31 @@ async fn run_stream(options: &Options, bench: &bench_if::Client) -> Result<Strin
             next = (sent + every).max(Instant::now());
         }
     };
+    let tracing = async {
+        let Some(every) = std::env::var("CAPNP_ACTIX_TRACE_WINDOW")
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+        else {
+            return;
+        };
+        while streaming.get() {
+            if let Some(state) = capnp_actix::stream_state(&sink) {
+                eprintln!(
+                    "window ms={:.1} window={} in_flight={}",
+                    began.elapsed().as_secs_f64() * 1e3,
+                    state.window,
+                    state.in_flight
+                );
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(every)).await;
+        }
+    };
     let writing = async {
         let written = stream_into(&sink, &data, &phase).await;
         streaming.set(false);
         written.map(|()| began.elapsed().as_secs_f64())
     };
-    let (written, probed) = futures::join!(writing, probing);
+    let (written, probed, ()) = futures::join!(writing, probing, tracing);
     let secs = written?;
     probed?;
     // (The timed phase ends with done()'s return, not the last probe's.)

@@ -214,10 +214,11 @@ async fn gated() -> (
 fn a_streaming_send_completes_when_the_window_has_room_not_when_the_call_returns() {
     use futures::FutureExt;
     run(async {
-        let (sink, tokens, seen, server, _conn) = gated().await;
-        // Seven writes of 10,000 bytes fit the 64 KiB window and one more
-        // write (the peers' rule): each send completes though no write has
-        // returned (none may, yet).
+        let options = ConnOptions::new().stream_window(64 * 1024);
+        let (sink, tokens, seen, server, _conn) = gated_with(options).await;
+        // Seven writes of 10,000 bytes fit a fixed 64 KiB window and one
+        // more write (the peers' rule): each send completes though no write
+        // has returned (none may, yet).
         for i in 0..7 {
             capnp_actix::within(Duration::from_secs(5), write(&sink, i, 10_000))
                 .await
@@ -330,5 +331,44 @@ fn a_connection_stream_window_lets_more_bytes_be_in_flight() {
             assert!(std::time::Instant::now() < deadline, "writes went missing");
             actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
+    });
+}
+
+// covers: P-15
+#[test]
+fn by_default_the_window_is_adaptive_and_never_passes_its_bound() {
+    use capnp_actix::{Adaptive, FlowControl};
+    use futures::FutureExt;
+    run(async {
+        // The default: the adaptive window, which starts at 512 KiB.
+        let (sink, _tokens, _seen, _server, _conn) = gated().await;
+        assert!(capnp_actix::stream_state(&sink).is_none(), "no call yet");
+        write(&sink, 0, 10).await.unwrap();
+        let state = capnp_actix::stream_state(&sink).unwrap();
+        assert_eq!(state.window, 512 * 1024);
+        assert!(
+            (10..200).contains(&state.in_flight),
+            "{state:?}: the write's message"
+        );
+        // With a bound of 300,000 bytes, writes that never return fill it
+        // and no more: the send that passes it waits, and nothing more than
+        // the bound and that one write is ever in flight.
+        let bound = 300_000;
+        let options = ConnOptions::new()
+            .flow_control(FlowControl::Adaptive(Adaptive::default().max_window(bound)));
+        let (sink, _tokens, _seen, _server, _conn) = gated_with(options).await;
+        let mut went_on = 0u32;
+        let _waiting = loop {
+            let mut sent = write(&sink, went_on as u8, 10_000);
+            if (&mut sent).now_or_never().is_none() {
+                break sent;
+            }
+            went_on += 1;
+            assert!(went_on < 1000, "the window never filled");
+        };
+        let state = capnp_actix::stream_state(&sink).unwrap();
+        assert_eq!(state.window, bound);
+        assert!(state.in_flight >= bound, "{state:?}");
+        assert!(state.in_flight < bound + 10_000 + 200, "{state:?}");
     });
 }

@@ -46,8 +46,8 @@ pub(crate) trait Link: Send + Sync {
     /// The last local reference to import `import_id` (of `generation`)
     /// went away: the connection sends `Release`.
     fn import_dropped(&self, import_id: u32, generation: u64);
-    /// The window of streaming calls sent on the connection, in bytes.
-    fn stream_window(&self) -> usize;
+    /// The flow control of streaming calls sent on the connection.
+    fn flow_control(&self) -> capnp_actix_proto::stream::FlowControl;
 }
 
 /// A shared handle on a connection.

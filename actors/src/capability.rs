@@ -128,13 +128,13 @@ impl Capability {
         }
     }
 
-    /// The streaming window of the connection calls on this capability go
-    /// to, once known.
-    pub(crate) fn stream_window(&self) -> Option<usize> {
+    /// The streaming flow control of the connection calls on this
+    /// capability go to, once known.
+    pub(crate) fn flow_control(&self) -> Option<capnp_actix_proto::stream::FlowControl> {
         match &self.kind {
-            CapKind::Import(import) => Some(import.link.stream_window()),
-            CapKind::Promise(promise) => promise.import_link().map(|l| l.stream_window()),
-            CapKind::Pipelined { call, .. } => call.remote().map(|r| r.link.stream_window()),
+            CapKind::Import(import) => Some(import.link.flow_control()),
+            CapKind::Promise(promise) => promise.import_link().map(|l| l.flow_control()),
+            CapKind::Pipelined { call, .. } => call.remote().map(|r| r.link.flow_control()),
             _ => None,
         }
     }

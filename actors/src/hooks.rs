@@ -35,8 +35,15 @@ thread_local! {
     /// `get_ptr` are safe methods any foreign hook may implement to return
     /// our values. Hooks are not `Send`, so each one is made and dropped on
     /// the thread whose registry knows it.
-    static LIVE_HOOKS: RefCell<HashMap<usize, Capability, OwnKeys>> =
+    static LIVE_HOOKS: RefCell<HashMap<usize, Live, OwnKeys>> =
         RefCell::new(HashMap::default());
+}
+
+/// What `LIVE_HOOKS` knows of a live hook.
+struct Live {
+    cap: Capability,
+    /// Its streaming calls, once it made any.
+    stream: Option<Rc<StreamSlot>>,
 }
 
 /// The address of a hook's object: what identifies a live `CapHook`.
@@ -67,7 +74,8 @@ fn hook_with(cap: Capability, stream: Option<Rc<StreamSlot>>) -> Box<dyn ClientH
         stream: RefCell::new(stream),
     });
     let address = &*hook as *const CapHook as usize;
-    LIVE_HOOKS.with(|live| live.borrow_mut().insert(address, cap));
+    let stream = hook.stream.borrow().clone();
+    LIVE_HOOKS.with(|live| live.borrow_mut().insert(address, Live { cap, stream }));
     hook
 }
 
@@ -95,15 +103,36 @@ impl Drop for CapHook {
 /// no hook, whatever it returns from its methods, can make this read
 /// memory as the wrong type.
 pub(crate) fn capability_of(hook: &dyn ClientHook) -> Capability {
-    let ours = std::mem::size_of_val(hook) == std::mem::size_of::<CapHook>();
-    let found = ours
-        .then(|| LIVE_HOOKS.with(|live| live.borrow().get(&address_of(hook)).cloned()))
-        .flatten();
+    let found = with_live(hook, |live| live.cap.clone());
     found.unwrap_or_else(|| {
         Capability::broken(Error::failed(
             "a capability of another RPC system cannot be sent through capnp-actix",
         ))
     })
+}
+
+/// `f` of what the registry knows of `hook`, if it is one of ours.
+fn with_live<T>(hook: &dyn ClientHook, f: impl FnOnce(&Live) -> T) -> Option<T> {
+    let ours = std::mem::size_of_val(hook) == std::mem::size_of::<CapHook>();
+    ours.then(|| LIVE_HOOKS.with(|live| live.borrow().get(&address_of(hook)).map(f)))
+        .flatten()
+}
+
+/// Where a typed client's streaming calls stand: its window and the bytes
+/// in flight, once it sent a call, or `None` before (or for a client of
+/// another RPC system). For watching a stream's flow control at work.
+///
+/// ```ignore
+/// let sink: sink::Client = cap.client();
+/// sink.write_request().send().await?;
+/// let state = capnp_actix::stream_state(&sink).unwrap();
+/// println!("window {} bytes, {} in flight", state.window, state.in_flight);
+/// ```
+pub fn stream_state<C: FromClientHook>(client: &C) -> Option<crate::stream::StreamState> {
+    with_live(client.as_client_hook(), |live| {
+        live.stream.as_ref().map(|s| s.state())
+    })
+    .flatten()
 }
 
 /// A capnp cap table for a payload's capabilities.
@@ -229,10 +258,18 @@ impl RequestHookImpl {
 impl CapHook {
     /// The client's streaming slot (made now if it has none yet).
     fn stream_slot(&self) -> Rc<StreamSlot> {
-        self.stream
-            .borrow_mut()
-            .get_or_insert_with(StreamSlot::new)
-            .clone()
+        if let Some(slot) = &*self.stream.borrow() {
+            return slot.clone();
+        }
+        let slot = StreamSlot::new();
+        *self.stream.borrow_mut() = Some(slot.clone());
+        let address = self as *const CapHook as usize;
+        LIVE_HOOKS.with(|live| {
+            if let Some(live) = live.borrow_mut().get_mut(&address) {
+                live.stream = Some(slot.clone());
+            }
+        });
+        slot
     }
 }
 

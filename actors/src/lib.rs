@@ -59,6 +59,7 @@ mod stream;
 pub use call::{PendingCall, Pipeline, Response};
 pub use capability::Capability;
 pub use capnp_actix_proto::frame::Limits;
+pub use capnp_actix_proto::stream::{Adaptive, FlowControl};
 pub use capnp_actix_proto::{Error, ErrorKind};
 pub use client::{connect, connect_with, Connection};
 pub use conn::{
@@ -69,6 +70,7 @@ pub use conn::{
 pub use deadline::within;
 pub use endpoint::{Endpoint, IntoEndpoint, PeerAddr};
 pub use export::{allow_cancellation, new_client};
+pub use hooks::stream_state;
 pub use reconnect::{Reconnect, ReconnectOptions, ReconnectStatus, Reconnecting};
 pub use request::Request;
 pub use server::{
@@ -77,3 +79,4 @@ pub use server::{
 };
 pub use server_set::ServerSet;
 pub use stats::{live_actors, LiveActors};
+pub use stream::StreamState;

@@ -11,7 +11,7 @@
 //! C++ reference keeps a flow controller per client.
 
 use crate::request::Request;
-use capnp_actix_proto::stream::{Admit, FixedWindow, Stream};
+use capnp_actix_proto::stream::{Admit, FlowControl, Stream};
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
 use futures::future::{self, Either, FutureExt};
@@ -21,22 +21,61 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::Instant;
 
+/// Where a client's streaming calls stand (see [`stream_state`]).
+///
+/// [`stream_state`]: crate::stream_state
+///
+/// ```
+/// let state = capnp_actix::StreamState { window: 1 << 20, in_flight: 0, failed: false };
+/// assert!(state.in_flight < state.window);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamState {
+    /// The window, in bytes.
+    pub window: usize,
+    /// Bytes of streaming calls sent and not yet returned.
+    pub in_flight: usize,
+    /// Whether a streaming call failed (and every later one fails with it).
+    pub failed: bool,
+}
+
 /// One client's streaming calls.
 pub(crate) struct StreamSlot(RefCell<Inner>);
 
 struct Inner {
     stream: Stream,
+    /// The flow control `stream`'s controller is of.
+    flow_control: FlowControl,
     /// Senders waiting for room, in the order they sent.
     waiting: VecDeque<oneshot::Sender<Result<(), Error>>>,
+    /// Whether a timer will look at the waiting senders again (a pacing
+    /// controller's window opens with time, not only with returns).
+    timer: bool,
 }
 
 impl StreamSlot {
-    /// A slot with the default window.
+    /// A slot with the default flow control (the connection's replaces it
+    /// at the first call sent once the connection is known).
     pub(crate) fn new() -> Rc<StreamSlot> {
+        let flow_control = FlowControl::default();
         Rc::new(StreamSlot(RefCell::new(Inner {
-            stream: Stream::new(Box::new(FixedWindow::default())),
+            stream: Stream::new(flow_control.controller()),
+            flow_control,
             waiting: VecDeque::new(),
+            timer: false,
         })))
+    }
+}
+
+impl StreamSlot {
+    /// Where its calls stand.
+    pub(crate) fn state(&self) -> StreamState {
+        let inner = self.0.borrow();
+        StreamState {
+            window: inner.stream.window(),
+            in_flight: inner.stream.in_flight(),
+            failed: inner.stream.failure().is_some(),
+        }
     }
 }
 
@@ -48,13 +87,14 @@ pub(crate) fn send_streaming(
 ) -> impl Future<Output = Result<(), Error>> {
     let bytes = request.bytes();
     let now = Instant::now();
-    // The window is the connection's, once the target's connection is
-    // known (a promise's may be known only from its second call on).
-    let window = request.target().stream_window();
+    // The flow control is the connection's, once the target's connection
+    // is known (a promise's may be known only from its second call on).
+    let flow_control = request.target().flow_control();
     let admitted = {
         let mut inner = slot.0.borrow_mut();
-        if let Some(window) = window {
-            inner.stream.set_window(window);
+        if let Some(flow_control) = flow_control.filter(|f| *f != inner.flow_control) {
+            inner.stream.set_controller(flow_control.controller());
+            inner.flow_control = flow_control;
         }
         let admitted = inner.stream.send(bytes, now);
         // (Behind senders that wait already, a sender waits too.)
@@ -94,22 +134,36 @@ pub(crate) fn send_streaming(
 }
 
 /// Lets waiting senders go on, in order, while the window has room; after
-/// a failure, fails them all.
+/// a failure, fails them all. Where the window opens with time, a timer
+/// looks again when it will have.
 fn release_waiting(slot: &Rc<StreamSlot>) {
-    let released: Vec<_> = {
+    let now = Instant::now();
+    let (released, wake_at): (Vec<_>, _) = {
         let mut inner = slot.0.borrow_mut();
-        match inner.stream.ready() {
-            Err(e) => inner
-                .waiting
-                .drain(..)
-                .map(|w| (w, Err(e.clone())))
-                .collect(),
+        match inner.stream.ready(now) {
+            Err(e) => {
+                let failed = inner.waiting.drain(..).map(|w| (w, Err(e.clone())));
+                (failed.collect(), None)
+            }
             // (Their calls are in flight already: room now is room for all.)
-            Ok(true) => inner.waiting.drain(..).map(|w| (w, Ok(()))).collect(),
-            Ok(false) => Vec::new(),
+            Ok(true) => (inner.waiting.drain(..).map(|w| (w, Ok(()))).collect(), None),
+            Ok(false) if inner.waiting.is_empty() || inner.timer => (Vec::new(), None),
+            Ok(false) => {
+                let wake_at = inner.stream.wake_at(now);
+                inner.timer = wake_at.is_some();
+                (Vec::new(), wake_at)
+            }
         }
     };
     for (waiting, outcome) in released {
         let _ = waiting.send(outcome);
+    }
+    if let Some(at) = wake_at {
+        let slot = slot.clone();
+        actix_rt::spawn(async move {
+            actix_rt::time::sleep_until(at.into()).await;
+            slot.0.borrow_mut().timer = false;
+            release_waiting(&slot);
+        });
     }
 }

@@ -35,6 +35,7 @@ use actix::{
 use backpressure::Backpressure;
 use capnp_actix_proto::connection::{Config, Connection, Slots};
 use capnp_actix_proto::frame::{Frame, Limits};
+use capnp_actix_proto::stream::FlowControl;
 use capnp_actix_proto::{CapDescriptor, Error};
 use futures::channel::{mpsc, oneshot};
 use std::rc::Rc;
@@ -433,7 +434,7 @@ impl ConnActor {
                 link: Some(Arc::new(ConnLink {
                     id,
                     conn: ctx.address(),
-                    stream_window: options.stream_window,
+                    flow_control: options.flow_control,
                 })),
                 answer_conn: Rc::new(AnswerConn {
                     ready: ctx.address().recipient(),
@@ -797,8 +798,8 @@ struct ConnLink {
     id: u64,
     /// Its actor.
     conn: Addr<ConnActor>,
-    /// The window of streaming calls sent on it.
-    stream_window: usize,
+    /// The flow control of streaming calls sent on it.
+    flow_control: FlowControl,
 }
 
 impl Link for ConnLink {
@@ -826,8 +827,8 @@ impl Link for ConnLink {
         });
     }
 
-    fn stream_window(&self) -> usize {
-        self.stream_window
+    fn flow_control(&self) -> FlowControl {
+        self.flow_control
     }
 }
 

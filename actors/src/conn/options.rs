@@ -3,6 +3,7 @@
 
 use crate::capability::Capability;
 use capnp_actix_proto::frame::Limits;
+use capnp_actix_proto::stream::FlowControl;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +41,8 @@ pub struct ConnOptions {
     pub(super) max_pipelined: usize,
     /// The deadline of every call sent on the connection.
     pub(super) call_timeout: Option<Duration>,
-    /// The window of streaming calls sent on the connection.
-    pub(super) stream_window: usize,
+    /// The flow control of streaming calls sent on the connection.
+    pub(super) flow_control: FlowControl,
     /// What a `Finish` does to the peer's running calls.
     pub(super) cancellation: Cancellation,
 }
@@ -78,7 +79,7 @@ impl Default for ConnOptions {
             max_imports: DEFAULT_MAX_IMPORTS,
             max_pipelined: DEFAULT_MAX_PIPELINED,
             call_timeout: None,
-            stream_window: capnp_actix_proto::stream::DEFAULT_WINDOW,
+            flow_control: FlowControl::default(),
             cancellation: Cancellation::OnFinish,
         }
     }
@@ -238,19 +239,33 @@ impl ConnOptions {
         self
     }
 
-    /// The window of the streaming calls (`-> stream`) sent on this
-    /// connection: how many bytes of them may be in flight before a
-    /// streaming send waits for returns (the bytes in flight may pass it by
-    /// the largest call). Larger windows stream faster on fast paths and
-    /// queue more ahead of other calls on slow ones. Default: 64 KiB, as
-    /// capnp-rpc's.
+    /// How the streaming calls (`-> stream`) sent on this connection are
+    /// paced: how many bytes of each capability's streaming calls may be in
+    /// flight before a streaming send waits. Default:
+    /// [`FlowControl::Adaptive`] with its default settings, a window that
+    /// follows the path's bandwidth-delay product (at most 16 MiB).
+    ///
+    /// ```
+    /// use capnp_actix::{Adaptive, ConnOptions, FlowControl};
+    /// // The adaptive window, with at most 4 MiB in flight:
+    /// let options = ConnOptions::new()
+    ///     .flow_control(FlowControl::Adaptive(Adaptive::default().max_window(4 << 20)));
+    /// ```
+    pub fn flow_control(mut self, flow_control: FlowControl) -> Self {
+        self.flow_control = flow_control;
+        self
+    }
+
+    /// A fixed window of `bytes` for the streaming calls sent on this
+    /// connection, as the peers have (capnp-rpc: 64 KiB): the bytes in
+    /// flight may pass it by the largest call. Short for
+    /// `flow_control(FlowControl::Fixed(bytes))`.
     ///
     /// ```
     /// let options = capnp_actix::ConnOptions::new().stream_window(1 << 20);
     /// ```
-    pub fn stream_window(mut self, bytes: usize) -> Self {
-        self.stream_window = bytes.max(1);
-        self
+    pub fn stream_window(self, bytes: usize) -> Self {
+        self.flow_control(FlowControl::Fixed(bytes.max(1)))
     }
 
     /// What the peer's `Finish` does to its calls whose methods still run

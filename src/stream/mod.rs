@@ -15,6 +15,9 @@
 use crate::Error;
 use std::time::Instant;
 
+mod adaptive;
+pub use adaptive::{Adaptive, AdaptiveWindow, RTT_HORIZON};
+
 /// Decides how many bytes of streaming calls may be in flight. Every
 /// streaming call is sent at once (so that nothing sent after it can
 /// overtake it); what the controller decides is when the sender may go on,
@@ -26,23 +29,26 @@ use std::time::Instant;
 /// let mut window = FixedWindow::new(1000);
 /// let now = Instant::now();
 /// window.sent(600, now);
-/// assert!(window.ready(), "600 in flight: under the window and one call");
+/// assert!(window.ready(now), "600 in flight: under the window and one call");
 /// window.sent(600, now);
 /// window.sent(600, now);
-/// assert!(!window.ready(), "1800 in flight: full");
+/// assert!(!window.ready(now), "1800 in flight: full");
 /// window.returned(600, now, now);
-/// assert!(window.ready());
+/// assert!(window.ready(now));
 /// ```
 pub trait FlowController: Send {
     /// A call of `bytes` went out at `now`.
     fn sent(&mut self, bytes: usize, now: Instant);
     /// A call of `bytes`, sent at `sent`, returned at `now`.
     fn returned(&mut self, bytes: usize, sent: Instant, now: Instant);
-    /// Whether the sender may go on now.
-    fn ready(&self) -> bool;
-    /// The window the connection asks for; a controller that sizes its
-    /// own window may take it as a bound, or ignore it.
-    fn set_window(&mut self, bytes: usize);
+    /// Whether the sender may go on at `now`.
+    fn ready(&self, now: Instant) -> bool;
+    /// When a sender that may not go on now may go on without another
+    /// call returning first (a controller that paces its sends); `None`,
+    /// the default, when only a return can let it on.
+    fn wake_at(&self, _now: Instant) -> Option<Instant> {
+        None
+    }
     /// Bytes in flight.
     fn in_flight(&self) -> usize;
     /// The window now, in bytes.
@@ -100,12 +106,8 @@ impl FlowController for FixedWindow {
         self.in_flight = self.in_flight.saturating_sub(bytes);
     }
 
-    fn ready(&self) -> bool {
+    fn ready(&self, _now: Instant) -> bool {
         self.in_flight < self.window.saturating_add(self.largest)
-    }
-
-    fn set_window(&mut self, bytes: usize) {
-        self.window = bytes.max(1);
     }
 
     fn in_flight(&self) -> usize {
@@ -114,6 +116,45 @@ impl FlowController for FixedWindow {
 
     fn window(&self) -> usize {
         self.window
+    }
+}
+
+/// Which flow controller a connection's streaming calls get.
+///
+/// ```
+/// use capnp_actix_proto::stream::{Adaptive, FlowControl};
+/// let fixed = FlowControl::Fixed(64 * 1024);
+/// let adaptive = FlowControl::Adaptive(Adaptive::default().max_window(8 << 20));
+/// assert_eq!(fixed.controller().window(), 64 * 1024);
+/// assert_eq!(adaptive.controller().window(), 512 * 1024);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowControl {
+    /// A [`FixedWindow`] of this many bytes, as the peers do.
+    Fixed(usize),
+    /// An [`AdaptiveWindow`] with these settings.
+    Adaptive(Adaptive),
+}
+
+impl Default for FlowControl {
+    /// The adaptive window with its default settings.
+    fn default() -> Self {
+        FlowControl::Adaptive(Adaptive::default())
+    }
+}
+
+impl FlowControl {
+    /// A new controller of this kind.
+    ///
+    /// ```
+    /// use capnp_actix_proto::stream::FlowControl;
+    /// assert_eq!(FlowControl::Fixed(100).controller().in_flight(), 0);
+    /// ```
+    pub fn controller(&self) -> Box<dyn FlowController> {
+        match *self {
+            FlowControl::Fixed(bytes) => Box::new(FixedWindow::new(bytes)),
+            FlowControl::Adaptive(settings) => Box::new(AdaptiveWindow::new(settings)),
+        }
     }
 }
 
@@ -143,7 +184,7 @@ pub enum Admit {
 /// stream.returned(80, now, Err(&Error::failed("disk full")), now);
 /// // Everything after the failure fails with it, unsent.
 /// assert_eq!(stream.send(80, now), Admit::Failed(Error::failed("disk full")));
-/// assert_eq!(stream.ready(), Err(Error::failed("disk full")));
+/// assert_eq!(stream.ready(now), Err(Error::failed("disk full")));
 /// ```
 pub struct Stream {
     controller: Box<dyn FlowController>,
@@ -179,25 +220,42 @@ impl Stream {
             return Admit::Failed(e.clone());
         }
         self.controller.sent(bytes, now);
-        if self.controller.ready() {
+        if self.controller.ready(now) {
             Admit::Now
         } else {
             Admit::Wait
         }
     }
 
-    /// Whether a waiting sender may go on now, or the stream's failure.
+    /// Whether a waiting sender may go on at `now`, or the stream's
+    /// failure.
     ///
     /// ```
     /// let stream = capnp_actix_proto::stream::Stream::new(Box::new(
     ///     capnp_actix_proto::stream::FixedWindow::default(),
     /// ));
-    /// assert_eq!(stream.ready(), Ok(true));
+    /// assert_eq!(stream.ready(std::time::Instant::now()), Ok(true));
     /// ```
-    pub fn ready(&self) -> Result<bool, Error> {
+    pub fn ready(&self, now: Instant) -> Result<bool, Error> {
         match &self.failed {
             Some(e) => Err(e.clone()),
-            None => Ok(self.controller.ready()),
+            None => Ok(self.controller.ready(now)),
+        }
+    }
+
+    /// When to look again whether a waiting sender may go on, if not only
+    /// at the next return (see [`FlowController::wake_at`]).
+    ///
+    /// ```
+    /// let stream = capnp_actix_proto::stream::Stream::new(Box::new(
+    ///     capnp_actix_proto::stream::FixedWindow::default(),
+    /// ));
+    /// assert_eq!(stream.wake_at(std::time::Instant::now()), None);
+    /// ```
+    pub fn wake_at(&self, now: Instant) -> Option<Instant> {
+        match &self.failed {
+            Some(_) => None,
+            None => self.controller.wake_at(now),
         }
     }
 
@@ -225,17 +283,23 @@ impl Stream {
         }
     }
 
-    /// Sets the window the connection asks for (see
-    /// [`FlowController::set_window`]).
+    /// Hands the stream to `controller`, which takes over the bytes in
+    /// flight (sent under the one before, returning under it).
     ///
     /// ```
     /// use capnp_actix_proto::stream::{FixedWindow, Stream};
+    /// let now = std::time::Instant::now();
     /// let mut stream = Stream::new(Box::new(FixedWindow::default()));
-    /// stream.set_window(1 << 20);
-    /// assert_eq!(stream.window(), 1 << 20);
+    /// stream.send(300, now);
+    /// stream.set_controller(Box::new(FixedWindow::new(1 << 20)));
+    /// assert_eq!((stream.window(), stream.in_flight()), (1 << 20, 300));
     /// ```
-    pub fn set_window(&mut self, bytes: usize) {
-        self.controller.set_window(bytes);
+    pub fn set_controller(&mut self, mut controller: Box<dyn FlowController>) {
+        let in_flight = self.controller.in_flight();
+        if in_flight > 0 {
+            controller.sent(in_flight, Instant::now());
+        }
+        self.controller = controller;
     }
 
     /// The first failure, if one came.
@@ -291,7 +355,7 @@ mod tests {
         assert_eq!(stream.send(250, now), Admit::Wait);
         assert_eq!(stream.in_flight(), 1250);
         stream.returned(250, now, Ok(()), now);
-        assert_eq!(stream.ready(), Ok(true));
+        assert_eq!(stream.ready(now), Ok(true));
     }
 
     #[test]
