@@ -57,7 +57,11 @@ fn the_client_streams_to_the_server_and_both_hash_the_same_bytes() {
             .output()
             .expect("run streaming-client");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{size} {window}: {stdout} {out:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{size} {window}: {stdout} {out:?}"
+        );
         let wrote = stdout.lines().next().unwrap_or_default();
         let hash = wrote
             .strip_prefix(&format!("wrote {size} bytes with hash "))
@@ -76,7 +80,10 @@ fn the_client_streams_to_the_server_and_both_hash_the_same_bytes() {
 #[test]
 fn the_examples_exit_2_on_a_usage_error() {
     for (name, args) in [
-        ("streaming-client", &["client", "127.0.0.1:1", "ten", "0"][..]),
+        (
+            "streaming-client",
+            &["client", "127.0.0.1:1", "ten", "0"][..],
+        ),
         ("streaming-client", &["127.0.0.1:1"][..]),
         ("streaming-server", &[][..]),
     ] {
