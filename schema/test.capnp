@@ -64,3 +64,19 @@ struct Pair {
   left @0 :Counter;
   right @1 :Counter;
 }
+
+interface TailCallee {
+  # The callee of the tail-call tests (the C++ reference's
+  # TestTailCallee): its results come back through a TailCaller.
+  struct TailResult {
+    i @0 :UInt32;
+    t @1 :Text;
+    c @2 :Sequencer;
+  }
+  foo @0 (i :Int32, t :Text) -> TailResult;
+}
+
+interface TailCaller {
+  # Ends `foo` with a tail call: `callee.foo(i, "from TailCaller")`.
+  foo @0 (i :Int32, callee :TailCallee) -> TailCallee.TailResult;
+}

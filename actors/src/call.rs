@@ -330,6 +330,10 @@ struct Inner {
     own_deadline: bool,
     /// The method allowed its own cancellation ([`crate::allow_cancellation`]).
     cancellable: bool,
+    /// The caller let go of this inbound call while its method runs on
+    /// (a `Finish` under `RunToCompletion`), and who waits to hear it.
+    caller_left: bool,
+    on_caller_left: Vec<oneshot::Sender<()>>,
 }
 
 /// The state of one call, shared by everything that waits on it.
@@ -357,6 +361,8 @@ impl CallState {
                 holds: Few::default(),
                 own_deadline: false,
                 cancellable: false,
+                caller_left: false,
+                on_caller_left: Vec::new(),
             }),
         })
     }
@@ -507,6 +513,33 @@ impl CallState {
     /// Whether the method running this call allowed its cancellation.
     pub(crate) fn cancellable(&self) -> bool {
         self.lock().cancellable
+    }
+
+    /// The caller let go of this call while its method runs on: what the
+    /// method waits for on its behalf (a tail call) is not wanted any more.
+    pub(crate) fn caller_left(&self) {
+        let waiting = {
+            let mut inner = self.lock();
+            inner.caller_left = true;
+            std::mem::take(&mut inner.on_caller_left)
+        };
+        for waiting in waiting {
+            let _ = waiting.send(());
+        }
+    }
+
+    /// Completes when the caller let go of this call (see
+    /// [`caller_left`](Self::caller_left)), or when the call's state is
+    /// dropped.
+    pub(crate) fn when_caller_left(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        if inner.caller_left {
+            let _ = tx.send(());
+        } else {
+            inner.on_caller_left.push(tx);
+        }
+        rx
     }
 
     /// The call's deadline passed: unless it has settled, it fails with

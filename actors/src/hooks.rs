@@ -302,9 +302,12 @@ impl RequestHook for RequestHookImpl {
         Promise::from_future(sent.map(|r| r.map_err(Into::into)))
     }
 
+    /// Hands the request over to [`crate::tail`] (the only caller), which
+    /// sends it itself.
     fn tail_send(
         self: Box<Self>,
     ) -> Option<(u32, Promise<(), capnp::Error>, Box<dyn PipelineHook>)> {
+        crate::tail::hand_over(self.request);
         None
     }
 }
@@ -492,10 +495,12 @@ impl ResultsHook for ResultsHookImpl {
 
     fn allow_cancellation(&self) {}
 
-    fn tail_call(self: Box<Self>, _request: Box<dyn RequestHook>) -> Promise<(), capnp::Error> {
-        Promise::err(capnp::Error::unimplemented(
-            "tail calls are not supported yet".into(),
-        ))
+    fn tail_call(self: Box<Self>, request: Box<dyn RequestHook>) -> Promise<(), capnp::Error> {
+        let call = self.call.clone();
+        crate::tail::tail_call(self, call, request, |mut results, response| {
+            let response = ResponseHookImpl::new(response);
+            results.get()?.set_as(response.get()?)
+        })
     }
 
     fn direct_tail_call(

@@ -55,6 +55,7 @@ mod server;
 mod server_set;
 mod stats;
 mod stream;
+mod tail;
 
 pub use call::{PendingCall, Pipeline, Response};
 pub use capability::Capability;
@@ -80,3 +81,4 @@ pub use server::{
 pub use server_set::ServerSet;
 pub use stats::{live_actors, LiveActors};
 pub use stream::StreamState;
+pub use tail::TailCall;

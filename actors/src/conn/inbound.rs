@@ -112,6 +112,11 @@ impl ConnActor {
                         .answer(question_id)
                         .is_some_and(|a| a.state.cancellable());
                 if runs_on {
+                    // (What the method waits for on the caller's behalf,
+                    // a tail call, is not wanted any more.)
+                    if let Some(answer) = self.core.answer(question_id) {
+                        answer.state.caller_left();
+                    }
                     return Ok(());
                 }
                 if let Some(actor) = self.core.answer(question_id).and_then(|a| a.actor.as_ref()) {

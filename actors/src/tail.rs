@@ -1,0 +1,111 @@
+//! Tail calls sent (P-13): a server method ends by handing its call to
+//! another one, whose results become its own.
+//!
+//! capnp 0.27's typed `Results` has no public tail call; [`TailCall`] adds
+//! one. The tail call is sent as an ordinary call and its results are
+//! copied into the method's own results when it returns: pipelined calls on
+//! the method's answer wait for them, as for any results. While the tail
+//! call runs, it is cancelled when its caller goes: a `Finish` for the
+//! original call cancels the method (and so the tail call) on a connection
+//! that cancels on `Finish`; one that runs calls to completion
+//! ([`crate::Cancellation::RunToCompletion`]) still cancels the tail call,
+//! since nobody waits for its results any more.
+
+use crate::call::CallState;
+use crate::request::Request;
+use capnp::capability::{Promise, Results};
+use capnp::private::capability::RequestHook;
+use capnp::traits::Owned;
+use capnp_actix_proto::Error;
+use futures::future::{select, Either};
+use std::cell::RefCell;
+use std::sync::Weak;
+
+thread_local! {
+    /// Where one of our request hooks leaves its request when asked to
+    /// hand it over for a tail call (`RequestHook::tail_send`): the
+    /// request is recognised as ours by arriving here, not by anything the
+    /// hook reports about itself.
+    static HANDED_OVER: RefCell<Option<Request>> = const { RefCell::new(None) };
+}
+
+/// Called by our request hook's `tail_send`: leaves its request for
+/// [`tail_call`] to take.
+pub(crate) fn hand_over(request: Request) {
+    HANDED_OVER.with(|slot| *slot.borrow_mut() = Some(request));
+}
+
+/// The request behind `hook`, if it is one of ours.
+fn take_request(hook: Box<dyn RequestHook>) -> Option<Request> {
+    HANDED_OVER.with(|slot| slot.borrow_mut().take());
+    // (A foreign hook's answer is of no use: only ours hands over.)
+    let _ = hook.tail_send();
+    HANDED_OVER.with(|slot| slot.borrow_mut().take())
+}
+
+/// Ends a server method with a tail call: `results.tail_call(request)`
+/// sends `request` and makes its results the method's own.
+///
+/// ```ignore
+/// use capnp_actix::TailCall;
+/// impl tail_caller::Server for Forwarder {
+///     async fn foo(
+///         self: Rc<Self>,
+///         params: tail_caller::FooParams,
+///         results: tail_caller::FooResults,
+///     ) -> Result<(), capnp::Error> {
+///         let params = params.get()?;
+///         let mut request = params.get_callee()?.foo_request();
+///         request.get().set_i(params.get_i());
+///         results.tail_call(request).await
+///     }
+/// }
+/// ```
+pub trait TailCall<T> {
+    /// Sends `request` as this method's tail call; the future completes
+    /// once its results are the method's, or with its error.
+    fn tail_call<P: Owned>(
+        self,
+        request: capnp::capability::Request<P, T>,
+    ) -> Promise<(), capnp::Error>;
+}
+
+impl<T: Owned> TailCall<T> for Results<T> {
+    fn tail_call<P: Owned>(
+        self,
+        request: capnp::capability::Request<P, T>,
+    ) -> Promise<(), capnp::Error> {
+        self.hook.tail_call(request.hook)
+    }
+}
+
+/// What our results hook does for a tail call: sends the request, and
+/// copies its results into `results` (through `copy`) once it returns;
+/// cancels it if the caller of `call` goes first.
+pub(crate) fn tail_call<R: 'static>(
+    results: R,
+    call: Weak<CallState>,
+    request: Box<dyn RequestHook>,
+    copy: impl FnOnce(R, crate::call::Response) -> capnp::Result<()> + 'static,
+) -> Promise<(), capnp::Error> {
+    let Some(request) = take_request(request) else {
+        return Promise::err(
+            Error::failed("a request of another RPC system cannot be tail-called").into(),
+        );
+    };
+    let pending = request.send();
+    let left = call.upgrade().map(|call| call.when_caller_left());
+    Promise::from_future(async move {
+        let response = match left {
+            None => pending.await,
+            Some(left) => match select(pending, left).await {
+                Either::Left((response, _)) => response,
+                // (Dropping the pending call cancels it.)
+                Either::Right(_) => Err(Error::failed(
+                    "the caller went away: the tail call was cancelled",
+                )),
+            },
+        };
+        copy(results, response.map_err(capnp::Error::from)?)
+    })
+}
