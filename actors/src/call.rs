@@ -9,6 +9,8 @@
 
 use crate::capability::PromiseImport;
 use crate::capability::{Capability, HandedOn};
+pub(crate) use crate::delivery::AfterDelivery;
+use crate::delivery::Delivery;
 use crate::few::Few;
 use crate::payload::{Body, Payload};
 use actix::{Message, Recipient};
@@ -135,6 +137,7 @@ pub(crate) struct Deliver {
 
 impl Deliver {
     pub(crate) fn new(call: OutCall, state: &Arc<CallState>) -> Deliver {
+        state.lock().delivery.on_its_way();
         Deliver {
             call: Some(call),
             state: Arc::downgrade(state),
@@ -330,10 +333,9 @@ struct Inner {
     own_deadline: bool,
     /// The method allowed its own cancellation ([`crate::allow_cancellation`]).
     cancellable: bool,
-    /// The caller let go of this inbound call while its method runs on
-    /// (a `Finish` under `RunToCompletion`), and who waits to hear it.
-    caller_left: bool,
-    on_caller_left: Vec<oneshot::Sender<()>>,
+    /// How far the call got towards its method, and whether its caller
+    /// left.
+    delivery: Delivery,
 }
 
 /// The state of one call, shared by everything that waits on it.
@@ -361,8 +363,7 @@ impl CallState {
                 holds: Few::default(),
                 own_deadline: false,
                 cancellable: false,
-                caller_left: false,
-                on_caller_left: Vec::new(),
+                delivery: Delivery::default(),
             }),
         })
     }
@@ -518,28 +519,27 @@ impl CallState {
     /// The caller let go of this call while its method runs on: what the
     /// method waits for on its behalf (a tail call) is not wanted any more.
     pub(crate) fn caller_left(&self) {
-        let waiting = {
-            let mut inner = self.lock();
-            inner.caller_left = true;
-            std::mem::take(&mut inner.on_caller_left)
-        };
+        let waiting = self.lock().delivery.caller_left();
         for waiting in waiting {
             let _ = waiting.send(());
         }
     }
 
     /// Completes when the caller let go of this call (see
-    /// [`caller_left`](Self::caller_left)), or when the call's state is
-    /// dropped.
+    /// [`caller_left`](Self::caller_left)), or when its state is dropped.
     pub(crate) fn when_caller_left(&self) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        let mut inner = self.lock();
-        if inner.caller_left {
-            let _ = tx.send(());
-        } else {
-            inner.on_caller_left.push(tx);
-        }
-        rx
+        self.lock().delivery.when_caller_left()
+    }
+
+    /// The call's method starts: gives what was to be done then.
+    pub(crate) fn delivered(&self) -> Option<AfterDelivery> {
+        self.lock().delivery.delivered()
+    }
+
+    /// Keeps `then` for when the call's method starts, if the call is on
+    /// its way to it; otherwise gives it back (to be done now).
+    pub(crate) fn once_delivered(&self, then: AfterDelivery) -> Option<AfterDelivery> {
+        self.lock().delivery.once_delivered(then)
     }
 
     /// The call's deadline passed: unless it has settled, it fails with

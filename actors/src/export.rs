@@ -307,8 +307,14 @@ impl ExportActor {
         // (The method's code up to its first await runs in this poll: where
         // `allow_cancellation` finds its call.)
         let previous = STARTING.with(|s| s.replace(Some(state.clone())));
+        let after_delivery = state.upgrade().and_then(|state| state.delivered());
         let polled = std::pin::Pin::new(&mut work).poll(&mut cx);
         STARTING.with(|s| *s.borrow_mut() = previous);
+        if let (std::task::Poll::Pending, Some(then)) = (&polled, after_delivery) {
+            // A cancellation that waited for the delivery (the method
+            // could allow or refuse it in its first poll).
+            then();
+        }
         let std::task::Poll::Ready(outcome) = polled else {
             // From here on, dropping the caller's state cancels the call.
             let Some(cancel) = state.upgrade().map(|state| state.guard_local()) else {

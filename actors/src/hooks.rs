@@ -8,6 +8,7 @@
 use crate::call::{CallState, PendingCall, Response};
 use crate::capability::Capability;
 use crate::payload::{Body, Payload};
+
 use crate::request::Request;
 use crate::stream::StreamSlot;
 use capnp::any_pointer;
@@ -37,6 +38,28 @@ thread_local! {
     /// the thread whose registry knows it.
     static LIVE_HOOKS: RefCell<HashMap<usize, Live, OwnKeys>> =
         RefCell::new(HashMap::default());
+}
+
+thread_local! {
+    /// Where one of our request hooks leaves its request when asked to
+    /// hand it over for a tail call (`RequestHook::tail_send`): the
+    /// request is recognised as ours by arriving here, not by anything the
+    /// hook reports about itself.
+    static HANDED_OVER: RefCell<Option<Request>> = const { RefCell::new(None) };
+}
+
+/// Called by our request hook's `tail_send`: leaves its request for
+/// [`take_request`] to take.
+fn hand_over(request: Request) {
+    HANDED_OVER.with(|slot| *slot.borrow_mut() = Some(request));
+}
+
+/// The request behind `hook`, if it is one of ours.
+fn take_request(hook: Box<dyn RequestHook>) -> Option<Request> {
+    HANDED_OVER.with(|slot| slot.borrow_mut().take());
+    // (A foreign hook's answer is of no use: only ours hands over.)
+    let _ = hook.tail_send();
+    HANDED_OVER.with(|slot| slot.borrow_mut().take())
 }
 
 /// What `LIVE_HOOKS` knows of a live hook.
@@ -302,12 +325,12 @@ impl RequestHook for RequestHookImpl {
         Promise::from_future(sent.map(|r| r.map_err(Into::into)))
     }
 
-    /// Hands the request over to [`crate::tail`] (the only caller), which
+    /// Hands the request over to [`take_request`] (the only caller), which
     /// sends it itself.
     fn tail_send(
         self: Box<Self>,
     ) -> Option<(u32, Promise<(), capnp::Error>, Box<dyn PipelineHook>)> {
-        crate::tail::hand_over(self.request);
+        hand_over(self.request);
         None
     }
 }
@@ -496,8 +519,13 @@ impl ResultsHook for ResultsHookImpl {
     fn allow_cancellation(&self) {}
 
     fn tail_call(self: Box<Self>, request: Box<dyn RequestHook>) -> Promise<(), capnp::Error> {
+        let Some(request) = take_request(request) else {
+            return Promise::err(
+                Error::failed("a request of another RPC system cannot be tail-called").into(),
+            );
+        };
         let call = self.call.clone();
-        crate::tail::tail_call(self, call, request, |mut results, response| {
+        crate::tail::tail_call(self, call, request.send(), |mut results, response| {
             let response = ResponseHookImpl::new(response);
             results.get()?.set_as(response.get()?)
         })

@@ -42,6 +42,7 @@ mod capability;
 mod client;
 mod conn;
 mod deadline;
+mod delivery;
 mod endpoint;
 mod export;
 mod few;

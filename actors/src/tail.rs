@@ -12,36 +12,12 @@
 //! since nobody waits for its results any more.
 
 use crate::call::CallState;
-use crate::request::Request;
+use crate::call::{PendingCall, Response};
 use capnp::capability::{Promise, Results};
-use capnp::private::capability::RequestHook;
 use capnp::traits::Owned;
 use capnp_actix_proto::Error;
 use futures::future::{select, Either};
-use std::cell::RefCell;
 use std::sync::Weak;
-
-thread_local! {
-    /// Where one of our request hooks leaves its request when asked to
-    /// hand it over for a tail call (`RequestHook::tail_send`): the
-    /// request is recognised as ours by arriving here, not by anything the
-    /// hook reports about itself.
-    static HANDED_OVER: RefCell<Option<Request>> = const { RefCell::new(None) };
-}
-
-/// Called by our request hook's `tail_send`: leaves its request for
-/// [`tail_call`] to take.
-pub(crate) fn hand_over(request: Request) {
-    HANDED_OVER.with(|slot| *slot.borrow_mut() = Some(request));
-}
-
-/// The request behind `hook`, if it is one of ours.
-fn take_request(hook: Box<dyn RequestHook>) -> Option<Request> {
-    HANDED_OVER.with(|slot| slot.borrow_mut().take());
-    // (A foreign hook's answer is of no use: only ours hands over.)
-    let _ = hook.tail_send();
-    HANDED_OVER.with(|slot| slot.borrow_mut().take())
-}
 
 /// Ends a server method with a tail call: `results.tail_call(request)`
 /// sends `request` and makes its results the method's own.
@@ -79,21 +55,15 @@ impl<T: Owned> TailCall<T> for Results<T> {
     }
 }
 
-/// What our results hook does for a tail call: sends the request, and
-/// copies its results into `results` (through `copy`) once it returns;
-/// cancels it if the caller of `call` goes first.
+/// What our results hook does for a tail call: waits for `pending` (the
+/// tail call, sent), and copies its results into `results` (through
+/// `copy`); cancels it if the caller of `call` goes first.
 pub(crate) fn tail_call<R: 'static>(
     results: R,
     call: Weak<CallState>,
-    request: Box<dyn RequestHook>,
-    copy: impl FnOnce(R, crate::call::Response) -> capnp::Result<()> + 'static,
+    pending: PendingCall,
+    copy: impl FnOnce(R, Response) -> capnp::Result<()> + 'static,
 ) -> Promise<(), capnp::Error> {
-    let Some(request) = take_request(request) else {
-        return Promise::err(
-            Error::failed("a request of another RPC system cannot be tail-called").into(),
-        );
-    };
-    let pending = request.send();
     let left = call.upgrade().map(|call| call.when_caller_left());
     Promise::from_future(async move {
         let response = match left {

@@ -156,6 +156,11 @@ pub enum Event<S: Slots> {
     Cancel {
         /// The answer.
         question_id: u32,
+        /// The `Finish` said `requireEarlyCancellationWorkaround`: a call
+        /// not yet delivered to its object is delivered first, and only
+        /// then cancelled (so that its method may refuse, as under
+        /// `RunToCompletion`).
+        after_delivery: bool,
     },
     /// One of our answers ended.
     AnswerEnded(S::Answer),
@@ -239,9 +244,13 @@ where
                 .field("outcome", outcome)
                 .field("no_finish_needed", no_finish_needed)
                 .finish(),
-            Event::Cancel { question_id } => f
+            Event::Cancel {
+                question_id,
+                after_delivery,
+            } => f
                 .debug_struct("Cancel")
                 .field("question_id", question_id)
+                .field("after_delivery", after_delivery)
                 .finish(),
             Event::AnswerEnded(a) => f.debug_tuple("AnswerEnded").field(a).finish(),
             Event::Released(e) => f.debug_tuple("Released").field(e).finish(),

@@ -265,8 +265,13 @@ impl<S: Slots> Connection<S> {
             Inbound::Finish {
                 question_id,
                 release_result_caps,
+                require_early_cancellation_workaround,
             } => {
-                self.handle_finish(question_id, release_result_caps);
+                self.handle_finish(
+                    question_id,
+                    release_result_caps,
+                    require_early_cancellation_workaround,
+                );
                 Ok(())
             }
             Inbound::Release { id, count } => self
@@ -487,13 +492,16 @@ impl<S: Slots> Connection<S> {
         Ok(())
     }
 
-    fn handle_finish(&mut self, id: u32, release_result_caps: bool) {
+    fn handle_finish(&mut self, id: u32, release_result_caps: bool, after_delivery: bool) {
         // The answer table decides; a Finish for an unknown question is
         // tolerated (F-02).
         match self.answers.finish(id, release_result_caps) {
             Finished::Unknown | Finished::Again | Finished::RunsOn => {}
             Finished::Ended(ended) => self.end_answer(ended),
-            Finished::Cancel => self.events.push_back(Event::Cancel { question_id: id }),
+            Finished::Cancel => self.events.push_back(Event::Cancel {
+                question_id: id,
+                after_delivery,
+            }),
         }
     }
 

@@ -67,6 +67,9 @@ pub(crate) enum Inbound {
     Finish {
         question_id: u32,
         release_result_caps: bool,
+        /// Cancellation waits until the call was delivered (old peers'
+        /// behaviour some callers rely on; capnp-rpc sets it).
+        require_early_cancellation_workaround: bool,
     },
     Release {
         id: u32,
@@ -167,6 +170,8 @@ pub(crate) fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> 
             Inbound::Finish {
                 question_id: f.get_question_id(),
                 release_result_caps: f.get_release_result_caps(),
+                require_early_cancellation_workaround: f
+                    .get_require_early_cancellation_workaround(),
             }
         }
         Ok(message::Release(r)) => {

@@ -237,7 +237,7 @@ fn an_early_finish_does_not_cancel_an_answer_with_calls_pipelined_on_it() {
     pair.deliver(Side::A).unwrap();
     assert!(events(&mut pair.b)
         .iter()
-        .any(|e| matches!(e, Event::Cancel { question_id } if *question_id == q)));
+        .any(|e| matches!(e, Event::Cancel { question_id, .. } if *question_id == q)));
 }
 
 #[test]
@@ -332,7 +332,7 @@ fn an_early_finish_releases_result_caps_and_its_return_imports_nothing() {
     assert!(f.get_release_result_caps());
     pair.b.receive(reframe(&finish)).unwrap();
     assert!(
-        matches!(&events(&mut pair.b)[..], [Event::Cancel { question_id }] if *question_id == q)
+        matches!(&events(&mut pair.b)[..], [Event::Cancel { question_id, after_delivery: false }] if *question_id == q)
     );
     // B's Return crosses the Finish, with an object of B's.
     let (export, _) = pair.b.export(200, false, || "result".into());

@@ -13,6 +13,7 @@ use crate::call::{CallState, OutCall, PendingCall, Queued};
 use crate::capability::PromiseImport;
 use crate::capability::{CapKind, Capability, ImportRef};
 use crate::payload::{Body, Payload};
+
 use crate::question::Returned;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use capnp_actix_proto::cap_descriptor::MessageTarget;
@@ -104,26 +105,28 @@ impl ConnActor {
                 self.on_return(taker.flatten(), outcome, no_finish_needed);
                 Ok(())
             }
-            Event::Cancel { question_id } => {
-                // Run to completion unless the method allowed otherwise.
-                let runs_on = self.cancellation == super::Cancellation::RunToCompletion
-                    && !self
-                        .core
-                        .answer(question_id)
-                        .is_some_and(|a| a.state.cancellable());
-                if runs_on {
-                    // (What the method waits for on the caller's behalf,
-                    // a tail call, is not wanted any more.)
-                    if let Some(answer) = self.core.answer(question_id) {
-                        answer.state.caller_left();
-                    }
+            Event::Cancel {
+                question_id,
+                after_delivery,
+            } => {
+                let Some(answer) = self.core.answer(question_id) else {
                     return Ok(());
-                }
-                if let Some(actor) = self.core.answer(question_id).and_then(|a| a.actor.as_ref()) {
-                    actor.do_send(CancelAnswer {
-                        answer_id: question_id,
-                        report: true,
-                    });
+                };
+                let cancel = cancellation_of(
+                    question_id,
+                    &answer.state,
+                    answer.actor.clone(),
+                    self.cancellation,
+                );
+                // (`requireEarlyCancellationWorkaround`: a call on its way
+                // to its object is cancelled once delivered, not before.)
+                let now = if after_delivery {
+                    answer.state.once_delivered(cancel)
+                } else {
+                    Some(cancel)
+                };
+                if let Some(cancel) = now {
+                    cancel();
                 }
                 Ok(())
             }
@@ -593,4 +596,30 @@ impl Handler<ReflectSettled> for ConnActor {
         self.core.reflection_done();
         self.reflect_later(msg.target, msg.embargo_id);
     }
+}
+
+/// What the peer's `Finish` does to its call `answer_id` (whose state is
+/// `state`, run by `actor`) under `policy`: cancel it, or, under
+/// `RunToCompletion` unless its method allowed cancellation, let it run on
+/// (what it waits for on the caller's behalf, a tail call, is cancelled).
+fn cancellation_of(
+    answer_id: u32,
+    state: &std::sync::Arc<crate::call::CallState>,
+    actor: Option<actix::Addr<crate::answer::AnswerActor>>,
+    policy: super::Cancellation,
+) -> crate::call::AfterDelivery {
+    let state = std::sync::Arc::downgrade(state);
+    Box::new(move || {
+        let Some(state) = state.upgrade() else {
+            return; // it ended meanwhile
+        };
+        if policy == super::Cancellation::RunToCompletion && !state.cancellable() {
+            state.caller_left();
+        } else if let Some(actor) = actor {
+            actor.do_send(CancelAnswer {
+                answer_id,
+                report: true,
+            });
+        }
+    })
 }
