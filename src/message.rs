@@ -144,6 +144,22 @@ pub fn return_results_sent_elsewhere(answer_id: u32) -> OutMessage {
     m
 }
 
+/// `Return{answerId, takeFromOtherQuestion}`: the results are those of
+/// question `question_id`, our tail call back to the peer, which kept them
+/// (its call said `sendResultsTo.yourself`).
+///
+/// ```
+/// let m = capnp_actix_proto::message::return_take_from(4, 9);
+/// ```
+pub fn return_take_from(answer_id: u32, question_id: u32) -> OutMessage {
+    let mut m = new_message();
+    let mut r = m.init_root::<message::Builder>().init_return();
+    r.set_answer_id(answer_id);
+    r.set_release_param_caps(false);
+    r.set_take_from_other_question(question_id);
+    m
+}
+
 /// `Resolve{promiseId, cap}` or `Resolve{promiseId, exception}`.
 ///
 /// ```

@@ -255,3 +255,42 @@ fn a_call_run_to_completion_still_cancels_its_tail_call_when_its_caller_goes() {
         assert_eq!(setup.started.get(), setup.dropped.get());
     });
 }
+
+// covers: P-13
+#[test]
+fn a_tail_call_back_to_the_calling_peer_leaves_the_results_there() {
+    // The callee lives on the caller's side: the tail call goes back with
+    // sendResultsTo.yourself and the caller's Return says
+    // takeFromOtherQuestion, so the results never cross to the server.
+    run(async {
+        let setup = setup(Cancellation::OnFinish, false, false).await;
+        let big = "x".repeat(200_000);
+        let padded: tail_callee::Client = capnp_actix::new_client(Padded(big.clone()));
+        let mut request = setup.caller.foo_request();
+        request.get().set_i(7);
+        request.get().set_callee(padded);
+        let before = setup._conns.1.stats().await.unwrap().bytes_in;
+        let response = request.send().promise.await.unwrap();
+        let results = response.get().unwrap();
+        assert_eq!(results.get_i(), 7);
+        assert_eq!(results.get_t().unwrap().len(), big.len());
+        let crossed = setup._conns.1.stats().await.unwrap().bytes_in - before;
+        assert!(crossed < 10_000, "{crossed} bytes reached the server");
+    });
+}
+
+/// A callee whose results carry `self.0` as `t`.
+struct Padded(String);
+
+impl tail_callee::Server for Padded {
+    async fn foo(
+        self: Rc<Self>,
+        params: tail_callee::FooParams,
+        mut results: tail_callee::FooResults,
+    ) -> Result<(), capnp::Error> {
+        let i = params.get()?.get_i();
+        results.get().set_i(i as u32);
+        results.get().set_t(self.0.as_str());
+        Ok(())
+    }
+}

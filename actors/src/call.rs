@@ -175,6 +175,9 @@ pub(crate) struct OutCall {
     /// an embargo) and was delivered again: bounded, so that a path a peer
     /// made lead back to itself fails the call instead of cycling.
     pub(crate) hops: u32,
+    /// A tail call to the peer that made the call it ends (P-13): sent
+    /// with `sendResultsTo.yourself`, its results stay with the peer.
+    pub(crate) results_elsewhere: bool,
 }
 
 impl OutCall {

@@ -128,6 +128,15 @@ impl Capability {
         }
     }
 
+    /// The id of the connection this capability is an import of, if it is
+    /// one.
+    pub(crate) fn import_link_id(&self) -> Option<u64> {
+        match &self.kind {
+            CapKind::Import(import) => Some(import.link.id()),
+            _ => None,
+        }
+    }
+
     /// The streaming flow control of the connection calls on this
     /// capability go to, once known.
     pub(crate) fn flow_control(&self) -> Option<capnp_actix_proto::stream::FlowControl> {

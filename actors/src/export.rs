@@ -268,10 +268,9 @@ impl ExportActor {
         let return_for = call.return_for;
         let params = Params::new(Box::new(ParamsHookImpl::new(Arc::new(call.into_payload()))));
         let (done_tx, done_rx) = oneshot::channel();
-        let answer_id = return_for.map(|(_, id)| id);
         let results = Results::new(Box::new(ResultsHookImpl::new(
             done_tx,
-            answer_id,
+            return_for,
             state.clone(),
         )));
         if let Some(broken) = &self.stream.broken {
@@ -414,7 +413,12 @@ fn finish(
 ) -> Result<Arc<Payload>, Error> {
     match outcome {
         Ok(()) => match built {
-            Some((mut message, cap_table)) => {
+            Some((_, _, Some(tail))) => Ok(Arc::new(Payload {
+                body: Body::TakeFrom(tail),
+                caps: Vec::new(),
+                return_for,
+            })),
+            Some((mut message, cap_table, None)) => {
                 if cap_table.iter().any(Option::is_some) {
                     // Capabilities must be released by the caller's Finish.
                     crate::hooks::clear_no_finish_needed(&mut message);

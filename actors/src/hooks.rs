@@ -421,7 +421,9 @@ pub(crate) fn clear_no_finish_needed(message: &mut OutMessage) {
     }
 }
 
-pub(crate) type BuiltResults = (OutMessage, CapTable);
+/// Results as a local server left them: the `Return` message and its cap
+/// table, or, for a tail call back to the calling peer, that call.
+pub(crate) type BuiltResults = (OutMessage, CapTable, Option<Arc<CallState>>);
 
 /// Results as a local server writes them, in place in a `Message{return}`.
 /// When the server drops them, they go to the waiting export task.
@@ -435,14 +437,21 @@ pub(crate) struct ResultsHookImpl {
     /// The call, for calls pipelined on results the server publishes
     /// early (`set_pipeline`).
     call: Weak<CallState>,
+    /// The connection and answer id of the inbound call these results
+    /// answer, if they do.
+    return_for: Option<(u64, u32)>,
+    /// The tail call whose results these are, when it went back to the
+    /// calling peer, which keeps them.
+    tail: Option<Arc<CallState>>,
 }
 
 impl ResultsHookImpl {
     pub(crate) fn new(
         done: oneshot::Sender<BuiltResults>,
-        answer_id: Option<u32>,
+        return_for: Option<(u64, u32)>,
         call: Weak<CallState>,
     ) -> Self {
+        let answer_id = return_for.map(|(_, id)| id);
         let mut message = capnp_actix_proto::message::new_message();
         {
             let mut ret = message.init_root::<message::Builder>().init_return();
@@ -458,6 +467,8 @@ impl ResultsHookImpl {
             cap_table: Vec::new(),
             done: Some(done),
             call,
+            return_for,
+            tail: None,
         }
     }
 }
@@ -524,6 +535,15 @@ impl ResultsHook for ResultsHookImpl {
                 Error::failed("a request of another RPC system cannot be tail-called").into(),
             );
         };
+        // Back to the peer that made this call: it keeps the results, and
+        // our Return names its question (P-13).
+        let conn = self.return_for.map(|(conn, _)| conn);
+        if conn.is_some() && request.target().import_link_id() == conn {
+            let mut results = self;
+            results.tail = Some(request.send_results_elsewhere().state().clone());
+            drop(results);
+            return Promise::ok(());
+        }
         let call = self.call.clone();
         crate::tail::tail_call(self, call, request.send(), |mut results, response| {
             let response = ResponseHookImpl::new(response);
@@ -548,7 +568,8 @@ impl ResultsHook for ResultsHookImpl {
 impl Drop for ResultsHookImpl {
     fn drop(&mut self) {
         if let (Some(message), Some(done)) = (self.message.take(), self.done.take()) {
-            let _ = done.send((message, std::mem::take(&mut self.cap_table)));
+            let table = std::mem::take(&mut self.cap_table);
+            let _ = done.send((message, table, self.tail.take()));
         }
     }
 }

@@ -20,6 +20,11 @@ pub(crate) enum Body {
     Frame(Frame),
     /// A message built in this process (a request or local results).
     Built(OutMessage),
+    /// Results that are those of this tail call (P-13), sent back to the
+    /// peer whose call it ends, which keeps them: the `Return` names its
+    /// question (`takeFromOtherQuestion`), and calls pipelined on the
+    /// results go to it.
+    TakeFrom(std::sync::Arc<crate::call::CallState>),
 }
 
 /// A call's params or a call's results, with their capabilities.
@@ -57,7 +62,7 @@ impl Payload {
     pub(crate) fn built(&self) -> Option<&OutMessage> {
         match &self.body {
             Body::Built(builder) => Some(builder),
-            Body::Frame(_) => None,
+            Body::Frame(_) | Body::TakeFrom(_) => None,
         }
     }
 
@@ -66,6 +71,11 @@ impl Payload {
         let root: message::Reader = match &self.body {
             Body::Frame(frame) => frame.get_root()?,
             Body::Built(builder) => builder.get_root_as_reader()?,
+            Body::TakeFrom(_) => {
+                return Err(capnp::Error::failed(
+                    "the results stayed with the peer (a tail call)".into(),
+                ))
+            }
         };
         content_of(root)
     }
@@ -74,6 +84,9 @@ impl Payload {
     /// a null or missing one gives a broken capability, so that calls on it
     /// fail one by one.
     pub(crate) fn cap_at(&self, transform: &[u16]) -> Capability {
+        if let Body::TakeFrom(tail) = &self.body {
+            return Capability::pipelined(tail.clone(), transform.into());
+        }
         let found = self
             .cap_index_at(transform)
             .and_then(|index| match self.caps.get(index) {

@@ -102,6 +102,16 @@ impl Request {
     /// # });
     /// ```
     pub fn send(self) -> PendingCall {
+        self.send_with(false)
+    }
+
+    /// Sends the request as a tail call back to the peer whose call it
+    /// ends: the peer keeps its results (`sendResultsTo.yourself`).
+    pub(crate) fn send_results_elsewhere(self) -> PendingCall {
+        self.send_with(true)
+    }
+
+    fn send_with(self, results_elsewhere: bool) -> PendingCall {
         let caps = crate::hooks::capabilities_of(&self.cap_table);
         self.target.dispatch(OutCall {
             interface_id: self.interface_id,
@@ -110,6 +120,7 @@ impl Request {
             caps,
             return_for: None,
             hops: 0,
+            results_elsewhere,
         })
     }
 }

@@ -2,9 +2,13 @@
 //! another one, whose results become its own.
 //!
 //! capnp 0.27's typed `Results` has no public tail call; [`TailCall`] adds
-//! one. The tail call is sent as an ordinary call and its results are
-//! copied into the method's own results when it returns: pipelined calls on
-//! the method's answer wait for them, as for any results. While the tail
+//! one. A tail call back to the peer that made the call it ends goes with
+//! `sendResultsTo.yourself`, and the answer's `Return` says
+//! `takeFromOtherQuestion`: the peer keeps the results, and calls pipelined
+//! on the answer go to the tail call's question (`Body::TakeFrom`). Any
+//! other tail call is sent as an ordinary call and its results are copied
+//! into the method's own when it returns: pipelined calls on the method's
+//! answer wait for them, as for any results. While the tail
 //! call runs, it is cancelled when its caller goes: a `Finish` for the
 //! original call cancels the method (and so the tail call) on a connection
 //! that cancels on `Finish`; one that runs calls to completion

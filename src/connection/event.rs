@@ -90,6 +90,10 @@ pub enum Outcome {
     /// call the peer made to us with `sendResultsTo.yourself`), once it
     /// settles.
     TakeFrom(u32),
+    /// The peer kept the results (our tail call said
+    /// `sendResultsTo.yourself`): calls pipelined on the question still go
+    /// to it, until our `Finish`.
+    SentElsewhere,
 }
 
 impl std::fmt::Debug for InboundCall {
@@ -112,6 +116,7 @@ impl std::fmt::Debug for Outcome {
                 .finish_non_exhaustive(),
             Outcome::Error(e) => f.debug_tuple("Error").field(e).finish(),
             Outcome::TakeFrom(id) => f.debug_tuple("TakeFrom").field(id).finish(),
+            Outcome::SentElsewhere => f.write_str("SentElsewhere"),
         }
     }
 }
@@ -297,6 +302,10 @@ pub struct Sent {
     /// in the results' cap table: a `senderLoopback` naming it is
     /// reflected along exactly that.
     pub described: Vec<Option<CapDescriptor>>,
+    /// It said `takeFromOtherQuestion` naming this question of ours (a
+    /// tail call back to the peer, P-13): every path in the results is the
+    /// same path in that question's, which the peer holds.
+    pub tail: Option<u32>,
 }
 
 /// What the runtime knows of a capability it sends, as plain data, for

@@ -396,48 +396,55 @@ impl<S: Slots> Connection<S> {
         // release the results' capabilities itself: they are not ours to
         // import (or release).
         let finished_early = self.questions.finished_early(header.answer_id);
-        let outcome = match header.kind {
-            ReturnKind::Results(_) if finished_early => {
-                Outcome::Error(Error::failed("the call was finished before its Return"))
-            }
-            ReturnKind::Results(descriptors) => {
-                // Only for a question we asked: its results may name the
-                // peer's exports and ours.
-                if self.questions.get(header.answer_id).is_none() {
-                    return Err(Error::failed(format!(
-                        "bad Return: {}",
-                        crate::table::QuestionError::Unknown(header.answer_id)
-                    )));
+        let outcome =
+            match header.kind {
+                ReturnKind::Results(_) if finished_early => {
+                    Outcome::Error(Error::failed("the call was finished before its Return"))
                 }
-                Outcome::Results {
-                    caps: self.import_all(&descriptors)?,
-                    frame,
-                }
-            }
-            ReturnKind::Exception(e) => Outcome::Error(e),
-            ReturnKind::Canceled => Outcome::Error(Error::failed("the call was canceled")),
-            ReturnKind::TakeFrom(other) => {
-                // The peer made a tail call back to us (P-13): the results
-                // of its call `other` are this question's.
-                match self.answers.get(other) {
-                    Some(answer) if answer.results_elsewhere => Outcome::TakeFrom(other),
-                    Some(_) => {
+                ReturnKind::Results(descriptors) => {
+                    // Only for a question we asked: its results may name the
+                    // peer's exports and ours.
+                    if self.questions.get(header.answer_id).is_none() {
                         return Err(Error::failed(format!(
-                            "Return.takeFromOtherQuestion names answer {other}, \
-                             whose call did not say sendResultsTo.yourself"
-                        )))
+                            "bad Return: {}",
+                            crate::table::QuestionError::Unknown(header.answer_id)
+                        )));
                     }
-                    None => {
-                        return Err(Error::failed(format!(
+                    Outcome::Results {
+                        caps: self.import_all(&descriptors)?,
+                        frame,
+                    }
+                }
+                ReturnKind::Exception(e) => Outcome::Error(e),
+                ReturnKind::Canceled => Outcome::Error(Error::failed("the call was canceled")),
+                ReturnKind::SentElsewhere => match self.questions.get(header.answer_id) {
+                    Some(question) if question.results_elsewhere => Outcome::SentElsewhere,
+                    _ => return Err(Error::failed(
+                        "Return says resultsSentElsewhere for a call that asked for its results",
+                    )),
+                },
+                ReturnKind::TakeFrom(other) => {
+                    // The peer made a tail call back to us (P-13): the results
+                    // of its call `other` are this question's.
+                    match self.answers.get(other) {
+                        Some(answer) if answer.results_elsewhere => Outcome::TakeFrom(other),
+                        Some(_) => {
+                            return Err(Error::failed(format!(
+                                "Return.takeFromOtherQuestion names answer {other}, \
+                             whose call did not say sendResultsTo.yourself"
+                            )))
+                        }
+                        None => {
+                            return Err(Error::failed(format!(
                         "Return.takeFromOtherQuestion names answer {other}, which does not exist"
                     )))
+                        }
                     }
                 }
-            }
-            ReturnKind::Unsupported(what) => Outcome::Error(Error::unimplemented(format!(
-                "the peer returned {what}, which is not supported yet"
-            ))),
-        };
+                ReturnKind::Unsupported(what) => Outcome::Error(Error::unimplemented(format!(
+                    "the peer returned {what}, which is not supported yet"
+                ))),
+            };
         self.settle_question(
             header.answer_id,
             header.release_param_caps,
@@ -679,11 +686,22 @@ impl<S: Slots> Connection<S> {
                 "Disembargo senderLoopback names answer {question_id}, which has not returned"
             )));
         }
-        let described = answer.sent.as_ref().and_then(|sent| {
-            let index = S::cap_index(&answer.value, &promised.transform)?;
-            sent.described.get(index)?.as_ref()
-        });
-        let target = reflection(described)?;
+        let tail = answer.sent.as_ref().and_then(|sent| sent.tail);
+        let target = match tail {
+            // Our Return handed the peer its own answer's results: the
+            // path is the same path in that question of ours.
+            Some(tail) => MessageTarget::PromisedAnswer(PromisedAnswer {
+                question_id: tail,
+                transform: promised.transform.clone(),
+            }),
+            None => {
+                let described = answer.sent.as_ref().and_then(|sent| {
+                    let index = S::cap_index(&answer.value, &promised.transform)?;
+                    sent.described.get(index)?.as_ref()
+                });
+                reflection(described)?
+            }
+        };
         if self.reflections_waiting >= self.config.max_reflections {
             return Err(Error::failed(format!(
                 "the peer has {} Disembargos waiting, the most allowed (max_pipelined)",

@@ -132,6 +132,9 @@ struct Question<Q> {
     /// Exports sent in the params, released on a `Return` that says
     /// `releaseParamCaps`.
     param_exports: Vec<u32>,
+    /// The call said `sendResultsTo.yourself` (our tail call): the peer
+    /// keeps its results.
+    results_elsewhere: bool,
 }
 
 /// One of the peer's questions.
@@ -356,9 +359,26 @@ impl<S: Slots> Connection<S> {
             key: Some(key),
             taker: Some(taker),
             param_exports,
+            results_elsewhere: false,
         });
         self.question_ids.insert(key, id);
         id
+    }
+
+    /// Question `id` is a tail call (P-13): it said `sendResultsTo.yourself`,
+    /// so its `Return` says `resultsSentElsewhere`, and our answer's
+    /// `Return` names it in `takeFromOtherQuestion`.
+    ///
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// let id = conn.asked(7, "tail".into(), Vec::new());
+    /// conn.results_elsewhere(id);
+    /// ```
+    pub fn results_elsewhere(&mut self, id: u32) {
+        if let Some(question) = self.questions.get_mut(id) {
+            question.results_elsewhere = true;
+        }
     }
 
     /// Who takes the answer to question `id`, until it comes.
@@ -469,7 +489,7 @@ impl<S: Slots> Connection<S> {
     pub fn returned(&mut self, id: u32, sent: Sent, no_finish_needed: bool) -> Option<S::Answer> {
         let answer = self.answers.get_mut(id)?;
         let bytes = std::mem::take(&mut answer.inbound_bytes);
-        if !sent.exports.is_empty() || !sent.described.is_empty() {
+        if !sent.exports.is_empty() || !sent.described.is_empty() || sent.tail.is_some() {
             answer.sent = Some(Box::new(sent));
         }
         let ended = self.answers.returned(id, no_finish_needed);

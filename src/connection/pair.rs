@@ -156,6 +156,7 @@ impl Pair {
         let sent = Sent {
             exports: caps.iter().filter_map(export_of).collect(),
             described: caps.iter().cloned().map(Some).collect(),
+            tail: None,
         };
         conn.returned(answer_id, sent, no_finish_needed)
     }

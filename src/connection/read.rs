@@ -39,6 +39,8 @@ pub(crate) enum ReturnKind {
     Canceled,
     /// The results of a call the peer made to us with `yourself`.
     TakeFrom(u32),
+    /// The peer kept the results (our call said `yourself`).
+    SentElsewhere,
     Unsupported(&'static str),
 }
 
@@ -143,21 +145,17 @@ pub(crate) fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> 
         }
         Ok(message::Return(r)) => {
             let r = r?;
-            let kind =
-                match r.which() {
-                    Ok(return_::Results(p)) => ReturnKind::Results(descriptors(p?)?),
-                    Ok(return_::Exception(e)) => ReturnKind::Exception(Error::read(e?)),
-                    Ok(return_::Canceled(())) => ReturnKind::Canceled,
-                    // We never send `sendResultsTo.yourself`.
-                    Ok(return_::ResultsSentElsewhere(())) => return Err(Error::failed(
-                        "Return says resultsSentElsewhere for a call that asked for its results",
-                    )),
-                    Ok(return_::TakeFromOtherQuestion(id)) => ReturnKind::TakeFrom(id),
-                    Ok(return_::AcceptFromThirdParty(_)) => {
-                        ReturnKind::Unsupported("acceptFromThirdParty")
-                    }
-                    Err(_) => ReturnKind::Unsupported("an unknown kind of return"),
-                };
+            let kind = match r.which() {
+                Ok(return_::Results(p)) => ReturnKind::Results(descriptors(p?)?),
+                Ok(return_::Exception(e)) => ReturnKind::Exception(Error::read(e?)),
+                Ok(return_::Canceled(())) => ReturnKind::Canceled,
+                Ok(return_::ResultsSentElsewhere(())) => ReturnKind::SentElsewhere,
+                Ok(return_::TakeFromOtherQuestion(id)) => ReturnKind::TakeFrom(id),
+                Ok(return_::AcceptFromThirdParty(_)) => {
+                    ReturnKind::Unsupported("acceptFromThirdParty")
+                }
+                Err(_) => ReturnKind::Unsupported("an unknown kind of return"),
+            };
             Inbound::Return(ReturnHeader {
                 answer_id: r.get_answer_id(),
                 release_param_caps: r.get_release_param_caps(),

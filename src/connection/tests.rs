@@ -780,6 +780,34 @@ fn take_from_other_question_needs_a_call_that_said_yourself() {
     ));
 }
 
+// covers: P-13
+#[test]
+fn results_sent_elsewhere_needs_a_question_that_said_yourself() {
+    // A question we asked for its results: the Return may not say the
+    // results stayed with the peer.
+    let mut conn = Connection::<Test>::new(Config::default());
+    let id = conn.asked(1, "q".into(), vec![]);
+    let e = conn
+        .receive(reframe(&out::return_results_sent_elsewhere(id)))
+        .unwrap_err();
+    assert!(e.reason().contains("resultsSentElsewhere"), "{e}");
+    // Our tail call (sendResultsTo.yourself): it may, and the question
+    // stays known for pipelined calls until the runtime lets go of it.
+    let mut conn = Connection::<Test>::new(Config::default());
+    let id = conn.asked(1, "q".into(), vec![]);
+    conn.results_elsewhere(id);
+    conn.receive(reframe(&out::return_results_sent_elsewhere(id)))
+        .unwrap();
+    assert!(matches!(
+        &events(&mut conn)[..],
+        [Event::Return {
+            outcome: Outcome::SentElsewhere,
+            ..
+        }]
+    ));
+    assert_eq!(conn.question_id(1), Some(id));
+}
+
 #[test]
 fn after_abort_nothing_more_is_decided() {
     let mut conn = Connection::<Test>::new(Config::default());

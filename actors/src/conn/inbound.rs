@@ -231,6 +231,7 @@ impl ConnActor {
             caps: self.import_all(caps),
             return_for: Some((self.id, id)),
             hops: 0,
+            results_elsewhere: false,
         };
         let target = match target {
             CallTo::Export(export_id) => match self.core.export_value(export_id) {
@@ -298,6 +299,9 @@ impl ConnActor {
                 self.metrics.exceptions_received.add(e.kind());
                 Err(e)
             }
+            // Our tail call: the peer keeps the results, for our answer's
+            // caller to take; calls pipelined on it go on to the peer.
+            Outcome::SentElsewhere => return,
             Outcome::TakeFrom(other) => {
                 // The peer made a tail call back to us (P-13): the results
                 // of its call `other` are this question's, once settled.

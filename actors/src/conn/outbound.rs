@@ -137,11 +137,13 @@ impl ConnActor {
             caps,
             return_for: _,
             hops: _,
+            results_elsewhere,
         } = call;
         // A call that arrived from another connection is copied into a new
         // message; one built here is completed in place.
         let (mut message, caps) = match body {
             Body::Built(message) => (message, caps),
+            Body::TakeFrom(_) => return Err(Error::failed("a tail call's results are no call")),
             Body::Frame(frame) => {
                 let source = Payload {
                     body: Body::Frame(frame),
@@ -178,7 +180,11 @@ impl ConnActor {
             };
             call.set_question_id(id);
             target.write(call.reborrow().init_target());
-            call.reborrow().init_send_results_to().set_caller(());
+            if results_elsewhere {
+                call.reborrow().init_send_results_to().set_yourself(());
+            } else {
+                call.reborrow().init_send_results_to().set_caller(());
+            }
             let params = call.get_params()?;
             let (described, exports) = self.describe_all(&caps, ctx);
             write_cap_table(params, &described);
@@ -189,6 +195,12 @@ impl ConnActor {
         self.metrics.calls_out += 1;
         if let Some(timeout) = self.call_timeout {
             crate::deadline::expire_after(state, timeout, crate::deadline::Deadline::Default);
+        }
+        if results_elsewhere {
+            // A tail call: its results stay with the peer, so no actor
+            // waits for them (its Return says resultsSentElsewhere).
+            self.core.results_elsewhere(id);
+            return Ok(());
         }
         // The question's actor starts after the write is queued, so that
         // the writer (woken first) puts the call on the wire before the new
@@ -209,6 +221,25 @@ impl ConnActor {
         results: &Arc<Payload>,
         ctx: &mut Context<Self>,
     ) -> SentResults {
+        // Our tail call back to the peer: it keeps the results (P-13).
+        if let Body::TakeFrom(tail) = &results.body {
+            let question = tail.remote().and_then(|r| self.core.question_id(r.key));
+            let Some(question) = question else {
+                let e = Error::failed("the tail call was finished before its results were taken");
+                self.write_exception(answer_id, &e);
+                return SentResults::default();
+            };
+            self.write(&capnp_actix_proto::message::return_take_from(
+                answer_id, question,
+            ));
+            return SentResults {
+                sent: Sent {
+                    tail: Some(question),
+                    ..Sent::default()
+                },
+                ..SentResults::default()
+            };
+        }
         // Results a local object built as this very `Return`, with no
         // capabilities to describe, go out as they are (saying
         // `noFinishNeeded`, which the object's results hook set).
@@ -301,6 +332,7 @@ impl ConnActor {
             sent: Sent {
                 exports,
                 described: names,
+                tail: None,
             },
             targets,
             no_finish_needed,
