@@ -479,3 +479,65 @@ fn killing_the_peer_process_fails_pending_calls_promptly() {
         assert_eq!(why.kind(), capnp_actix::ErrorKind::Disconnected);
     });
 }
+
+/// Ends `foo` with a tail call `callee.foo(i, "from TailCaller")`.
+struct TailCaller;
+
+impl test_capnp::tail_caller::Server for TailCaller {
+    async fn foo(
+        self: std::rc::Rc<Self>,
+        params: test_capnp::tail_caller::FooParams,
+        results: test_capnp::tail_caller::FooResults,
+    ) -> Result<(), capnp::Error> {
+        use capnp_actix::TailCall;
+        let params = params.get()?;
+        let mut request = params.get_callee()?.foo_request();
+        request.get().set_i(params.get_i());
+        request.get().set_t("from TailCaller");
+        results.tail_call(request).await
+    }
+}
+
+// covers: P-13
+#[test]
+fn a_tail_call_back_to_a_pycapnp_client_leaves_the_results_with_it() {
+    // The pycapnp client hosts the callee: our tail call goes back to it
+    // with sendResultsTo.yourself and our Return says takeFromOtherQuestion,
+    // so the callee's 300 KB of results never reach our server.
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = futures::channel::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let server = capnp_actix::Server::builder()
+                .workers(1)
+                .bootstrap_factory(|_| {
+                    Capability::from_server::<test_capnp::tail_caller::Client, _>(TailCaller)
+                })
+                .listen("127.0.0.1:0")
+                .unwrap()
+                .start()
+                .await
+                .unwrap();
+            let endpoint = server.endpoints()[0].to_string();
+            let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+            port_tx.send(port).unwrap();
+            let _ = done_rx.await;
+            let totals = server.snapshot().await.unwrap().totals;
+            server.stop(Duration::from_secs(1)).await;
+            totals
+        })
+    });
+    let port = port_rx.recv().unwrap();
+    let (success, output) = python_client("tail_client.py", "test.capnp", port);
+    let _ = done_tx.send(());
+    let totals = server.join().unwrap();
+    assert_all_pass(&output, success, 4);
+    // Out: the tail call, and the call pipelined on the answer before its
+    // Return, sent on to the tail call's question (where the results are).
+    assert_eq!(totals.calls_out, 2);
+    assert!(
+        totals.bytes_in < 50_000,
+        "{} bytes reached the server: the results crossed",
+        totals.bytes_in
+    );
+}
