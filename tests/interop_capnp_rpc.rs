@@ -811,3 +811,88 @@ impl test::Server for RpcTestImpl {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tail calls sent (P-13), back to a capnp-rpc client
+// ---------------------------------------------------------------------------
+
+/// Ends `foo` with a tail call `callee.foo(i, "from TailCaller")`.
+struct TailCaller;
+
+impl test_capnp::tail_caller::Server for TailCaller {
+    async fn foo(
+        self: Rc<Self>,
+        params: test_capnp::tail_caller::FooParams,
+        results: test_capnp::tail_caller::FooResults,
+    ) -> Result<(), capnp::Error> {
+        use capnp_actix::TailCall;
+        let params = params.get()?;
+        let mut request = params.get_callee()?.foo_request();
+        request.get().set_i(params.get_i());
+        request.get().set_t("from TailCaller");
+        results.tail_call(request).await
+    }
+}
+
+/// capnp-rpc's callee: its params back, with a sequencer.
+struct RpcCallee(sequencer::Client);
+
+impl test_capnp::tail_callee::Server for RpcCallee {
+    async fn foo(
+        self: Rc<Self>,
+        params: test_capnp::tail_callee::FooParams,
+        mut results: test_capnp::tail_callee::FooResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let mut out = results.get();
+        out.set_i(params.get_i() as u32);
+        out.set_t(params.get_t()?);
+        out.set_c(self.0.clone());
+        Ok(())
+    }
+}
+
+// covers: P-13
+#[test]
+fn a_tail_call_back_to_a_capnp_rpc_client_returns_its_callees_results() {
+    // capnp-rpc hosts the callee: our tail call goes back to it with
+    // sendResultsTo.yourself, which it supports, and our Return says
+    // takeFromOtherQuestion.
+    actix::System::new().block_on(async move {
+        let main = Capability::from_server::<test_capnp::tail_caller::Client, _>(TailCaller);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let client = RpcThread::spawn(move || async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut rpc = rpc_system(stream, Side::Client, None);
+            let caller: test_capnp::tail_caller::Client = rpc.bootstrap(Side::Server);
+            let disconnector = rpc.get_disconnector();
+            tokio::task::spawn_local(rpc);
+            let sequencer: sequencer::Client = capnp_rpc::new_client(SequencerImpl::new());
+            let callee: test_capnp::tail_callee::Client =
+                capnp_rpc::new_client(RpcCallee(sequencer));
+            let mut request = caller.foo_request();
+            request.get().set_i(456);
+            request.get().set_callee(callee);
+            let promise = request.send();
+            let mut next = promise.pipeline.get_c().next_request();
+            next.get().set_expected(0);
+            let dependent = next.send().promise;
+            let response = promise.promise.await.unwrap();
+            let results = response.get().unwrap();
+            let i = results.get_i();
+            let t = results.get_t().unwrap().to_string().unwrap();
+            let n = dependent.await.unwrap().get().unwrap().get_n();
+            seen_tx.send((i, t, n)).unwrap();
+            disconnector.await.unwrap();
+        });
+        let (stream, _) = timeout(SHUTDOWN, listener.accept()).await.unwrap().unwrap();
+        let conn = ConnActor::from_tcp(stream, ConnOptions::new().main_interface(main));
+        let ended = conn.send(Watch).await.unwrap();
+        client.join("the capnp-rpc client", LIMIT + SHUTDOWN).await;
+        let (i, t, n) = seen_rx.try_recv().expect("the client saw the results");
+        assert_eq!((i, t.as_str(), n), (456, "from TailCaller", 0));
+        let _ = timeout(SHUTDOWN, ended).await;
+    });
+}
