@@ -67,6 +67,10 @@ pub struct InboundCall {
     pub method_id: u16,
     /// Where the results go.
     pub results_to: ResultsTo,
+    /// The caller only pipelines on the results (`onlyPromisePipeline`):
+    /// the `Return` may be left out (P-14); the caller's `Finish` ends the
+    /// answer.
+    pub only_promise_pipeline: bool,
     /// The params' capabilities, counted.
     pub caps: Vec<Incoming>,
     /// The message, which holds the params.

@@ -379,6 +379,7 @@ impl<S: Slots> Connection<S> {
             interface_id: header.interface_id,
             method_id: header.method_id,
             results_to: header.results_to,
+            only_promise_pipeline: header.only_promise_pipeline,
             caps,
             frame,
             bytes,

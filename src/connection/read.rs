@@ -15,6 +15,7 @@ pub(crate) struct CallHeader {
     pub(crate) interface_id: u64,
     pub(crate) method_id: u16,
     pub(crate) results_to: ResultsTo,
+    pub(crate) only_promise_pipeline: bool,
     pub(crate) descriptors: Vec<CapDescriptor>,
 }
 
@@ -140,6 +141,7 @@ pub(crate) fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> 
                 interface_id: c.get_interface_id(),
                 method_id: c.get_method_id(),
                 results_to,
+                only_promise_pipeline: c.get_only_promise_pipeline(),
                 descriptors: descriptors(c.get_params()?)?,
             })
         }

@@ -215,6 +215,7 @@ impl ConnActor {
             interface_id,
             method_id,
             results_to,
+            only_promise_pipeline,
             caps,
             frame,
             bytes,
@@ -282,7 +283,13 @@ impl ConnActor {
                 Error::unimplemented("sendResultsTo.thirdParty (level 3) is not supported"),
             ))),
         };
-        self.start_answer(id, pending, results_to == ResultsTo::Yourself, bytes)
+        self.start_answer(id, pending, results_to == ResultsTo::Yourself, bytes)?;
+        if only_promise_pipeline {
+            if let Some(entry) = self.core.answer_mut(id) {
+                entry.only_pipeline = true;
+            }
+        }
+        Ok(())
     }
 
     fn on_return(&mut self, taker: Option<super::Taker>, outcome: Outcome, no_finish_needed: bool) {
@@ -532,7 +539,12 @@ impl Handler<ReturnReady> for ConnActor {
                 }
             }
         }
+        let only_pipeline = entry.only_pipeline;
         let sent = match msg.outcome {
+            // The caller only pipelines on the results (P-14): no Return;
+            // its calls reach the results here, and its Finish ends the
+            // answer.
+            _ if only_pipeline && !results_elsewhere => Default::default(),
             // A tail call from the peer: the results stay here (P-13).
             _ if results_elsewhere => {
                 self.write(&out::return_results_sent_elsewhere(id));

@@ -67,6 +67,9 @@ pub(crate) struct AnswerEntry {
     pub(crate) actor: Option<Addr<AnswerActor>>,
     /// Calls pipelined on the answer that went to its actor.
     pub(crate) pipelined: u32,
+    /// The caller only pipelines on it (`onlyPromisePipeline`): no
+    /// `Return` goes out (P-14).
+    pub(crate) only_pipeline: bool,
     /// What the `Return`'s capabilities stand for, once it carried any.
     pub(crate) sent: Option<Box<SentTargets>>,
 }
@@ -90,6 +93,7 @@ impl AnswerEntry {
             state,
             actor: None,
             pipelined: 0,
+            only_pipeline: false,
             sent: None,
         }
     }
