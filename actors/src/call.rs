@@ -10,7 +10,7 @@
 use crate::capability::PromiseImport;
 use crate::capability::{Capability, HandedOn};
 pub(crate) use crate::delivery::AfterDelivery;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Stage};
 use crate::few::Few;
 use crate::payload::{Body, Payload};
 use actix::{Message, Recipient};
@@ -137,7 +137,7 @@ pub(crate) struct Deliver {
 
 impl Deliver {
     pub(crate) fn new(call: OutCall, state: &Arc<CallState>) -> Deliver {
-        state.lock().delivery.on_its_way();
+        state.stage.on_its_way();
         Deliver {
             call: Some(call),
             state: Arc::downgrade(state),
@@ -347,6 +347,8 @@ pub(crate) struct CallState {
     /// is never held while calling into another state, except to send a
     /// message (which never blocks).
     inner: Mutex<Inner>,
+    /// How far the call got towards a local object's method.
+    stage: Stage,
 }
 
 impl CallState {
@@ -368,6 +370,7 @@ impl CallState {
                 cancellable: false,
                 delivery: Delivery::default(),
             }),
+            stage: Stage::default(),
         })
     }
 
@@ -536,13 +539,22 @@ impl CallState {
 
     /// The call's method starts: gives what was to be done then.
     pub(crate) fn delivered(&self) -> Option<AfterDelivery> {
-        self.lock().delivery.delivered()
+        match self.stage.delivered() {
+            true => self.lock().delivery.after.take(),
+            false => None,
+        }
     }
 
     /// Keeps `then` for when the call's method starts, if the call is on
     /// its way to it; otherwise gives it back (to be done now).
     pub(crate) fn once_delivered(&self, then: AfterDelivery) -> Option<AfterDelivery> {
-        self.lock().delivery.once_delivered(then)
+        let mut inner = self.lock();
+        if self.stage.await_delivery() {
+            inner.delivery.after = Some(then);
+            None
+        } else {
+            Some(then)
+        }
     }
 
     /// The call's deadline passed: unless it has settled, it fails with
