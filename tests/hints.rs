@@ -111,3 +111,82 @@ fn without_the_hint_the_call_returns() {
         assert!(before.contains(&1) && before.contains(&2), "{before:?}");
     });
 }
+
+/// `Return{answerId}` with `counter.get` results holding `value`.
+fn return_value(answer_id: u32, value: i64) -> OutMessage {
+    let mut m = out::new_message();
+    {
+        let mut ret = m.init_root::<message::Builder>().init_return();
+        ret.set_answer_id(answer_id);
+        ret.set_release_param_caps(false);
+        ret.init_results()
+            .get_content()
+            .init_as::<counter::get_results::Builder>()
+            .set_value(value);
+    }
+    m
+}
+
+/// The next `Call` the connection sends (past Finishes and Releases).
+async fn next_call(peer: &mut Peer) -> capnp_actix_proto::frame::Frame {
+    loop {
+        let frame = peer.recv().await;
+        if raw::tag(&frame) == 2 {
+            // (`Message.call` is the union's third member.)
+            return frame;
+        }
+    }
+}
+
+/// Our `newCounter` sent only to pipeline on, and `get` pipelined on its
+/// counter, against the test playing the server: gives the first call's
+/// question id and whether it said `onlyPromisePipeline`, after answering
+/// `get` with 5 (and, if `ignore_hint`, answering the first call too, as
+/// a peer that ignores the hint does).
+async fn pipelined_get(peer: &mut Peer, test: &test::Client, ignore_hint: bool) -> (u32, bool) {
+    use capnp_actix::SendForPipeline;
+    let counter = test.new_counter_request().send_for_pipeline().get_counter();
+    let get = counter.get_request().send().promise;
+    let first = next_call(peer).await;
+    let call = raw::expect_call(&first);
+    let (id, hinted) = (call.get_question_id(), call.get_only_promise_pipeline());
+    let second = next_call(peer).await;
+    let get_id = raw::expect_call(&second).get_question_id();
+    if ignore_hint {
+        peer.send(&raw::return_empty(id, false)).await;
+    }
+    peer.send(&return_value(get_id, 5)).await;
+    assert_eq!(get.await.unwrap().get().unwrap().get_value(), 5);
+    drop(counter);
+    (id, hinted)
+}
+
+// covers: P-14
+#[test]
+fn a_call_sent_only_to_pipeline_on_asks_for_no_return() {
+    run(async {
+        let (mut peer, cap, _) =
+            raw::bootstrapped(capnp_actix_proto::CapDescriptor::SenderHosted(7)).await;
+        let test: test::Client = cap.client();
+        let (id, hinted) = pipelined_get(&mut peer, &test, false).await;
+        assert!(hinted, "the call says onlyPromisePipeline");
+        assert!(
+            id >= capnp_actix_proto::table::PIPELINE_IDS,
+            "from the high ids: {id}"
+        );
+        // Dropped, it is finished (asking the peer to release its results).
+        let seen =
+            raw::collect_until(&mut peer, |seen| seen.contains(&raw::Seen::Finish(id))).await;
+        assert!(seen.contains(&raw::Seen::Finish(id)));
+        // A peer that ignores the hint returns anyway: tolerated, and the
+        // hint is not used again on this connection.
+        let (id, hinted) = pipelined_get(&mut peer, &test, true).await;
+        assert!(hinted);
+        let (later, hinted) = pipelined_get(&mut peer, &test, false).await;
+        assert!(
+            !hinted && later < capnp_actix_proto::table::PIPELINE_IDS,
+            "{later}"
+        );
+        let _ = id;
+    });
+}

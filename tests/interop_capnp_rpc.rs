@@ -896,3 +896,24 @@ fn a_tail_call_back_to_a_capnp_rpc_client_returns_its_callees_results() {
         let _ = timeout(SHUTDOWN, ended).await;
     });
 }
+
+/// Calls made only to pipeline on (`onlyPromisePipeline`): capnp-rpc
+/// ignores the hint and returns anyway, which is tolerated; the pipelined
+/// calls work either way, and keep working after the hint is given up.
+async fn pipeline_only(ctx: Ctx) {
+    use capnp_actix::SendForPipeline;
+    for start in [10, 20, 30] {
+        let mut req = ctx.test.new_counter_request();
+        req.get().set_start(start);
+        let counter = req.send_for_pipeline().get_counter();
+        let value = increment_request(&counter, 1).send().promise.await.unwrap();
+        assert_eq!(value.get().unwrap().get_value(), start + 1);
+    }
+    echo(&ctx.test, "still connected").await;
+}
+
+// covers: P-14
+#[test]
+fn ours_to_capnp_rpc_calls_sent_only_to_pipeline_on() {
+    ours_to_capnp_rpc(pipeline_only);
+}

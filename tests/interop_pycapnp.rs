@@ -541,3 +541,28 @@ fn a_tail_call_back_to_a_pycapnp_client_leaves_the_results_with_it() {
         totals.bytes_in
     );
 }
+
+// covers: P-14
+#[test]
+fn calls_sent_only_to_pipeline_on_work_with_a_pycapnp_server() {
+    // The C++ reference honours onlyPromisePipeline (it sends no Return);
+    // calls pipelined on such a call reach its results, and dropping it
+    // finishes it, with the connection going on.
+    against_pycapnp(|t, conn| async move {
+        use capnp_actix::SendForPipeline;
+        for start in [10, 20, 30] {
+            let mut req = t.new_counter_request();
+            req.get().set_start(start);
+            let counter = req.send_for_pipeline().get_counter();
+            let mut inc = counter.increment_request();
+            inc.get().set_by(1);
+            let value = inc.send().promise.await.unwrap();
+            assert_eq!(value.get().unwrap().get_value(), start + 1);
+        }
+        let mut echo = t.echo_request();
+        echo.get().set_text("still here");
+        echo.send().promise.await.unwrap();
+        let stats = conn.send(Stats).await.unwrap();
+        assert_eq!(stats.exceptions_received.total(), 0);
+    });
+}

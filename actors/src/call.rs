@@ -178,6 +178,9 @@ pub(crate) struct OutCall {
     /// A tail call to the peer that made the call it ends (P-13): sent
     /// with `sendResultsTo.yourself`, its results stay with the peer.
     pub(crate) results_elsewhere: bool,
+    /// Made only to pipeline on (`onlyPromisePipeline`, P-14): to a peer,
+    /// it asks for no `Return`.
+    pub(crate) only_pipeline: bool,
 }
 
 impl OutCall {

@@ -573,3 +573,36 @@ impl Drop for ResultsHookImpl {
         }
     }
 }
+
+/// Sends a typed request only to pipeline on its results (the C++
+/// reference's `sendForPipeline`): to a peer the call says
+/// `onlyPromisePipeline`, and no `Return` comes back (P-14). See
+/// [`Request::send_for_pipeline`].
+///
+/// ```ignore
+/// use capnp_actix::SendForPipeline;
+/// let counter = test.new_counter_request().send_for_pipeline().get_counter();
+/// let value = counter.get_request().send().promise.await?;
+/// ```
+pub trait SendForPipeline<R: capnp::traits::Pipelined> {
+    /// Sends the request; gives the pipeline on its results.
+    fn send_for_pipeline(self) -> R::Pipeline;
+}
+
+impl<P, R> SendForPipeline<R> for capnp::capability::Request<P, R>
+where
+    P: capnp::traits::Owned,
+    R: capnp::traits::Owned + capnp::traits::Pipelined,
+    R::Pipeline: capnp::capability::FromTypelessPipeline,
+{
+    fn send_for_pipeline(self) -> R::Pipeline {
+        let state = match take_request(self.hook) {
+            Some(request) => request.send_for_pipeline().state,
+            None => CallState::settled(Err(Error::failed(
+                "a request of another RPC system cannot be sent through capnp-actix",
+            ))),
+        };
+        let typeless = any_pointer::Pipeline::new(Box::new(PipelineHookImpl { state }));
+        capnp::capability::FromTypelessPipeline::new(typeless)
+    }
+}

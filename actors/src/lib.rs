@@ -72,7 +72,7 @@ pub use conn::{
 pub use deadline::within;
 pub use endpoint::{Endpoint, IntoEndpoint, PeerAddr};
 pub use export::{allow_cancellation, new_client};
-pub use hooks::stream_state;
+pub use hooks::{stream_state, SendForPipeline};
 pub use reconnect::{Reconnect, ReconnectOptions, ReconnectStatus, Reconnecting};
 pub use request::Request;
 pub use server::{

@@ -102,16 +102,36 @@ impl Request {
     /// # });
     /// ```
     pub fn send(self) -> PendingCall {
-        self.send_with(false)
+        self.send_with(false, false)
+    }
+
+    /// Sends the request only to pipeline on its results (the C++
+    /// reference's `sendForPipeline`): to a peer it says
+    /// `onlyPromisePipeline`, so that no `Return` comes back (P-14). The
+    /// call is finished when the pipeline and every capability taken from
+    /// it are dropped.
+    ///
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// let pipeline = capnp_actix::Capability::null().new_call(1, 2).send_for_pipeline();
+    /// let promised = pipeline.cap(&[0]);
+    /// # drop(promised);
+    /// # });
+    /// ```
+    pub fn send_for_pipeline(self) -> crate::call::Pipeline {
+        let pending = self.send_with(false, true);
+        crate::call::Pipeline {
+            state: pending.state().clone(),
+        }
     }
 
     /// Sends the request as a tail call back to the peer whose call it
     /// ends: the peer keeps its results (`sendResultsTo.yourself`).
     pub(crate) fn send_results_elsewhere(self) -> PendingCall {
-        self.send_with(true)
+        self.send_with(true, false)
     }
 
-    fn send_with(self, results_elsewhere: bool) -> PendingCall {
+    fn send_with(self, results_elsewhere: bool, only_pipeline: bool) -> PendingCall {
         let caps = crate::hooks::capabilities_of(&self.cap_table);
         self.target.dispatch(OutCall {
             interface_id: self.interface_id,
@@ -121,6 +141,7 @@ impl Request {
             return_for: None,
             hops: 0,
             results_elsewhere,
+            only_pipeline,
         })
     }
 }

@@ -13,7 +13,7 @@ use crate::flow::{Admission, Kind};
 use crate::frame::Frame;
 use crate::message::{self as out, DisembargoContext};
 use crate::rpc_capnp::message;
-use crate::table::Finished;
+use crate::table::{Finished, QuestionTable};
 use std::collections::HashMap;
 
 /// What a refused call's place in the gate counts for.
@@ -388,6 +388,15 @@ impl<S: Slots> Connection<S> {
     }
 
     fn handle_return(&mut self, header: ReturnHeader, frame: Frame) -> Result<(), Error> {
+        // A Return for a call made only to pipeline on: the peer ignores
+        // the hint, so it is not sent any more; one that comes after our
+        // Finish freed the id is tolerated (P-14).
+        if QuestionTable::<()>::is_pipeline_id(header.answer_id) {
+            self.pipeline_hint = false;
+            if self.questions.get(header.answer_id).is_none() {
+                return Ok(());
+            }
+        }
         // `noFinishNeeded` is honoured only for results without capabilities
         // (as the schema implies): capabilities keep the question in use,
         // for embargoes that name it, until our `Finish`.

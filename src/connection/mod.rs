@@ -172,6 +172,10 @@ pub struct Connection<S: Slots> {
     config: Config,
     questions: QuestionTable<Question<S::Question>>,
     question_ids: HashMap<u64, u32, OwnKeys>,
+    /// Calls made only to pipeline on may say so (`onlyPromisePipeline`):
+    /// until the peer sends a `Return` for one anyway, as a peer that
+    /// ignores the hint does.
+    pipeline_hint: bool,
     answers: AnswerTable<Answer<S::Answer>>,
     exports: ExportTable<Export<S::Export>, S::ExportKey>,
     imports: ImportTable<Import<S::Import>>,
@@ -201,6 +205,7 @@ impl<S: Slots> Connection<S> {
             config,
             questions: QuestionTable::new(),
             question_ids: HashMap::default(),
+            pipeline_hint: true,
             exports: ExportTable::new(),
             imports: ImportTable::new(),
             next_generation: 0,
@@ -342,6 +347,40 @@ impl<S: Slots> Connection<S> {
     /// The id the next question gets.
     pub fn next_question_id(&self) -> u32 {
         self.questions.next_id()
+    }
+
+    /// The id for a call made only to pipeline on, to send with
+    /// `onlyPromisePipeline` (P-14); `None` once the peer showed it ignores
+    /// the hint (send an ordinary question then).
+    ///
+    /// ```
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// let mut conn = Connection::<Test>::new(Config::default());
+    /// let id = conn.next_pipeline_question_id().unwrap();
+    /// assert_eq!(conn.asked_for_pipeline(9, "caller".into(), vec![]), id);
+    /// ```
+    pub fn next_pipeline_question_id(&self) -> Option<u32> {
+        self.pipeline_hint
+            .then(|| self.questions.next_pipeline_id())
+    }
+
+    /// Records a call made only to pipeline on, written with
+    /// [`next_pipeline_question_id`](Self::next_pipeline_question_id): no
+    /// `Return` is awaited, and dropping it sends `Finish` and frees its id.
+    pub fn asked_for_pipeline(
+        &mut self,
+        key: u64,
+        taker: S::Question,
+        param_exports: Vec<u32>,
+    ) -> u32 {
+        let id = self.questions.insert_pipeline_only(Question {
+            key: Some(key),
+            taker: Some(taker),
+            param_exports,
+            results_elsewhere: false,
+        });
+        self.question_ids.insert(key, id);
+        id
     }
 
     /// Records a question the runtime is about to send (a `Call` written

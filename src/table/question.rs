@@ -12,6 +12,9 @@ struct Question<T> {
     returned: bool,
     /// Whether we sent our `Finish`; the id stays taken until both.
     finished: bool,
+    /// A `Return` is awaited: false for a call made only to pipeline on
+    /// (`onlyPromisePipeline`), whose id is free once we finish it.
+    awaits_return: bool,
 }
 
 /// Our questions: an id is free again only after its Return arrived AND our
@@ -29,7 +32,17 @@ struct Question<T> {
 pub struct QuestionTable<T> {
     /// The questions by id; ids are ours, lowest free first.
     entries: IdTable<Question<T>>,
+    /// Calls made only to pipeline on, by ids from [`PIPELINE_IDS`] on,
+    /// taken in turn (as the C++ reference does: a peer that ignores the
+    /// hint may still send a `Return`, and an id that cycles comes back
+    /// only after 2^31 others).
+    pipeline_only: std::collections::HashMap<u32, Question<T>>,
+    /// The next id to try for one.
+    next_pipeline_id: u32,
 }
+
+/// Where the ids of calls made only to pipeline on start: the high half.
+pub const PIPELINE_IDS: u32 = 1 << 31;
 
 impl<T> Default for QuestionTable<T> {
     /// An empty table.
@@ -42,6 +55,8 @@ impl<T> Default for QuestionTable<T> {
     fn default() -> Self {
         QuestionTable {
             entries: IdTable::new(),
+            pipeline_only: std::collections::HashMap::new(),
+            next_pipeline_id: PIPELINE_IDS,
         }
     }
 }
@@ -70,7 +85,85 @@ impl<T> QuestionTable<T> {
             value,
             returned: false,
             finished: false,
+            awaits_return: true,
         })
+    }
+
+    /// The id the next [`insert_pipeline_only`](Self::insert_pipeline_only)
+    /// will give.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::{QuestionTable, PIPELINE_IDS};
+    /// assert_eq!(QuestionTable::<()>::new().next_pipeline_id(), PIPELINE_IDS);
+    /// ```
+    pub fn next_pipeline_id(&self) -> u32 {
+        let mut id = self.next_pipeline_id;
+        while self.pipeline_only.contains_key(&id) {
+            id = if id == u32::MAX { PIPELINE_IDS } else { id + 1 };
+        }
+        id
+    }
+
+    /// Records a call made only to pipeline on (`onlyPromisePipeline`): no
+    /// `Return` is awaited, and its id is free once we finish it.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::{QuestionTable, PIPELINE_IDS};
+    /// let mut questions = QuestionTable::new();
+    /// let id = questions.insert_pipeline_only("p");
+    /// assert_eq!(id, PIPELINE_IDS);
+    /// assert_eq!(questions.finish(id), Some(true));
+    /// assert!(questions.is_empty());
+    /// ```
+    pub fn insert_pipeline_only(&mut self, value: T) -> u32 {
+        let id = self.next_pipeline_id();
+        self.next_pipeline_id = if id == u32::MAX { PIPELINE_IDS } else { id + 1 };
+        self.pipeline_only.insert(
+            id,
+            Question {
+                value,
+                returned: false,
+                finished: false,
+                awaits_return: false,
+            },
+        );
+        id
+    }
+
+    /// Whether `id` is one of a call made only to pipeline on.
+    ///
+    /// ```
+    /// use capnp_actix_proto::table::{QuestionTable, PIPELINE_IDS};
+    /// assert!(QuestionTable::<()>::is_pipeline_id(PIPELINE_IDS));
+    /// assert!(!QuestionTable::<()>::is_pipeline_id(3));
+    /// ```
+    pub fn is_pipeline_id(id: u32) -> bool {
+        id >= PIPELINE_IDS
+    }
+
+    fn slot(&self, id: u32) -> Option<&Question<T>> {
+        if Self::is_pipeline_id(id) {
+            self.pipeline_only.get(&id)
+        } else {
+            self.entries.get(id)
+        }
+    }
+
+    fn slot_mut(&mut self, id: u32) -> Option<&mut Question<T>> {
+        if Self::is_pipeline_id(id) {
+            self.pipeline_only.get_mut(&id)
+        } else {
+            self.entries.get_mut(id)
+        }
+    }
+
+    fn remove(&mut self, id: u32) -> Option<T> {
+        let question = if Self::is_pipeline_id(id) {
+            self.pipeline_only.remove(&id)
+        } else {
+            self.entries.remove(id)
+        };
+        question.map(|q| q.value)
     }
 
     /// The id the next [`insert`](Self::insert) will give, so that a
@@ -96,7 +189,7 @@ impl<T> QuestionTable<T> {
     /// assert_eq!(questions.get(id), Some(&"q"));
     /// ```
     pub fn get(&self, id: u32) -> Option<&T> {
-        self.entries.get(id).map(|q| &q.value)
+        self.slot(id).map(|q| &q.value)
     }
 
     /// The value of question `id`, mutably, if it is still in the table.
@@ -109,7 +202,7 @@ impl<T> QuestionTable<T> {
     /// assert_eq!(questions.get(id), Some(&2));
     /// ```
     pub fn get_mut(&mut self, id: u32) -> Option<&mut T> {
-        self.entries.get_mut(id).map(|q| &mut q.value)
+        self.slot_mut(id).map(|q| &mut q.value)
     }
 
     /// Records the peer's `Return` for `id`. Gives back the value if our
@@ -125,13 +218,13 @@ impl<T> QuestionTable<T> {
     /// assert_eq!(questions.mark_returned(9), Err(QuestionError::Unknown(9)));
     /// ```
     pub fn mark_returned(&mut self, id: u32) -> Result<Option<T>, QuestionError> {
-        let question = self.entries.get_mut(id).ok_or(QuestionError::Unknown(id))?;
+        let question = self.slot_mut(id).ok_or(QuestionError::Unknown(id))?;
         if question.returned {
             return Err(QuestionError::DuplicateReturn(id));
         }
         question.returned = true;
         if question.finished {
-            Ok(self.entries.remove(id).map(|q| q.value))
+            Ok(self.remove(id))
         } else {
             Ok(None)
         }
@@ -150,13 +243,13 @@ impl<T> QuestionTable<T> {
     /// assert_eq!(questions.mark_returned(id), Ok(Some("q")));
     /// ```
     pub fn mark_finished(&mut self, id: u32) -> Option<T> {
-        let question = self.entries.get_mut(id)?;
+        let question = self.slot_mut(id)?;
         if question.finished {
             return None;
         }
         question.finished = true;
-        if question.returned {
-            self.entries.remove(id).map(|q| q.value)
+        if question.returned || !question.awaits_return {
+            self.remove(id)
         } else {
             None
         }
@@ -183,7 +276,7 @@ impl<T> QuestionTable<T> {
     /// assert!(questions.get(late).is_none());
     /// ```
     pub fn finish(&mut self, id: u32) -> Option<bool> {
-        let question = self.entries.get(id)?;
+        let question = self.slot(id)?;
         if question.finished {
             return None;
         }
@@ -205,9 +298,7 @@ impl<T> QuestionTable<T> {
     /// assert!(questions.finished_early(id));
     /// ```
     pub fn finished_early(&self, id: u32) -> bool {
-        self.entries
-            .get(id)
-            .is_some_and(|q| q.finished && !q.returned)
+        self.slot(id).is_some_and(|q| q.finished && !q.returned)
     }
 
     /// Whether the `Return` for `id` arrived (false for ids not in the
@@ -222,7 +313,7 @@ impl<T> QuestionTable<T> {
     /// assert!(questions.is_returned(id));
     /// ```
     pub fn is_returned(&self, id: u32) -> bool {
-        self.entries.get(id).is_some_and(|q| q.returned)
+        self.slot(id).is_some_and(|q| q.returned)
     }
 
     /// Whether we sent `Finish` for `id` (false for ids not in the table).
@@ -236,7 +327,7 @@ impl<T> QuestionTable<T> {
     /// assert!(questions.is_finished(id));
     /// ```
     pub fn is_finished(&self, id: u32) -> bool {
-        self.entries.get(id).is_some_and(|q| q.finished)
+        self.slot(id).is_some_and(|q| q.finished)
     }
 
     /// How many question ids are taken.
@@ -248,7 +339,7 @@ impl<T> QuestionTable<T> {
     /// assert_eq!(questions.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.pipeline_only.len()
     }
 
     /// Whether no question id is taken.
@@ -258,7 +349,7 @@ impl<T> QuestionTable<T> {
     /// assert!(QuestionTable::<()>::new().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.pipeline_only.is_empty()
     }
 
     /// Empties the table (when the connection ends), giving back every id
@@ -272,11 +363,20 @@ impl<T> QuestionTable<T> {
     /// assert_eq!(questions.drain(), [(0, "a"), (1, "b")]);
     /// ```
     pub fn drain(&mut self) -> Vec<(u32, T)> {
-        self.entries
+        let mut drained: Vec<(u32, T)> = self
+            .entries
             .drain()
             .into_iter()
             .map(|(id, q)| (id, q.value))
-            .collect()
+            .collect();
+        let mut high: Vec<(u32, T)> = self
+            .pipeline_only
+            .drain()
+            .map(|(id, q)| (id, q.value))
+            .collect();
+        high.sort_by_key(|(id, _)| *id);
+        drained.extend(high);
+        drained
     }
 }
 

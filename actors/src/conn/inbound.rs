@@ -233,6 +233,7 @@ impl ConnActor {
             return_for: Some((self.id, id)),
             hops: 0,
             results_elsewhere: false,
+            only_pipeline: false,
         };
         let target = match target {
             CallTo::Export(export_id) => match self.core.export_value(export_id) {

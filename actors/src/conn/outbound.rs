@@ -138,6 +138,7 @@ impl ConnActor {
             return_for: _,
             hops: _,
             results_elsewhere,
+            only_pipeline,
         } = call;
         // A call that arrived from another connection is copied into a new
         // message; one built here is completed in place.
@@ -171,7 +172,12 @@ impl ConnActor {
         }
         // What can fail comes before the question and its exports are
         // recorded: a call refused here leaves nothing behind.
-        let id = self.core.next_question_id();
+        // A call made only to pipeline on asks for no Return, with an id of
+        // its own range, while the peer honours that (P-14).
+        let pipeline_id = only_pipeline
+            .then(|| self.core.next_pipeline_question_id())
+            .flatten();
+        let id = pipeline_id.unwrap_or_else(|| self.core.next_question_id());
         {
             let root: message::Builder = message.get_root()?;
             let mut call = match root.which()? {
@@ -185,16 +191,25 @@ impl ConnActor {
             } else {
                 call.reborrow().init_send_results_to().set_caller(());
             }
+            call.set_only_promise_pipeline(pipeline_id.is_some());
             let params = call.get_params()?;
             let (described, exports) = self.describe_all(&caps, ctx);
             write_cap_table(params, &described);
-            let recorded = self.core.asked(key, None, exports);
+            let recorded = match pipeline_id {
+                Some(_) => self.core.asked_for_pipeline(key, None, exports),
+                None => self.core.asked(key, None, exports),
+            };
             debug_assert_eq!(recorded, id, "describing capabilities asks no question");
         }
         self.write_owned(message);
         self.metrics.calls_out += 1;
         if let Some(timeout) = self.call_timeout {
             crate::deadline::expire_after(state, timeout, crate::deadline::Deadline::Default);
+        }
+        if pipeline_id.is_some() {
+            // No Return comes: no actor waits for one. (Calls pipelined on
+            // it go to the peer, which holds the results.)
+            return Ok(());
         }
         if results_elsewhere {
             // A tail call: its results stay with the peer, so no actor
