@@ -9,8 +9,7 @@
 
 use crate::capability::PromiseImport;
 use crate::capability::{Capability, HandedOn};
-pub(crate) use crate::delivery::AfterDelivery;
-use crate::delivery::{Delivery, Stage};
+use crate::delivery::Delivery;
 use crate::few::Few;
 use crate::payload::{Body, Payload};
 use actix::{Message, Recipient};
@@ -137,7 +136,7 @@ pub(crate) struct Deliver {
 
 impl Deliver {
     pub(crate) fn new(call: OutCall, state: &Arc<CallState>) -> Deliver {
-        state.stage.on_its_way();
+        state.delivery.on_its_way();
         Deliver {
             call: Some(call),
             state: Arc::downgrade(state),
@@ -339,9 +338,6 @@ struct Inner {
     own_deadline: bool,
     /// The method allowed its own cancellation ([`crate::allow_cancellation`]).
     cancellable: bool,
-    /// How far the call got towards its method, and whether its caller
-    /// left.
-    delivery: Delivery,
 }
 
 /// The state of one call, shared by everything that waits on it.
@@ -350,8 +346,9 @@ pub(crate) struct CallState {
     /// is never held while calling into another state, except to send a
     /// message (which never blocks).
     inner: Mutex<Inner>,
-    /// How far the call got towards a local object's method.
-    stage: Stage,
+    /// How far the call got towards its method, and whether its caller
+    /// left.
+    pub(crate) delivery: Delivery,
 }
 
 impl CallState {
@@ -371,9 +368,8 @@ impl CallState {
                 holds: Few::default(),
                 own_deadline: false,
                 cancellable: false,
-                delivery: Delivery::default(),
             }),
-            stage: Stage::default(),
+            delivery: Delivery::default(),
         })
     }
 
@@ -523,41 +519,6 @@ impl CallState {
     /// Whether the method running this call allowed its cancellation.
     pub(crate) fn cancellable(&self) -> bool {
         self.lock().cancellable
-    }
-
-    /// The caller let go of this call while its method runs on: what the
-    /// method waits for on its behalf (a tail call) is not wanted any more.
-    pub(crate) fn caller_left(&self) {
-        let waiting = self.lock().delivery.caller_left();
-        for waiting in waiting {
-            let _ = waiting.send(());
-        }
-    }
-
-    /// Completes when the caller let go of this call (see
-    /// [`caller_left`](Self::caller_left)), or when its state is dropped.
-    pub(crate) fn when_caller_left(&self) -> oneshot::Receiver<()> {
-        self.lock().delivery.when_caller_left()
-    }
-
-    /// The call's method starts: gives what was to be done then.
-    pub(crate) fn delivered(&self) -> Option<AfterDelivery> {
-        match self.stage.delivered() {
-            true => self.lock().delivery.after.take(),
-            false => None,
-        }
-    }
-
-    /// Keeps `then` for when the call's method starts, if the call is on
-    /// its way to it; otherwise gives it back (to be done now).
-    pub(crate) fn once_delivered(&self, then: AfterDelivery) -> Option<AfterDelivery> {
-        let mut inner = self.lock();
-        if self.stage.await_delivery() {
-            inner.delivery.after = Some(then);
-            None
-        } else {
-            Some(then)
-        }
     }
 
     /// The call's deadline passed: unless it has settled, it fails with

@@ -1,22 +1,20 @@
 //! How far an inbound call got towards its method, and what its caller's
-//! `Finish` left to do: kept in the call's state (`CallState`), here apart.
+//! `Finish` left to do: a part of the call's state (`CallState`), with a
+//! lock of its own that is never held while taking another.
 //!
 //! - A `Finish` with `requireEarlyCancellationWorkaround` for a call still
 //!   on its way to a local object waits until the method started
-//!   (`CallState::once_delivered`, with [`Stage`]).
+//!   ([`Delivery::once_delivered`]).
 //! - Under `RunToCompletion` the method runs on after the `Finish`, but
 //!   what it waits for on the caller's behalf (a tail call) hears that the
 //!   caller left ([`Delivery::when_caller_left`]).
 
 use futures::channel::oneshot;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// Run once a call's method started.
 pub(crate) type AfterDelivery = Box<dyn FnOnce() + Send>;
-
-/// How far a call got towards a local object's method, kept apart from
-/// the call's lock (an atomic: marking each local call costs no lock).
-pub(crate) struct Stage(AtomicU8);
 
 /// Not on its way yet (its target may still be unknown).
 const NOT_YET: u8 = 0;
@@ -27,60 +25,87 @@ const AWAITED: u8 = 2;
 /// Its method started.
 const DELIVERED: u8 = 3;
 
-impl Default for Stage {
-    fn default() -> Self {
-        Stage(AtomicU8::new(NOT_YET))
-    }
-}
-
-impl Stage {
-    /// The call is on its way to a local object's actor.
-    pub(crate) fn on_its_way(&self) {
-        let _ = self
-            .0
-            .compare_exchange(NOT_YET, ON_ITS_WAY, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    /// The call's method starts: gives whether something waits for it
-    /// (then take it under the call's lock: it is there, or about to be,
-    /// since [`await_delivery`](Self::await_delivery) runs under it).
-    pub(crate) fn delivered(&self) -> bool {
-        self.0.swap(DELIVERED, Ordering::AcqRel) == AWAITED
-    }
-
-    /// Under the call's lock: whether something may wait for the delivery
-    /// (the call is on its way and not delivered yet).
-    pub(crate) fn await_delivery(&self) -> bool {
-        self.0
-            .compare_exchange(ON_ITS_WAY, AWAITED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-}
-
-/// What waits for a call's delivery, and its caller's leaving.
+/// A call's delivery, and its caller's leaving.
 #[derive(Default)]
 pub(crate) struct Delivery {
+    /// How far the call got: an atomic, so that marking each local call
+    /// takes no lock.
+    stage: AtomicU8,
+    waits: Mutex<Waits>,
+}
+
+/// What waits on a call's delivery or on its caller's leaving.
+#[derive(Default)]
+struct Waits {
     /// What to do once the method started.
-    pub(crate) after: Option<AfterDelivery>,
+    after: Option<AfterDelivery>,
     /// The caller let go while the method runs on, and who waits to hear.
     caller_left: bool,
     on_caller_left: Vec<oneshot::Sender<()>>,
 }
 
 impl Delivery {
-    /// The caller left: gives who waited to hear it.
-    pub(crate) fn caller_left(&mut self) -> Vec<oneshot::Sender<()>> {
-        self.caller_left = true;
-        std::mem::take(&mut self.on_caller_left)
+    fn waits(&self) -> MutexGuard<'_, Waits> {
+        // (A panic while holding it leaves plain data behind.)
+        self.waits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A receiver that completes when the caller left (at once if it did).
-    pub(crate) fn when_caller_left(&mut self) -> oneshot::Receiver<()> {
+    /// The call is on its way to a local object's actor.
+    pub(crate) fn on_its_way(&self) {
+        let _ =
+            self.stage
+                .compare_exchange(NOT_YET, ON_ITS_WAY, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The call's method starts: gives what was to be done then.
+    pub(crate) fn delivered(&self) -> Option<AfterDelivery> {
+        // (What waits was stored under the lock with the stage set to
+        // AWAITED: taking the lock finds it.)
+        match self.stage.swap(DELIVERED, Ordering::AcqRel) {
+            AWAITED => self.waits().after.take(),
+            _ => None,
+        }
+    }
+
+    /// Keeps `then` for when the call's method starts, if the call is on
+    /// its way to it; otherwise gives it back (to be done now).
+    pub(crate) fn once_delivered(&self, then: AfterDelivery) -> Option<AfterDelivery> {
+        let mut waits = self.waits();
+        let awaited =
+            self.stage
+                .compare_exchange(ON_ITS_WAY, AWAITED, Ordering::AcqRel, Ordering::Acquire);
+        if awaited.is_ok() {
+            waits.after = Some(then);
+            None
+        } else {
+            Some(then)
+        }
+    }
+
+    /// The caller let go of the call while its method runs on: what the
+    /// method waits for on its behalf (a tail call) is not wanted any more.
+    pub(crate) fn caller_left(&self) {
+        let waiting = {
+            let mut waits = self.waits();
+            waits.caller_left = true;
+            std::mem::take(&mut waits.on_caller_left)
+        };
+        for waiting in waiting {
+            let _ = waiting.send(());
+        }
+    }
+
+    /// Completes when the caller let go of the call (at once if it did),
+    /// or when the call's state is dropped.
+    pub(crate) fn when_caller_left(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        if self.caller_left {
+        let mut waits = self.waits();
+        if waits.caller_left {
             let _ = tx.send(());
         } else {
-            self.on_caller_left.push(tx);
+            waits.on_caller_left.push(tx);
         }
         rx
     }

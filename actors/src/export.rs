@@ -306,7 +306,7 @@ impl ExportActor {
         // (The method's code up to its first await runs in this poll: where
         // `allow_cancellation` finds its call.)
         let previous = STARTING.with(|s| s.replace(Some(state.clone())));
-        let after_delivery = state.upgrade().and_then(|state| state.delivered());
+        let after_delivery = state.upgrade().and_then(|state| state.delivery.delivered());
         let polled = std::pin::Pin::new(&mut work).poll(&mut cx);
         STARTING.with(|s| *s.borrow_mut() = previous);
         if let (std::task::Poll::Pending, Some(then)) = (&polled, after_delivery) {

@@ -68,7 +68,7 @@ pub(crate) fn tail_call<R: 'static>(
     pending: PendingCall,
     copy: impl FnOnce(R, Response) -> capnp::Result<()> + 'static,
 ) -> Promise<(), capnp::Error> {
-    let left = call.upgrade().map(|call| call.when_caller_left());
+    let left = call.upgrade().map(|call| call.delivery.when_caller_left());
     Promise::from_future(async move {
         let response = match left {
             None => pending.await,

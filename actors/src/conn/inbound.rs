@@ -121,7 +121,7 @@ impl ConnActor {
                 // (`requireEarlyCancellationWorkaround`: a call on its way
                 // to its object is cancelled once delivered, not before.)
                 let now = if after_delivery {
-                    answer.state.once_delivered(cancel)
+                    answer.state.delivery.once_delivered(cancel)
                 } else {
                     Some(cancel)
                 };
@@ -624,14 +624,14 @@ fn cancellation_of(
     state: &std::sync::Arc<crate::call::CallState>,
     actor: Option<actix::Addr<crate::answer::AnswerActor>>,
     policy: super::Cancellation,
-) -> crate::call::AfterDelivery {
+) -> crate::delivery::AfterDelivery {
     let state = std::sync::Arc::downgrade(state);
     Box::new(move || {
         let Some(state) = state.upgrade() else {
             return; // it ended meanwhile
         };
         if policy == super::Cancellation::RunToCompletion && !state.cancellable() {
-            state.caller_left();
+            state.delivery.caller_left();
         } else if let Some(actor) = actor {
             actor.do_send(CancelAnswer {
                 answer_id,
