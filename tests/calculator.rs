@@ -2,29 +2,13 @@
 //! five standard checks against `calculator-server`, over TCP and over a
 //! Unix socket. (Against the C++ reference: tests/interop_pycapnp.rs.)
 
+mod programs;
+
+use programs::{example, Process};
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps")
-        .join("examples")
-        .join(name)
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts the server on `address`; gives it and the address it listens on.
 fn server(address: &str) -> (Process, String) {

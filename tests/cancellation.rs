@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::raw::run;
 use support::test_capnp;
-use support::{Tally, TestImpl};
+use support::{Dropped, Tally, TestImpl};
 use test_capnp::{callback, test};
 
 /// A client of a `TestImpl` server whose connection has `cancellation`,
@@ -127,14 +127,6 @@ fn by_default_a_finish_cancels_the_running_method() {
 /// A callback whose method allows its cancellation, then waits forever;
 /// it counts the work dropped.
 struct Cancellable(Rc<Cell<u32>>, Rc<Cell<bool>>);
-
-struct Dropped(Rc<Cell<u32>>);
-
-impl Drop for Dropped {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
 
 impl callback::Server for Cancellable {
     async fn call(

@@ -25,15 +25,7 @@ use std::rc::Rc;
 use support::raw::{self, run, Peer};
 #[allow(unused_imports)]
 use support::test_capnp;
-
-/// Counts a drop.
-struct Dropped(Rc<Cell<u32>>);
-
-impl Drop for Dropped {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
+use support::Dropped;
 
 /// A sink whose first write waits for its gate, and whose `done`
 /// counts its starts and the work dropped, and never returns.

@@ -26,7 +26,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 // The generated code names its types `crate::test_capnp::...`.
 use support::test_capnp;
-use support::{echo, eventually, CounterImpl, SequencerImpl, Tally, TestImpl};
+use support::{echo, eventually, CounterImpl, SequencerImpl, TailCallerImpl, Tally, TestImpl};
 use test_capnp::{counter, pair, sequencer, test, FailureKind};
 use tokio::time::{sleep, timeout};
 
@@ -816,24 +816,6 @@ impl test::Server for RpcTestImpl {
 // Tail calls sent (P-13), back to a capnp-rpc client
 // ---------------------------------------------------------------------------
 
-/// Ends `foo` with a tail call `callee.foo(i, "from TailCaller")`.
-struct TailCaller;
-
-impl test_capnp::tail_caller::Server for TailCaller {
-    async fn foo(
-        self: Rc<Self>,
-        params: test_capnp::tail_caller::FooParams,
-        results: test_capnp::tail_caller::FooResults,
-    ) -> Result<(), capnp::Error> {
-        use capnp_actix::TailCall;
-        let params = params.get()?;
-        let mut request = params.get_callee()?.foo_request();
-        request.get().set_i(params.get_i());
-        request.get().set_t("from TailCaller");
-        results.tail_call(request).await
-    }
-}
-
 /// capnp-rpc's callee: its params back, with a sequencer.
 struct RpcCallee(sequencer::Client);
 
@@ -859,7 +841,7 @@ fn a_tail_call_back_to_a_capnp_rpc_client_returns_its_callees_results() {
     // sendResultsTo.yourself, which it supports, and our Return says
     // takeFromOtherQuestion.
     actix::System::new().block_on(async move {
-        let main = Capability::from_server::<test_capnp::tail_caller::Client, _>(TailCaller);
+        let main = Capability::from_server::<test_capnp::tail_caller::Client, _>(TailCallerImpl);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (seen_tx, seen_rx) = mpsc::channel();

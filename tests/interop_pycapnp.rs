@@ -10,19 +10,24 @@
 //! pycapnp from PyPI into it; without Python 3 (with venv and pip) the tests
 //! fail and say what to install.
 
+mod programs;
+
+use programs::Process;
+
 mod support;
 
 use capnp_actix::{Bootstrap, Capability, ConnActor, ConnOptions, Stats};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 // `test_capnp` at the crate root: the generated code names its types so.
 use support::test_capnp::{self, callback, counter, sequencer, test, FailureKind};
 // The generated code names its types `crate::test_capnp::...`.
 use support::{
-    expect_in_order, send_next, CallbackImpl, CounterImpl, SequencerImpl, Tally, TestImpl,
+    expect_in_order, send_next, CallbackImpl, CounterImpl, SequencerImpl, TailCallerImpl, Tally,
+    TestImpl,
 };
 #[allow(unused_imports)]
 use test_capnp as _;
@@ -79,16 +84,6 @@ fn python() -> &'static Path {
         std::fs::write(&ready, PYCAPNP).expect("mark the venv ready");
         python
     })
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Starts a Python server script and waits for its "ready PORT" line.
@@ -480,24 +475,6 @@ fn killing_the_peer_process_fails_pending_calls_promptly() {
     });
 }
 
-/// Ends `foo` with a tail call `callee.foo(i, "from TailCaller")`.
-struct TailCaller;
-
-impl test_capnp::tail_caller::Server for TailCaller {
-    async fn foo(
-        self: std::rc::Rc<Self>,
-        params: test_capnp::tail_caller::FooParams,
-        results: test_capnp::tail_caller::FooResults,
-    ) -> Result<(), capnp::Error> {
-        use capnp_actix::TailCall;
-        let params = params.get()?;
-        let mut request = params.get_callee()?.foo_request();
-        request.get().set_i(params.get_i());
-        request.get().set_t("from TailCaller");
-        results.tail_call(request).await
-    }
-}
-
 // covers: P-13
 #[test]
 fn a_tail_call_back_to_a_pycapnp_client_leaves_the_results_with_it() {
@@ -511,7 +488,7 @@ fn a_tail_call_back_to_a_pycapnp_client_leaves_the_results_with_it() {
             let server = capnp_actix::Server::builder()
                 .workers(1)
                 .bootstrap_factory(|_| {
-                    Capability::from_server::<test_capnp::tail_caller::Client, _>(TailCaller)
+                    Capability::from_server::<test_capnp::tail_caller::Client, _>(TailCallerImpl)
                 })
                 .listen("127.0.0.1:0")
                 .unwrap()

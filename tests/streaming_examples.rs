@@ -3,28 +3,12 @@
 //! line), with the adaptive window and with a fixed one, and both sides
 //! report the same SHA-256 of the same number of bytes.
 
+mod programs;
+
+use programs::{example, Process};
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps")
-        .join("examples")
-        .join(name)
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{ChildStdout, Command, Stdio};
 
 /// Starts the server (capnp-rpc's form: `server ADDRESS`) on a free port;
 /// gives it, its address, and the rest of its output.

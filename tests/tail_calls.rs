@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use support::raw::run;
 use support::test_capnp;
-use support::{eventually, SequencerImpl};
+use support::{eventually, Dropped, SequencerImpl};
 use test_capnp::{sequencer, tail_callee, tail_caller};
 
 /// The caller: ends `foo` with `callee.foo(i, "from TailCaller")`, after
@@ -52,15 +52,6 @@ struct Callee {
     started: Rc<Cell<u32>>,
     dropped: Rc<Cell<u32>>,
     sequencer: sequencer::Client,
-}
-
-/// Counts a drop.
-struct Dropped(Rc<Cell<u32>>);
-
-impl Drop for Dropped {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
 }
 
 impl tail_callee::Server for Callee {

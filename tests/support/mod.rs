@@ -631,3 +631,31 @@ where
 pub fn typed<C: FromClientHook>(cap: &Capability) -> C {
     cap.client()
 }
+
+/// Counts its drop: put one in a method's future to see its work dropped.
+pub struct Dropped(pub Rc<Cell<u32>>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+/// A `TailCaller` (P-13): ends `foo` with the tail call
+/// `callee.foo(i, "from TailCaller")`.
+pub struct TailCallerImpl;
+
+impl test_capnp::tail_caller::Server for TailCallerImpl {
+    async fn foo(
+        self: Rc<Self>,
+        params: test_capnp::tail_caller::FooParams,
+        results: test_capnp::tail_caller::FooResults,
+    ) -> Result<(), capnp::Error> {
+        use capnp_actix::TailCall;
+        let params = params.get()?;
+        let mut request = params.get_callee()?.foo_request();
+        request.get().set_i(params.get_i());
+        request.get().set_t("from TailCaller");
+        results.tail_call(request).await
+    }
+}
