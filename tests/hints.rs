@@ -1,9 +1,17 @@
-//! The call hints of P-14 as the callee honours them, replayed on the wire:
-//! `onlyPromisePipeline` (the caller only pipelines on the results, so no
-//! `Return` goes out and its `Finish` ends the answer). (`noFinishNeeded`:
-//! tests/wire.rs.)
+//! The call hints of P-14, replayed on the wire: as the callee honours
+//! them, `onlyPromisePipeline` (the caller only pipelines on the results,
+//! so no `Return` goes out and its `Finish` ends the answer) and
+//! `noPromisePipelining` (the caller will not pipeline on them, so they go
+//! once returned); as the caller sends them, `onlyPromisePipeline` for
+//! `send_for_pipeline` and `noPromisePipelining` for streaming calls.
+//! (`noFinishNeeded`: tests/wire.rs.)
 
 mod support;
+
+#[allow(dead_code, clippy::all)]
+mod bench_capnp {
+    include!(concat!(env!("OUT_DIR"), "/bench_capnp.rs"));
+}
 
 use capnp::traits::HasTypeId;
 use capnp_actix_proto::message::{self as out, OutMessage};
@@ -188,5 +196,168 @@ fn a_call_sent_only_to_pipeline_on_asks_for_no_return() {
             "{later}"
         );
         let _ = id;
+    });
+}
+
+/// The first frame that is a `Return` for `answer_id` (past the others).
+async fn return_of(peer: &mut Peer, answer_id: u32) -> capnp_actix_proto::frame::Frame {
+    loop {
+        let frame = peer.recv().await;
+        let root: message::Reader = frame.get_root().unwrap();
+        if let Ok(message::Return(ret)) = root.which() {
+            if ret.unwrap().get_answer_id() == answer_id {
+                return frame;
+            }
+        }
+    }
+}
+
+/// `Test.liveCounters()` as question `id`: how many counters are alive.
+async fn live_counters(peer: &mut Peer, main: &MessageTarget, id: u32) -> u32 {
+    peer.send(&raw::raw_call(
+        id,
+        main.clone(),
+        test::Client::TYPE_ID,
+        18,
+        &[],
+        |c| {
+            c.init_as::<test::live_counters_params::Builder>();
+        },
+    ))
+    .await;
+    let frame = return_of(peer, id).await;
+    let results = raw::expect_results(&frame, id);
+    let count = results
+        .get_content()
+        .get_as::<test::live_counters_results::Reader>()
+        .unwrap()
+        .get_count();
+    peer.send(&out::finish(id, false)).await;
+    count
+}
+
+/// Asks for a new counter (question 1, saying `noPromisePipelining` if
+/// `hinted`), releases the counter the Return exported, then pipelines
+/// `get` on question 1's counter (question 2), before any Finish. Gives
+/// what `get` returned (the counter's value, or the exception's reason)
+/// and the peer, main and next question id, for more.
+async fn release_then_pipeline(hinted: bool) -> (Result<i64, String>, Peer, MessageTarget, u32) {
+    let mut peer = Peer::start().await;
+    let main = MessageTarget::ImportedCap(peer.bootstrap(0).await);
+    let mut call: OutMessage = raw::raw_call(1, main.clone(), test::Client::TYPE_ID, 3, &[], |c| {
+        c.init_as::<test::new_counter_params::Builder>()
+            .set_start(5);
+    });
+    {
+        let root: message::Builder = call.get_root().unwrap();
+        let message::Call(Ok(mut c)) = root.which().unwrap() else {
+            unreachable!()
+        };
+        c.set_no_promise_pipelining(hinted);
+    }
+    peer.send(&call).await;
+    let frame = return_of(&mut peer, 1).await;
+    let table = raw::expect_results(&frame, 1).get_cap_table().unwrap();
+    assert_eq!(table.len(), 1, "the Return carries the counter");
+    let capnp_actix_proto::CapDescriptor::SenderHosted(export) =
+        capnp_actix_proto::CapDescriptor::read(table.get(0)).unwrap()
+    else {
+        panic!("the counter is not senderHosted");
+    };
+    peer.send(&out::release(export, 1)).await;
+    let on_counter = MessageTarget::PromisedAnswer(PromisedAnswer {
+        question_id: 1,
+        transform: vec![0],
+    });
+    peer.send(&raw::raw_call(
+        2,
+        on_counter,
+        counter::Client::TYPE_ID,
+        1,
+        &[],
+        |c| {
+            c.init_as::<counter::get_params::Builder>();
+        },
+    ))
+    .await;
+    let frame = return_of(&mut peer, 2).await;
+    let got = match raw::expect_return(&frame, 2).which().unwrap() {
+        return_::Results(results) => Ok(results
+            .unwrap()
+            .get_content()
+            .get_as::<counter::get_results::Reader>()
+            .unwrap()
+            .get_value()),
+        return_::Exception(e) => Err(e.unwrap().get_reason().unwrap().to_string().unwrap()),
+        _ => panic!("question 2 returned neither results nor an exception"),
+    };
+    (got, peer, main, 3)
+}
+
+// covers: P-14
+#[test]
+fn results_the_caller_will_not_pipeline_on_are_dropped_once_returned() {
+    run(async {
+        let (got, mut peer, main, mut next) = release_then_pipeline(true).await;
+        let reason = got.expect_err("the pipelined call fails");
+        assert!(reason.contains("noPromisePipelining"), "{reason}");
+        // Its Release dropped the counter, though question 1 is not
+        // finished: the answer kept no reference to it.
+        loop {
+            let live = live_counters(&mut peer, &main, next).await;
+            next += 1;
+            if live == 0 {
+                break;
+            }
+        }
+    });
+}
+
+// covers: P-14
+#[test]
+fn without_the_hint_returned_results_stay_for_pipelining() {
+    run(async {
+        let (got, mut peer, main, next) = release_then_pipeline(false).await;
+        assert_eq!(got, Ok(5), "the pipelined call reaches the counter");
+        assert_eq!(live_counters(&mut peer, &main, next).await, 1);
+        // Until question 1 is finished.
+        peer.send(&out::finish(1, false)).await;
+        let mut next = next + 1;
+        loop {
+            let live = live_counters(&mut peer, &main, next).await;
+            next += 1;
+            if live == 0 {
+                break;
+            }
+        }
+    });
+}
+
+// covers: P-14
+#[test]
+fn a_streaming_call_says_no_promise_pipelining() {
+    use bench_capnp::sink;
+    run(async {
+        let (mut peer, cap, _) =
+            raw::bootstrapped(capnp_actix_proto::CapDescriptor::SenderHosted(7)).await;
+        let sink: sink::Client = cap.client();
+        let mut write = sink.write_request();
+        write.get().set_data(b"chunk");
+        // (A streaming send completes while the window has room.)
+        write.send().await.unwrap();
+        let frame = next_call(&mut peer).await;
+        let call = raw::expect_call(&frame);
+        assert_eq!(call.get_method_id(), 0, "Sink.write");
+        assert!(
+            call.get_no_promise_pipelining(),
+            "its results are not pipelined on"
+        );
+        // An ordinary call's results may be pipelined on: no hint.
+        let done = sink.done_request().send();
+        let frame = next_call(&mut peer).await;
+        let call = raw::expect_call(&frame);
+        assert_eq!(call.get_method_id(), 1, "Sink.done");
+        assert!(!call.get_no_promise_pipelining());
+        drop(done);
     });
 }

@@ -391,7 +391,22 @@ fn new_calls_fail_overloaded_while_the_send_buffer_is_full() {
 // covers: P-13
 #[test]
 fn a_tail_call_from_the_peer_hands_its_results_to_our_question() {
-    run(async {
+    run(tail_call_from_the_peer(false));
+}
+
+// covers: P-13, P-14
+#[test]
+fn results_sent_elsewhere_stay_for_the_taker_under_no_promise_pipelining() {
+    run(tail_call_from_the_peer(true));
+}
+
+/// The peer tail-calls a counter of ours back (`sendResultsTo.yourself`,
+/// saying `noPromisePipelining` if `hinted`) and answers our question with
+/// that call's results (`takeFromOtherQuestion`); if `hinted`, only after
+/// our `Return{resultsSentElsewhere}`, so that the results are taken after
+/// it went out.
+async fn tail_call_from_the_peer(hinted: bool) {
+    {
         let (mut peer, cap, _) = bootstrapped(CapDescriptor::SenderHosted(1)).await;
         let tally = Tally::default();
         let mine: counter::Client = capnp_actix::new_client(CounterImpl::new(0, &tally));
@@ -418,12 +433,23 @@ fn a_tail_call_from_the_peer_hands_its_results_to_our_question() {
             c.set_interface_id(<counter::Client as capnp::traits::HasTypeId>::TYPE_ID);
             c.set_method_id(0);
             c.reborrow().init_send_results_to().set_yourself(());
+            c.set_no_promise_pipelining(hinted);
             c.init_params()
                 .get_content()
                 .init_as::<counter::increment_params::Builder>()
                 .set_by(5);
         }
         peer.send(&m).await;
+        let elsewhere = |frame: &capnp_actix_proto::frame::Frame| {
+            let ret = expect_return(frame, 0);
+            assert!(matches!(
+                ret.which().unwrap(),
+                capnp_actix_proto::rpc_capnp::return_::ResultsSentElsewhere(())
+            ));
+        };
+        if hinted {
+            elsewhere(&peer.recv().await);
+        }
         // ...and answers our question with that call's results.
         let mut m = capnp_actix_proto::message::new_message();
         {
@@ -438,18 +464,15 @@ fn a_tail_call_from_the_peer_hands_its_results_to_our_question() {
             response.content().unwrap().get_as().unwrap();
         assert_eq!(results.get_value(), 5);
         // Our answer to the tail call says where its results went.
-        let frame = peer.recv().await;
-        let ret = expect_return(&frame, 0);
-        assert!(matches!(
-            ret.which().unwrap(),
-            capnp_actix_proto::rpc_capnp::return_::ResultsSentElsewhere(())
-        ));
+        if !hinted {
+            elsewhere(&peer.recv().await);
+        }
         drop(response);
         peer.send(&out::finish(0, false)).await;
         let sent = collect(&mut peer, Duration::from_millis(100)).await;
         assert!(sent.contains(&Seen::Finish(our_question)), "{sent:?}");
         assert_eq!(peer.conn.send(Stats).await.unwrap().answers, 0);
-    });
+    }
 }
 
 // covers: F-01, P-13

@@ -174,12 +174,24 @@ pub(crate) struct OutCall {
     /// an embargo) and was delivered again: bounded, so that a path a peer
     /// made lead back to itself fails the call instead of cycling.
     pub(crate) hops: u32,
-    /// A tail call to the peer that made the call it ends (P-13): sent
-    /// with `sendResultsTo.yourself`, its results stay with the peer.
-    pub(crate) results_elsewhere: bool,
-    /// Made only to pipeline on (`onlyPromisePipeline`, P-14): to a peer,
-    /// it asks for no `Return`.
-    pub(crate) only_pipeline: bool,
+    /// What the caller wants back (to a peer, the call's hints).
+    pub(crate) wants: Wants,
+}
+
+/// What the caller of an [`OutCall`] wants back: to a peer, this is what
+/// its `Call` says of the results (P-13, P-14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wants {
+    /// The results, to read and to pipeline on.
+    Results,
+    /// The results, with no call pipelined on them
+    /// (`noPromisePipelining`): the callee may drop them once returned.
+    NoPipelining,
+    /// Only to pipeline on (`onlyPromisePipeline`): no `Return`.
+    PipelineOnly,
+    /// Nothing: a tail call to the peer that made the call it ends, whose
+    /// results stay with that peer (`sendResultsTo.yourself`).
+    Elsewhere,
 }
 
 impl OutCall {

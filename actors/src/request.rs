@@ -2,7 +2,7 @@
 //! [`Capability::new_call`]. Typed code builds its requests through capnp's
 //! generated clients instead (see `hooks`), which wrap this one.
 
-use crate::call::{OutCall, PendingCall};
+use crate::call::{OutCall, PendingCall, Wants};
 use crate::capability::Capability;
 use crate::payload::Body;
 use capnp::any_pointer;
@@ -102,7 +102,7 @@ impl Request {
     /// # });
     /// ```
     pub fn send(self) -> PendingCall {
-        self.send_with(false, false)
+        self.send_with(Wants::Results)
     }
 
     /// Sends the request only to pipeline on its results (the C++
@@ -119,7 +119,7 @@ impl Request {
     /// # });
     /// ```
     pub fn send_for_pipeline(self) -> crate::call::Pipeline {
-        let pending = self.send_with(false, true);
+        let pending = self.send_with(Wants::PipelineOnly);
         crate::call::Pipeline {
             state: pending.state().clone(),
         }
@@ -128,10 +128,17 @@ impl Request {
     /// Sends the request as a tail call back to the peer whose call it
     /// ends: the peer keeps its results (`sendResultsTo.yourself`).
     pub(crate) fn send_results_elsewhere(self) -> PendingCall {
-        self.send_with(true, false)
+        self.send_with(Wants::Elsewhere)
     }
 
-    fn send_with(self, results_elsewhere: bool, only_pipeline: bool) -> PendingCall {
+    /// Sends the request as a streaming call, whose results (always
+    /// empty) nothing pipelines on: to a peer it says
+    /// `noPromisePipelining` (P-14).
+    pub(crate) fn send_streaming(self) -> PendingCall {
+        self.send_with(Wants::NoPipelining)
+    }
+
+    fn send_with(self, wants: Wants) -> PendingCall {
         let caps = crate::hooks::capabilities_of(&self.cap_table);
         self.target.dispatch(OutCall {
             interface_id: self.interface_id,
@@ -140,8 +147,7 @@ impl Request {
             caps,
             return_for: None,
             hops: 0,
-            results_elsewhere,
-            only_pipeline,
+            wants,
         })
     }
 }

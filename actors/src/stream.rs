@@ -106,7 +106,7 @@ pub(crate) fn send_streaming(
     if let Admit::Failed(e) = admitted {
         return Either::Left(future::ready(Err(e)));
     }
-    let pending = request.send();
+    let pending = request.send_streaming();
     let returned = slot.clone();
     actix_rt::spawn(async move {
         let outcome = pending.await;

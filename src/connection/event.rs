@@ -71,6 +71,10 @@ pub struct InboundCall {
     /// the `Return` may be left out (P-14); the caller's `Finish` ends the
     /// answer.
     pub only_promise_pipeline: bool,
+    /// The caller makes no calls pipelined on the results
+    /// (`noPromisePipelining`): they need not be kept past the `Return`
+    /// (P-14).
+    pub no_promise_pipelining: bool,
     /// The params' capabilities, counted.
     pub caps: Vec<Incoming>,
     /// The message, which holds the params.

@@ -380,6 +380,7 @@ impl<S: Slots> Connection<S> {
             method_id: header.method_id,
             results_to: header.results_to,
             only_promise_pipeline: header.only_promise_pipeline,
+            no_promise_pipelining: header.no_promise_pipelining,
             caps,
             frame,
             bytes,

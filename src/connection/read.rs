@@ -16,6 +16,7 @@ pub(crate) struct CallHeader {
     pub(crate) method_id: u16,
     pub(crate) results_to: ResultsTo,
     pub(crate) only_promise_pipeline: bool,
+    pub(crate) no_promise_pipelining: bool,
     pub(crate) descriptors: Vec<CapDescriptor>,
 }
 
@@ -142,6 +143,7 @@ pub(crate) fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> 
                 method_id: c.get_method_id(),
                 results_to,
                 only_promise_pipeline: c.get_only_promise_pipeline(),
+                no_promise_pipelining: c.get_no_promise_pipelining(),
                 descriptors: descriptors(c.get_params()?)?,
             })
         }

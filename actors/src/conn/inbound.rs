@@ -216,6 +216,7 @@ impl ConnActor {
             method_id,
             results_to,
             only_promise_pipeline,
+            no_promise_pipelining,
             caps,
             frame,
             bytes,
@@ -232,8 +233,12 @@ impl ConnActor {
             caps: self.import_all(caps),
             return_for: Some((self.id, id)),
             hops: 0,
-            results_elsewhere: false,
-            only_pipeline: false,
+            // (Passed on to a peer, the call says what this one said.)
+            wants: if no_promise_pipelining {
+                crate::call::Wants::NoPipelining
+            } else {
+                crate::call::Wants::Results
+            },
         };
         let target = match target {
             CallTo::Export(export_id) => match self.core.export_value(export_id) {
@@ -285,10 +290,9 @@ impl ConnActor {
             ))),
         };
         self.start_answer(id, pending, results_to == ResultsTo::Yourself, bytes)?;
-        if only_promise_pipeline {
-            if let Some(entry) = self.core.answer_mut(id) {
-                entry.only_pipeline = true;
-            }
+        if let Some(entry) = self.core.answer_mut(id) {
+            entry.only_pipeline = only_promise_pipeline;
+            entry.no_pipelining = no_promise_pipelining && !only_promise_pipeline;
         }
         Ok(())
     }
@@ -566,8 +570,16 @@ impl Handler<ReturnReady> for ConnActor {
             targets,
             no_finish_needed,
         } = sent;
-        if !targets.is_empty() {
-            if let Some(entry) = self.core.answer_mut(id) {
+        if let Some(entry) = self.core.answer_mut(id) {
+            if entry.no_pipelining && !results_elsewhere {
+                // The caller said it makes no calls pipelined on the
+                // results (P-14): they go now, not at its Finish, and a
+                // call pipelined anyway fails. (Results sent elsewhere stay
+                // for the call that takes them.)
+                entry.state = CallState::settled(Err(Error::failed(
+                    "a call pipelined on results whose caller said noPromisePipelining",
+                )));
+            } else if !targets.is_empty() {
                 entry.sent = Some(Box::new(SentTargets {
                     described: targets,
                     settled_target: None,

@@ -70,6 +70,9 @@ pub(crate) struct AnswerEntry {
     /// The caller only pipelines on it (`onlyPromisePipeline`): no
     /// `Return` goes out (P-14).
     pub(crate) only_pipeline: bool,
+    /// The caller makes no calls pipelined on it (`noPromisePipelining`):
+    /// its results are not kept past the `Return` (P-14).
+    pub(crate) no_pipelining: bool,
     /// What the `Return`'s capabilities stand for, once it carried any.
     pub(crate) sent: Option<Box<SentTargets>>,
 }
@@ -94,6 +97,7 @@ impl AnswerEntry {
             actor: None,
             pipelined: 0,
             only_pipeline: false,
+            no_pipelining: false,
             sent: None,
         }
     }

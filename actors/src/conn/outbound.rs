@@ -3,7 +3,7 @@
 
 use super::transport::{framed_len, Outgoing};
 use super::{ConnActor, Described, ExportEntry, ExportKey, Resolving, SendCall};
-use crate::call::{CallState, CallTarget, OutCall};
+use crate::call::{CallState, CallTarget, OutCall, Wants};
 use crate::capability::PromiseImport;
 use crate::capability::{CapKind, Capability};
 use crate::payload::{Body, Payload};
@@ -137,8 +137,7 @@ impl ConnActor {
             caps,
             return_for: _,
             hops: _,
-            results_elsewhere,
-            only_pipeline,
+            wants,
         } = call;
         // A call that arrived from another connection is copied into a new
         // message; one built here is completed in place.
@@ -174,7 +173,7 @@ impl ConnActor {
         // recorded: a call refused here leaves nothing behind.
         // A call made only to pipeline on asks for no Return, with an id of
         // its own range, while the peer honours that (P-14).
-        let pipeline_id = only_pipeline
+        let pipeline_id = (wants == Wants::PipelineOnly)
             .then(|| self.core.next_pipeline_question_id())
             .flatten();
         let id = pipeline_id.unwrap_or_else(|| self.core.next_question_id());
@@ -186,12 +185,13 @@ impl ConnActor {
             };
             call.set_question_id(id);
             target.write(call.reborrow().init_target());
-            if results_elsewhere {
+            if wants == Wants::Elsewhere {
                 call.reborrow().init_send_results_to().set_yourself(());
             } else {
                 call.reborrow().init_send_results_to().set_caller(());
             }
             call.set_only_promise_pipeline(pipeline_id.is_some());
+            call.set_no_promise_pipelining(wants == Wants::NoPipelining);
             let params = call.get_params()?;
             let (described, exports) = self.describe_all(&caps, ctx);
             write_cap_table(params, &described);
@@ -211,7 +211,7 @@ impl ConnActor {
             // it go to the peer, which holds the results.)
             return Ok(());
         }
-        if results_elsewhere {
+        if wants == Wants::Elsewhere {
             // A tail call: its results stay with the peer, so no actor
             // waits for them (its Return says resultsSentElsewhere).
             self.core.results_elsewhere(id);
