@@ -13,7 +13,7 @@ use crate::flow::{Admission, Kind};
 use crate::frame::Frame;
 use crate::message::{self as out, DisembargoContext};
 use crate::rpc_capnp::message;
-use crate::table::{Finished, QuestionTable};
+use crate::table::Finished;
 use std::collections::HashMap;
 
 /// What a refused call's place in the gate counts for.
@@ -392,7 +392,7 @@ impl<S: Slots> Connection<S> {
         // A Return for a call made only to pipeline on: the peer ignores
         // the hint, so it is not sent any more; one that comes after our
         // Finish freed the id is tolerated (P-14).
-        if QuestionTable::<()>::is_pipeline_id(header.answer_id) {
+        if crate::table::is_pipeline_id(header.answer_id) {
             self.pipeline_hint = false;
             if self.questions.get(header.answer_id).is_none() {
                 return Ok(());

@@ -21,7 +21,7 @@ mod tests;
 pub use answer::{AnswerError, AnswerTable, Ended, Finished};
 pub use export::{ExportTable, ReleaseError};
 pub use import::ImportTable;
-pub use question::{QuestionError, QuestionTable, PIPELINE_IDS};
+pub use question::{is_pipeline_id, QuestionError, QuestionTable, PIPELINE_IDS};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasherDefault, Hasher};

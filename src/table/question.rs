@@ -44,6 +44,17 @@ pub struct QuestionTable<T> {
 /// Where the ids of calls made only to pipeline on start: the high half.
 pub const PIPELINE_IDS: u32 = 1 << 31;
 
+/// Whether `id` is one of a call made only to pipeline on.
+///
+/// ```
+/// use capnp_actix_proto::table::{is_pipeline_id, PIPELINE_IDS};
+/// assert!(is_pipeline_id(PIPELINE_IDS));
+/// assert!(!is_pipeline_id(3));
+/// ```
+pub fn is_pipeline_id(id: u32) -> bool {
+    id >= PIPELINE_IDS
+}
+
 impl<T> Default for QuestionTable<T> {
     /// An empty table.
     ///
@@ -130,19 +141,8 @@ impl<T> QuestionTable<T> {
         id
     }
 
-    /// Whether `id` is one of a call made only to pipeline on.
-    ///
-    /// ```
-    /// use capnp_actix_proto::table::{QuestionTable, PIPELINE_IDS};
-    /// assert!(QuestionTable::<()>::is_pipeline_id(PIPELINE_IDS));
-    /// assert!(!QuestionTable::<()>::is_pipeline_id(3));
-    /// ```
-    pub fn is_pipeline_id(id: u32) -> bool {
-        id >= PIPELINE_IDS
-    }
-
     fn slot(&self, id: u32) -> Option<&Question<T>> {
-        if Self::is_pipeline_id(id) {
+        if is_pipeline_id(id) {
             self.pipeline_only.get(&id)
         } else {
             self.entries.get(id)
@@ -150,7 +150,7 @@ impl<T> QuestionTable<T> {
     }
 
     fn slot_mut(&mut self, id: u32) -> Option<&mut Question<T>> {
-        if Self::is_pipeline_id(id) {
+        if is_pipeline_id(id) {
             self.pipeline_only.get_mut(&id)
         } else {
             self.entries.get_mut(id)
@@ -158,7 +158,7 @@ impl<T> QuestionTable<T> {
     }
 
     fn remove(&mut self, id: u32) -> Option<T> {
-        let question = if Self::is_pipeline_id(id) {
+        let question = if is_pipeline_id(id) {
             self.pipeline_only.remove(&id)
         } else {
             self.entries.remove(id)
