@@ -64,15 +64,12 @@ async fn returns_until(
     last: u32,
 ) {
     loop {
-        let frame = peer.recv().await;
-        let root: message::Reader = frame.get_root().unwrap();
-        if let Ok(message::Return(ret)) = root.which() {
-            let ret = ret.unwrap();
-            let id = ret.get_answer_id();
-            seen.insert(id, matches!(ret.which(), Ok(return_::Canceled(()))));
-            if id == last {
-                return;
-            }
+        let frame = raw::next_return(peer).await;
+        let ret = raw::expect_return_any(&frame);
+        let id = ret.get_answer_id();
+        seen.insert(id, matches!(ret.which(), Ok(return_::Canceled(()))));
+        if id == last {
+            return;
         }
     }
 }

@@ -15,38 +15,68 @@ mod bench_capnp {
 
 use capnp::traits::HasTypeId;
 use capnp_actix_proto::message::{self as out, OutMessage};
-use capnp_actix_proto::rpc_capnp::{message, return_};
+use capnp_actix_proto::rpc_capnp::{call, message, return_};
 use capnp_actix_proto::{MessageTarget, PromisedAnswer};
 use support::raw::{self, run, Peer};
 use support::test_capnp;
 use test_capnp::{counter, test};
 
-/// What the connection sent, as (tag, answer id of a Return).
+/// `Test.newCounter(start)` as question `id` on `main`, with the hints
+/// `hint` sets.
+fn new_counter(
+    id: u32,
+    main: MessageTarget,
+    start: i64,
+    hint: impl FnOnce(call::Builder<'_>),
+) -> OutMessage {
+    let call = raw::raw_call(id, main, test::Client::TYPE_ID, 3, &[], |c| {
+        c.init_as::<test::new_counter_params::Builder>()
+            .set_start(start);
+    });
+    raw::edit_call(call, hint)
+}
+
+/// `Counter.get()` as question `id`, on the counter in the results of
+/// question `on` (pipelined).
+fn get_on(id: u32, on: u32) -> OutMessage {
+    let counter = MessageTarget::PromisedAnswer(PromisedAnswer {
+        question_id: on,
+        transform: vec![0],
+    });
+    raw::raw_call(id, counter, counter::Client::TYPE_ID, 1, &[], |c| {
+        c.init_as::<counter::get_params::Builder>();
+    })
+}
+
+/// What the `Return` in `frame` gave for a `Counter.get`: the counter's
+/// value, or the exception's reason.
+fn got(frame: &capnp_actix_proto::frame::Frame) -> Result<i64, String> {
+    match raw::expect_return_any(frame).which().unwrap() {
+        return_::Results(results) => Ok(results
+            .unwrap()
+            .get_content()
+            .get_as::<counter::get_results::Reader>()
+            .unwrap()
+            .get_value()),
+        return_::Exception(e) => Err(e.unwrap().get_reason().unwrap().to_string().unwrap()),
+        _ => panic!("the call returned neither results nor an exception"),
+    }
+}
+
+/// The answer ids of the Returns the connection sends, up to the one for
+/// `last`; that question 2 (the pipelined `get`) gave 5, if it is among
+/// them.
 async fn until_return(peer: &mut Peer, last: u32) -> Vec<u32> {
     let mut returns = Vec::new();
     loop {
-        let frame = peer.recv().await;
-        let root: message::Reader = frame.get_root().unwrap();
-        if let Ok(message::Return(ret)) = root.which() {
-            let ret = ret.unwrap();
-            let id = ret.get_answer_id();
-            if id == 2 {
-                // The pipelined call's results: the counter's value.
-                let return_::Results(results) = ret.which().unwrap() else {
-                    panic!("question 2 failed");
-                };
-                let value = results
-                    .unwrap()
-                    .get_content()
-                    .get_as::<counter::get_results::Reader>()
-                    .unwrap()
-                    .get_value();
-                assert_eq!(value, 5);
-            }
-            returns.push(id);
-            if id == last {
-                return returns;
-            }
+        let frame = raw::next_return(peer).await;
+        let id = raw::expect_return_any(&frame).get_answer_id();
+        if id == 2 {
+            assert_eq!(got(&frame), Ok(5), "the counter's value");
+        }
+        returns.push(id);
+        if id == last {
+            return returns;
         }
     }
 }
@@ -59,33 +89,11 @@ async fn until_return(peer: &mut Peer, last: u32) -> Vec<u32> {
 async fn scenario(only_pipeline: bool) -> (Vec<u32>, Vec<u32>) {
     let mut peer = Peer::start().await;
     let main = MessageTarget::ImportedCap(peer.bootstrap(0).await);
-    let mut call: OutMessage = raw::raw_call(1, main, test::Client::TYPE_ID, 3, &[], |c| {
-        c.init_as::<test::new_counter_params::Builder>()
-            .set_start(5);
-    });
-    {
-        let root: message::Builder = call.get_root().unwrap();
-        let message::Call(Ok(mut c)) = root.which().unwrap() else {
-            unreachable!()
-        };
-        c.set_only_promise_pipeline(only_pipeline);
-    }
-    peer.send(&call).await;
-    let on_counter = MessageTarget::PromisedAnswer(PromisedAnswer {
-        question_id: 1,
-        transform: vec![0],
-    });
-    peer.send(&raw::raw_call(
-        2,
-        on_counter,
-        counter::Client::TYPE_ID,
-        1,
-        &[],
-        |c| {
-            c.init_as::<counter::get_params::Builder>();
-        },
-    ))
+    peer.send(&new_counter(1, main, 5, |mut c| {
+        c.set_only_promise_pipeline(only_pipeline)
+    }))
     .await;
+    peer.send(&get_on(2, 1)).await;
     // (Question 2 needs question 1's results: its Return comes after any
     // Return for question 1.)
     let mut before = until_return(&mut peer, 2).await;
@@ -135,17 +143,6 @@ fn return_value(answer_id: u32, value: i64) -> OutMessage {
     m
 }
 
-/// The next `Call` the connection sends (past Finishes and Releases).
-async fn next_call(peer: &mut Peer) -> capnp_actix_proto::frame::Frame {
-    loop {
-        let frame = peer.recv().await;
-        if raw::tag(&frame) == 2 {
-            // (`Message.call` is the union's third member.)
-            return frame;
-        }
-    }
-}
-
 /// Our `newCounter` sent only to pipeline on, and `get` pipelined on its
 /// counter, against the test playing the server: gives the first call's
 /// question id and whether it said `onlyPromisePipeline`, after answering
@@ -155,10 +152,10 @@ async fn pipelined_get(peer: &mut Peer, test: &test::Client, ignore_hint: bool) 
     use capnp_actix::SendForPipeline;
     let counter = test.new_counter_request().send_for_pipeline().get_counter();
     let get = counter.get_request().send().promise;
-    let first = next_call(peer).await;
+    let first = raw::next_call(peer).await;
     let call = raw::expect_call(&first);
     let (id, hinted) = (call.get_question_id(), call.get_only_promise_pipeline());
-    let second = next_call(peer).await;
+    let second = raw::next_call(peer).await;
     let get_id = raw::expect_call(&second).get_question_id();
     if ignore_hint {
         peer.send(&raw::return_empty(id, false)).await;
@@ -199,19 +196,6 @@ fn a_call_sent_only_to_pipeline_on_asks_for_no_return() {
     });
 }
 
-/// The first frame that is a `Return` for `answer_id` (past the others).
-async fn return_of(peer: &mut Peer, answer_id: u32) -> capnp_actix_proto::frame::Frame {
-    loop {
-        let frame = peer.recv().await;
-        let root: message::Reader = frame.get_root().unwrap();
-        if let Ok(message::Return(ret)) = root.which() {
-            if ret.unwrap().get_answer_id() == answer_id {
-                return frame;
-            }
-        }
-    }
-}
-
 /// `Test.liveCounters()` as question `id`: how many counters are alive.
 async fn live_counters(peer: &mut Peer, main: &MessageTarget, id: u32) -> u32 {
     peer.send(&raw::raw_call(
@@ -225,7 +209,7 @@ async fn live_counters(peer: &mut Peer, main: &MessageTarget, id: u32) -> u32 {
         },
     ))
     .await;
-    let frame = return_of(peer, id).await;
+    let frame = raw::return_of(peer, id).await;
     let results = raw::expect_results(&frame, id);
     let count = results
         .get_content()
@@ -236,6 +220,13 @@ async fn live_counters(peer: &mut Peer, main: &MessageTarget, id: u32) -> u32 {
     count
 }
 
+/// Asks `liveCounters` (as questions `next` on) until none is alive.
+async fn until_no_counters(peer: &mut Peer, main: &MessageTarget, mut next: u32) {
+    while live_counters(peer, main, next).await != 0 {
+        next += 1;
+    }
+}
+
 /// Asks for a new counter (question 1, saying `noPromisePipelining` if
 /// `hinted`), releases the counter the Return exported, then pipelines
 /// `get` on question 1's counter (question 2), before any Finish. Gives
@@ -244,19 +235,11 @@ async fn live_counters(peer: &mut Peer, main: &MessageTarget, id: u32) -> u32 {
 async fn release_then_pipeline(hinted: bool) -> (Result<i64, String>, Peer, MessageTarget, u32) {
     let mut peer = Peer::start().await;
     let main = MessageTarget::ImportedCap(peer.bootstrap(0).await);
-    let mut call: OutMessage = raw::raw_call(1, main.clone(), test::Client::TYPE_ID, 3, &[], |c| {
-        c.init_as::<test::new_counter_params::Builder>()
-            .set_start(5);
-    });
-    {
-        let root: message::Builder = call.get_root().unwrap();
-        let message::Call(Ok(mut c)) = root.which().unwrap() else {
-            unreachable!()
-        };
-        c.set_no_promise_pipelining(hinted);
-    }
-    peer.send(&call).await;
-    let frame = return_of(&mut peer, 1).await;
+    peer.send(&new_counter(1, main.clone(), 5, |mut c| {
+        c.set_no_promise_pipelining(hinted)
+    }))
+    .await;
+    let frame = raw::return_of(&mut peer, 1).await;
     let table = raw::expect_results(&frame, 1).get_cap_table().unwrap();
     assert_eq!(table.len(), 1, "the Return carries the counter");
     let capnp_actix_proto::CapDescriptor::SenderHosted(export) =
@@ -265,32 +248,8 @@ async fn release_then_pipeline(hinted: bool) -> (Result<i64, String>, Peer, Mess
         panic!("the counter is not senderHosted");
     };
     peer.send(&out::release(export, 1)).await;
-    let on_counter = MessageTarget::PromisedAnswer(PromisedAnswer {
-        question_id: 1,
-        transform: vec![0],
-    });
-    peer.send(&raw::raw_call(
-        2,
-        on_counter,
-        counter::Client::TYPE_ID,
-        1,
-        &[],
-        |c| {
-            c.init_as::<counter::get_params::Builder>();
-        },
-    ))
-    .await;
-    let frame = return_of(&mut peer, 2).await;
-    let got = match raw::expect_return(&frame, 2).which().unwrap() {
-        return_::Results(results) => Ok(results
-            .unwrap()
-            .get_content()
-            .get_as::<counter::get_results::Reader>()
-            .unwrap()
-            .get_value()),
-        return_::Exception(e) => Err(e.unwrap().get_reason().unwrap().to_string().unwrap()),
-        _ => panic!("question 2 returned neither results nor an exception"),
-    };
+    peer.send(&get_on(2, 1)).await;
+    let got = got(&raw::return_of(&mut peer, 2).await);
     (got, peer, main, 3)
 }
 
@@ -298,18 +257,12 @@ async fn release_then_pipeline(hinted: bool) -> (Result<i64, String>, Peer, Mess
 #[test]
 fn results_the_caller_will_not_pipeline_on_are_dropped_once_returned() {
     run(async {
-        let (got, mut peer, main, mut next) = release_then_pipeline(true).await;
+        let (got, mut peer, main, next) = release_then_pipeline(true).await;
         let reason = got.expect_err("the pipelined call fails");
         assert!(reason.contains("noPromisePipelining"), "{reason}");
         // Its Release dropped the counter, though question 1 is not
         // finished: the answer kept no reference to it.
-        loop {
-            let live = live_counters(&mut peer, &main, next).await;
-            next += 1;
-            if live == 0 {
-                break;
-            }
-        }
+        until_no_counters(&mut peer, &main, next).await;
     });
 }
 
@@ -322,14 +275,7 @@ fn without_the_hint_returned_results_stay_for_pipelining() {
         assert_eq!(live_counters(&mut peer, &main, next).await, 1);
         // Until question 1 is finished.
         peer.send(&out::finish(1, false)).await;
-        let mut next = next + 1;
-        loop {
-            let live = live_counters(&mut peer, &main, next).await;
-            next += 1;
-            if live == 0 {
-                break;
-            }
-        }
+        until_no_counters(&mut peer, &main, next + 1).await;
     });
 }
 
@@ -345,7 +291,7 @@ fn a_streaming_call_says_no_promise_pipelining() {
         write.get().set_data(b"chunk");
         // (A streaming send completes while the window has room.)
         write.send().await.unwrap();
-        let frame = next_call(&mut peer).await;
+        let frame = raw::next_call(&mut peer).await;
         let call = raw::expect_call(&frame);
         assert_eq!(call.get_method_id(), 0, "Sink.write");
         assert!(
@@ -354,7 +300,7 @@ fn a_streaming_call_says_no_promise_pipelining() {
         );
         // An ordinary call's results may be pipelined on: no hint.
         let done = sink.done_request().send();
-        let frame = next_call(&mut peer).await;
+        let frame = raw::next_call(&mut peer).await;
         let call = raw::expect_call(&frame);
         assert_eq!(call.get_method_id(), 1, "Sink.done");
         assert!(!call.get_no_promise_pipelining());

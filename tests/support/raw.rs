@@ -33,6 +33,10 @@ pub const TEST_ID: u64 = <test::Client as HasTypeId>::TYPE_ID;
 pub const ECHO: u16 = 0;
 pub const HANG: u16 = 2;
 
+/// The union discriminants of `Message` that tests look for.
+pub const CALL: u16 = 2;
+pub const RETURN: u16 = 3;
+
 /// Runs one test in a fresh actix system, bounded in time.
 pub fn run(test: impl Future<Output = ()>) {
     actix::System::new().block_on(async {
@@ -148,11 +152,7 @@ pub fn tag(frame: &Frame) -> u16 {
 }
 
 pub fn expect_return(frame: &Frame, answer_id: u32) -> return_::Reader<'_> {
-    let root: message::Reader = frame.get_root().unwrap();
-    let message::Return(ret) = root.which().unwrap() else {
-        panic!("expected a Return, got message tag {}", tag(frame));
-    };
-    let ret = ret.unwrap();
+    let ret = expect_return_any(frame);
     assert_eq!(ret.get_answer_id(), answer_id);
     ret
 }
@@ -451,6 +451,58 @@ pub fn raw_call(
         }
     }
     m
+}
+
+/// The `Call` in `message` changed by `edit` (to set a hint, say).
+pub fn edit_call(mut message: OutMessage, edit: impl FnOnce(call::Builder<'_>)) -> OutMessage {
+    {
+        let root: message::Builder = message.get_root().unwrap();
+        let message::Call(Ok(call)) = root.which().unwrap() else {
+            panic!("not a Call");
+        };
+        edit(call);
+    }
+    message
+}
+
+/// The next `Call` the connection sends (past other messages).
+pub async fn next_call(peer: &mut Peer) -> Frame {
+    loop {
+        let frame = peer.recv().await;
+        if tag(&frame) == CALL {
+            return frame;
+        }
+    }
+}
+
+/// The next `Return` the connection sends (past other messages).
+pub async fn next_return(peer: &mut Peer) -> Frame {
+    loop {
+        let frame = peer.recv().await;
+        if tag(&frame) == RETURN {
+            return frame;
+        }
+    }
+}
+
+/// The first `Return` for `answer_id` the connection sends (past other
+/// messages, and Returns for other questions).
+pub async fn return_of(peer: &mut Peer, answer_id: u32) -> Frame {
+    loop {
+        let frame = next_return(peer).await;
+        if expect_return_any(&frame).get_answer_id() == answer_id {
+            return frame;
+        }
+    }
+}
+
+/// The `Return` in `frame`, for whichever question.
+pub fn expect_return_any(frame: &Frame) -> return_::Reader<'_> {
+    let root: message::Reader = frame.get_root().unwrap();
+    let message::Return(ret) = root.which().unwrap() else {
+        panic!("expected a Return, got message tag {}", tag(frame));
+    };
+    ret.unwrap()
 }
 
 /// A capability pointer's worth of client, to set in hand-built content.
