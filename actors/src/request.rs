@@ -119,10 +119,7 @@ impl Request {
     /// # });
     /// ```
     pub fn send_for_pipeline(self) -> crate::call::Pipeline {
-        let pending = self.send_with(Wants::PipelineOnly);
-        crate::call::Pipeline {
-            state: pending.state().clone(),
-        }
+        self.send_with(Wants::PipelineOnly).pipeline()
     }
 
     /// Sends the request as a tail call back to the peer whose call it

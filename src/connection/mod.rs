@@ -137,6 +137,18 @@ struct Question<Q> {
     results_elsewhere: bool,
 }
 
+impl<Q> Question<Q> {
+    /// A question the runtime asks, as `key`.
+    fn asked(key: u64, taker: Q, param_exports: Vec<u32>) -> Question<Q> {
+        Question {
+            key: Some(key),
+            taker: Some(taker),
+            param_exports,
+            results_elsewhere: false,
+        }
+    }
+}
+
 /// One of the peer's questions.
 struct Answer<A> {
     value: A,
@@ -373,12 +385,9 @@ impl<S: Slots> Connection<S> {
         taker: S::Question,
         param_exports: Vec<u32>,
     ) -> u32 {
-        let id = self.questions.insert_pipeline_only(Question {
-            key: Some(key),
-            taker: Some(taker),
-            param_exports,
-            results_elsewhere: false,
-        });
+        let id = self
+            .questions
+            .insert_pipeline_only(Question::asked(key, taker, param_exports));
         self.question_ids.insert(key, id);
         id
     }
@@ -394,12 +403,9 @@ impl<S: Slots> Connection<S> {
     /// assert_eq!(conn.asked(9, "caller".into(), vec![]), id);
     /// ```
     pub fn asked(&mut self, key: u64, taker: S::Question, param_exports: Vec<u32>) -> u32 {
-        let id = self.questions.insert(Question {
-            key: Some(key),
-            taker: Some(taker),
-            param_exports,
-            results_elsewhere: false,
-        });
+        let id = self
+            .questions
+            .insert(Question::asked(key, taker, param_exports));
         self.question_ids.insert(key, id);
         id
     }

@@ -10,11 +10,10 @@ struct Question<T> {
     value: T,
     /// Whether the peer's `Return` arrived; a second one is an error.
     returned: bool,
-    /// Whether we sent our `Finish`; the id stays taken until both.
+    /// Whether we sent our `Finish`; the id stays taken until both (but
+    /// a call made only to pipeline on awaits no `Return`: its id is free
+    /// once we finish it).
     finished: bool,
-    /// A `Return` is awaited: false for a call made only to pipeline on
-    /// (`onlyPromisePipeline`), whose id is free once we finish it.
-    awaits_return: bool,
 }
 
 /// Our questions: an id is free again only after its Return arrived AND our
@@ -96,7 +95,6 @@ impl<T> QuestionTable<T> {
             value,
             returned: false,
             finished: false,
-            awaits_return: true,
         })
     }
 
@@ -135,7 +133,6 @@ impl<T> QuestionTable<T> {
                 value,
                 returned: false,
                 finished: false,
-                awaits_return: false,
             },
         );
         id
@@ -248,7 +245,7 @@ impl<T> QuestionTable<T> {
             return None;
         }
         question.finished = true;
-        if question.returned || !question.awaits_return {
+        if question.returned || is_pipeline_id(id) {
             self.remove(id)
         } else {
             None
