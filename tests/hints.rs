@@ -19,6 +19,7 @@ use capnp_actix_proto::rpc_capnp::{call, message, return_};
 use capnp_actix_proto::{MessageTarget, PromisedAnswer};
 use support::raw::{self, run, Peer};
 use support::test_capnp;
+use support::{Tally, TestImpl};
 use test_capnp::{counter, test};
 
 /// `Test.newCounter(start)` as question `id` on `main`, with the hints
@@ -125,6 +126,85 @@ fn without_the_hint_the_call_returns() {
     run(async {
         let (before, _) = scenario(false).await;
         assert!(before.contains(&1) && before.contains(&2), "{before:?}");
+    });
+}
+
+/// A `Test` whose `pipelineOnly` publishes for pipelining (and never
+/// returns) a `TestImpl` as its counter: the wire does not know
+/// interfaces, and calls pipelined on it reach a `Test`.
+struct Relay(test::Client);
+
+impl test::Server for Relay {
+    async fn pipeline_only(
+        self: std::rc::Rc<Self>,
+        _: test::PipelineOnlyParams,
+        mut results: test::PipelineOnlyResults,
+    ) -> Result<(), capnp::Error> {
+        let main = capnp::capability::FromClientHook::new(self.0.client.hook.add_ref());
+        results.get().set_counter(main);
+        results.set_pipeline()?;
+        futures::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// Serving a `Relay`, the peer's `Relay.pipelineOnly()` as question 1,
+/// which never returns, and then `Test.newCounter(5)` pipelined on its
+/// results as question 2, with the hints `hint` sets: calls pipelined on a
+/// running answer go by way of its actor. Gives the peer.
+async fn pipelined_on_a_running_answer(hint: impl FnOnce(call::Builder<'_>)) -> Peer {
+    let test: test::Client = capnp_actix::new_client(TestImpl::new(&Tally::default()));
+    let main = capnp_actix::Capability::from_server::<test::Client, _>(Relay(test));
+    let mut peer = Peer::connect(capnp_actix::ConnOptions::new().main_interface(main)).await;
+    let main = MessageTarget::ImportedCap(peer.bootstrap(0).await);
+    peer.send(&raw::raw_call(
+        1,
+        main,
+        test::Client::TYPE_ID,
+        21,
+        &[],
+        |c| {
+            c.init_as::<test::pipeline_only_params::Builder>();
+        },
+    ))
+    .await;
+    let relayed = MessageTarget::PromisedAnswer(PromisedAnswer {
+        question_id: 1,
+        transform: vec![0],
+    });
+    peer.send(&new_counter(2, relayed, 5, hint)).await;
+    peer
+}
+
+// covers: P-14
+#[test]
+fn a_call_pipelined_on_a_running_answer_keeps_its_only_promise_pipeline() {
+    run(async {
+        let mut peer =
+            pipelined_on_a_running_answer(|mut c| c.set_only_promise_pipeline(true)).await;
+        peer.send(&get_on(3, 2)).await;
+        // (Question 3 needs question 2's results: its Return comes after
+        // any Return for question 2.)
+        let frame = raw::next_return(&mut peer).await;
+        let id = raw::expect_return_any(&frame).get_answer_id();
+        assert_eq!(id, 3, "no Return for question 2");
+        assert_eq!(got(&frame), Ok(5), "the call pipelined on it went");
+    });
+}
+
+// covers: P-14
+#[test]
+fn a_call_pipelined_on_a_running_answer_keeps_its_no_promise_pipelining() {
+    run(async {
+        let mut peer =
+            pipelined_on_a_running_answer(|mut c| c.set_no_promise_pipelining(true)).await;
+        let frame = raw::return_of(&mut peer, 2).await;
+        let table = raw::expect_results(&frame, 2).get_cap_table().unwrap();
+        assert_eq!(table.len(), 1, "the Return carries the counter");
+        // A call pipelined on question 2's results anyway.
+        peer.send(&get_on(3, 2)).await;
+        let reason = got(&raw::return_of(&mut peer, 3).await).expect_err("it fails");
+        assert!(reason.contains("noPromisePipelining"), "{reason}");
     });
 }
 

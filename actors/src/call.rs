@@ -14,6 +14,7 @@ use crate::few::Few;
 use crate::payload::{Body, Payload};
 use actix::{Message, Recipient};
 use capnp::any_pointer;
+pub(crate) use capnp_actix_proto::connection::Wants;
 use capnp_actix_proto::Error;
 use futures::channel::oneshot;
 use std::collections::{HashMap, HashSet};
@@ -174,24 +175,9 @@ pub(crate) struct OutCall {
     /// an embargo) and was delivered again: bounded, so that a path a peer
     /// made lead back to itself fails the call instead of cycling.
     pub(crate) hops: u32,
-    /// What the caller wants back (to a peer, the call's hints).
+    /// What the caller wants of the results (to a peer, what its `Call`
+    /// says: P-13, P-14).
     pub(crate) wants: Wants,
-}
-
-/// What the caller of an [`OutCall`] wants back: to a peer, this is what
-/// its `Call` says of the results (P-13, P-14).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wants {
-    /// The results, to read and to pipeline on.
-    Results,
-    /// The results, with no call pipelined on them
-    /// (`noPromisePipelining`): the callee may drop them once returned.
-    NoPipelining,
-    /// Only to pipeline on (`onlyPromisePipeline`): no `Return`.
-    PipelineOnly,
-    /// Nothing: a tail call to the peer that made the call it ends, whose
-    /// results stay with that peer (`sendResultsTo.yourself`).
-    Elsewhere,
 }
 
 impl OutCall {

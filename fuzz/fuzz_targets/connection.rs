@@ -17,7 +17,7 @@
 
 use capnp_actix_proto::cap_descriptor::{CapDescriptor, MessageTarget, PromisedAnswer};
 use capnp_actix_proto::connection::pair::{Pair, Side, Test};
-use capnp_actix_proto::connection::{Config, Connection, Event, Incoming, Outcome};
+use capnp_actix_proto::connection::{Config, Connection, Event, Incoming, Outcome, Wants};
 use capnp_actix_proto::embargo::Resolution;
 use capnp_actix_proto::frame::{FrameDecoder, Limits};
 use capnp_actix_proto::Error;
@@ -62,7 +62,7 @@ fn run_events(pair: &mut Pair, side: Side, app: &mut App) {
         match event {
             Event::Bootstrap { question_id, .. } => {
                 if conn(pair, side)
-                    .start_answer(question_id, vec![vec![]], false, 0)
+                    .start_answer(question_id, vec![vec![]], Wants::Results, 0)
                     .is_ok()
                 {
                     app.calls.push(question_id);
@@ -71,7 +71,7 @@ fn run_events(pair: &mut Pair, side: Side, app: &mut App) {
             Event::Call(call) => {
                 note_caps(app, &call.caps);
                 if conn(pair, side)
-                    .start_answer(call.question_id, Vec::new(), false, call.bytes)
+                    .start_answer(call.question_id, Vec::new(), Wants::Results, call.bytes)
                     .is_ok()
                 {
                     app.calls.push(call.question_id);
@@ -79,7 +79,9 @@ fn run_events(pair: &mut Pair, side: Side, app: &mut App) {
             }
             Event::Refused { question_id, .. } => {
                 let c = conn(pair, side);
-                if c.start_answer(question_id, Vec::new(), false, 0).is_ok() {
+                if c.start_answer(question_id, Vec::new(), Wants::Results, 0)
+                    .is_ok()
+                {
                     drop(c.returned(question_id, Default::default(), false));
                 }
             }

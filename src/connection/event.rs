@@ -4,6 +4,7 @@
 //! [`Sent`]) and what a closed connection hands back ([`Drained`]).
 
 use super::read::ResultsTo;
+use super::wants::Wants;
 #[cfg(doc)]
 use super::Connection;
 use super::Slots;
@@ -67,14 +68,9 @@ pub struct InboundCall {
     pub method_id: u16,
     /// Where the results go.
     pub results_to: ResultsTo,
-    /// The caller only pipelines on the results (`onlyPromisePipeline`):
-    /// the `Return` may be left out (P-14); the caller's `Finish` ends the
-    /// answer.
-    pub only_promise_pipeline: bool,
-    /// The caller makes no calls pipelined on the results
-    /// (`noPromisePipelining`): they need not be kept past the `Return`
-    /// (P-14).
-    pub no_promise_pipelining: bool,
+    /// What the caller wants of the results (P-13, P-14): how the answer
+    /// returns, given to [`Connection::start_answer`](super::Connection::start_answer).
+    pub wants: Wants,
     /// The params' capabilities, counted.
     pub caps: Vec<Incoming>,
     /// The message, which holds the params.

@@ -5,7 +5,7 @@
 use super::read::{
     read_inbound, CallHeader, Inbound, ResultsTo, ReturnHeader, ReturnKind, Unechoed,
 };
-use super::{CallTo, Connection, Event, Import, InboundCall, Incoming, Outcome, Slots};
+use super::{CallTo, Connection, Event, Import, InboundCall, Incoming, Outcome, Slots, Wants};
 use crate::cap_descriptor::{CapDescriptor, MessageTarget, PromisedAnswer};
 use crate::embargo::{reflect_to, Resolution};
 use crate::error::Error;
@@ -87,11 +87,12 @@ impl<S: Slots> Connection<S> {
     /// `unimplemented`.
     /// ```
     /// use capnp_actix_proto::connection::{pair::{reframe, Test}, Config, Connection, Event};
+    /// use capnp_actix_proto::connection::Wants;
     /// let mut conn = Connection::<Test>::new(Config::default());
     /// conn.receive(reframe(&capnp_actix_proto::message::bootstrap(0))).unwrap();
     /// assert!(matches!(conn.poll_event(), Some(Event::Bootstrap { question_id: 0, refusal: None })));
     /// // The same question id again, while it is open: a protocol error.
-    /// conn.start_answer(0, vec![], false, 0).unwrap();
+    /// conn.start_answer(0, vec![], Wants::Results, 0).unwrap();
     /// assert!(conn.receive(reframe(&capnp_actix_proto::message::bootstrap(0))).is_err());
     /// ```
     pub fn receive(&mut self, frame: Frame) -> Result<(), Error> {
@@ -379,8 +380,7 @@ impl<S: Slots> Connection<S> {
             interface_id: header.interface_id,
             method_id: header.method_id,
             results_to: header.results_to,
-            only_promise_pipeline: header.only_promise_pipeline,
-            no_promise_pipelining: header.no_promise_pipelining,
+            wants: header.wants,
             caps,
             frame,
             bytes,
@@ -407,55 +407,56 @@ impl<S: Slots> Connection<S> {
         // release the results' capabilities itself: they are not ours to
         // import (or release).
         let finished_early = self.questions.finished_early(header.answer_id);
-        let outcome =
-            match header.kind {
-                ReturnKind::Results(_) if finished_early => {
-                    Outcome::Error(Error::failed("the call was finished before its Return"))
+        let outcome = match header.kind {
+            ReturnKind::Results(_) if finished_early => {
+                Outcome::Error(Error::failed("the call was finished before its Return"))
+            }
+            ReturnKind::Results(descriptors) => {
+                // Only for a question we asked: its results may name the
+                // peer's exports and ours.
+                if self.questions.get(header.answer_id).is_none() {
+                    return Err(Error::failed(format!(
+                        "bad Return: {}",
+                        crate::table::QuestionError::Unknown(header.answer_id)
+                    )));
                 }
-                ReturnKind::Results(descriptors) => {
-                    // Only for a question we asked: its results may name the
-                    // peer's exports and ours.
-                    if self.questions.get(header.answer_id).is_none() {
-                        return Err(Error::failed(format!(
-                            "bad Return: {}",
-                            crate::table::QuestionError::Unknown(header.answer_id)
-                        )));
-                    }
-                    Outcome::Results {
-                        caps: self.import_all(&descriptors)?,
-                        frame,
-                    }
+                Outcome::Results {
+                    caps: self.import_all(&descriptors)?,
+                    frame,
                 }
-                ReturnKind::Exception(e) => Outcome::Error(e),
-                ReturnKind::Canceled => Outcome::Error(Error::failed("the call was canceled")),
-                ReturnKind::SentElsewhere => match self.questions.get(header.answer_id) {
+            }
+            ReturnKind::Exception(e) => Outcome::Error(e),
+            ReturnKind::Canceled => Outcome::Error(Error::failed("the call was canceled")),
+            ReturnKind::SentElsewhere => {
+                match self.questions.get(header.answer_id) {
                     Some(question) if question.results_elsewhere => Outcome::SentElsewhere,
                     _ => return Err(Error::failed(
                         "Return says resultsSentElsewhere for a call that asked for its results",
                     )),
-                },
-                ReturnKind::TakeFrom(other) => {
-                    // The peer made a tail call back to us (P-13): the results
-                    // of its call `other` are this question's.
-                    match self.answers.get(other) {
-                        Some(answer) if answer.results_elsewhere => Outcome::TakeFrom(other),
-                        Some(_) => {
-                            return Err(Error::failed(format!(
-                                "Return.takeFromOtherQuestion names answer {other}, \
+                }
+            }
+            ReturnKind::TakeFrom(other) => {
+                // The peer made a tail call back to us (P-13): the results
+                // of its call `other` are this question's.
+                match self.answers.get(other) {
+                    Some(answer) if answer.wants == Wants::Elsewhere => Outcome::TakeFrom(other),
+                    Some(_) => {
+                        return Err(Error::failed(format!(
+                            "Return.takeFromOtherQuestion names answer {other}, \
                              whose call did not say sendResultsTo.yourself"
-                            )))
-                        }
-                        None => {
-                            return Err(Error::failed(format!(
+                        )))
+                    }
+                    None => {
+                        return Err(Error::failed(format!(
                         "Return.takeFromOtherQuestion names answer {other}, which does not exist"
                     )))
-                        }
                     }
                 }
-                ReturnKind::Unsupported(what) => Outcome::Error(Error::unimplemented(format!(
-                    "the peer returned {what}, which is not supported yet"
-                ))),
-            };
+            }
+            ReturnKind::Unsupported(what) => Outcome::Error(Error::unimplemented(format!(
+                "the peer returned {what}, which is not supported yet"
+            ))),
+        };
         self.settle_question(
             header.answer_id,
             header.release_param_caps,

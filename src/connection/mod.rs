@@ -32,11 +32,13 @@ pub mod pair;
 mod read;
 #[cfg(test)]
 mod tests;
+mod wants;
 
 pub use event::{
     CallTo, Counts, Drained, Event, InboundCall, Incoming, Named, Outcome, Sending, Sent,
 };
 pub use read::ResultsTo;
+pub use wants::Wants;
 
 use crate::cap_descriptor::{CapDescriptor, MessageTarget, PromisedAnswer};
 use crate::embargo::EmbargoTable;
@@ -154,8 +156,8 @@ struct Answer<A> {
     value: A,
     /// Bytes of the call, counted against the flow limit until the Return.
     inbound_bytes: usize,
-    /// The call said `sendResultsTo.yourself`.
-    results_elsewhere: bool,
+    /// What the call said of its results: how the answer returns.
+    wants: Wants,
     /// What the `Return` said about capabilities, if it carried any.
     sent: Option<Box<Sent>>,
 }
@@ -472,26 +474,28 @@ impl<S: Slots> Connection<S> {
     // ----- answers (the peer's questions) -----
 
     /// Starts the answer to the peer's question `id` (after
-    /// [`Event::Call`] or [`Event::Bootstrap`]); `bytes` count against the
+    /// [`Event::Call`] or [`Event::Bootstrap`]), which returns as `wants`
+    /// says (the call's [`InboundCall::wants`]); `bytes` count against the
     /// flow limit until its `Return`.
     /// ```
     /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// use capnp_actix_proto::connection::Wants;
     /// let mut conn = Connection::<Test>::new(Config::default());
-    /// conn.start_answer(0, vec![], false, 64).unwrap();
-    /// assert!(conn.start_answer(0, vec![], false, 0).is_err(), "a duplicate");
+    /// conn.start_answer(0, vec![], Wants::Results, 64).unwrap();
+    /// assert!(conn.start_answer(0, vec![], Wants::Results, 0).is_err(), "a duplicate");
     /// assert_eq!(conn.inbound_bytes(), 64);
     /// ```
     pub fn start_answer(
         &mut self,
         id: u32,
         value: S::Answer,
-        results_elsewhere: bool,
+        wants: Wants,
         bytes: usize,
     ) -> Result<(), Error> {
         let answer = Answer {
             value,
             inbound_bytes: bytes,
-            results_elsewhere,
+            wants,
             sent: None,
         };
         self.answers
@@ -525,8 +529,9 @@ impl<S: Slots> Connection<S> {
     ///
     /// ```
     /// use capnp_actix_proto::connection::{pair::Test, Config, Connection, Sent};
+    /// use capnp_actix_proto::connection::Wants;
     /// let mut conn = Connection::<Test>::new(Config::default());
-    /// conn.start_answer(0, vec![], false, 64).unwrap();
+    /// conn.start_answer(0, vec![], Wants::Results, 64).unwrap();
     /// // ... the Return goes out, saying noFinishNeeded ...
     /// assert!(conn.returned(0, Sent::default(), true).is_some(), "it ended");
     /// assert_eq!(conn.inbound_bytes(), 0);
@@ -542,25 +547,26 @@ impl<S: Slots> Connection<S> {
         ended.map(|ended| self.release_answer(ended))
     }
 
-    /// Answer `id`, to return: its slot and whether its call said
-    /// `sendResultsTo.yourself`; `None` if it returned already (or is
-    /// unknown).
+    /// Answer `id`, to return: its slot and how it returns (what its call
+    /// wants: [`Wants::PipelineOnly`] sends no `Return`,
+    /// [`Wants::Elsewhere`] says `resultsSentElsewhere`, and results stay
+    /// for pipelined calls if [`Wants::keeps_results`]); `None` if it
+    /// returned already (or is unknown).
     ///
     /// ```
     /// use capnp_actix_proto::connection::{pair::Test, Config, Connection, Sent};
+    /// use capnp_actix_proto::connection::Wants;
     /// let mut conn = Connection::<Test>::new(Config::default());
-    /// conn.start_answer(3, vec![], true, 0).unwrap();
-    /// assert!(matches!(conn.answer_to_return(3), Some((_, true))));
+    /// conn.start_answer(3, vec![], Wants::Elsewhere, 0).unwrap();
+    /// assert!(matches!(conn.answer_to_return(3), Some((_, Wants::Elsewhere))));
     /// conn.returned(3, Sent::default(), false);
     /// assert!(conn.answer_to_return(3).is_none());
     /// ```
-    pub fn answer_to_return(&mut self, id: u32) -> Option<(&mut S::Answer, bool)> {
+    pub fn answer_to_return(&mut self, id: u32) -> Option<(&mut S::Answer, Wants)> {
         if self.closed || self.answers.is_returned(id) {
             return None;
         }
-        self.answers
-            .get_mut(id)
-            .map(|a| (&mut a.value, a.results_elsewhere))
+        self.answers.get_mut(id).map(|a| (&mut a.value, a.wants))
     }
 
     /// The peer's questions whose ids are in use.
@@ -777,12 +783,13 @@ impl<S: Slots> Connection<S> {
     /// out.
     /// ```
     /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// use capnp_actix_proto::connection::Wants;
     /// use capnp_actix_proto::connection::pair::{Pair, Side};
     /// use capnp_actix_proto::CapDescriptor;
     /// let mut pair = Pair::new();
     /// pair.b.asked(1, "q".into(), vec![]);
     /// let (export, _) = pair.a.export(5, false, || "object".into());
-    /// pair.a.start_answer(0, vec![vec![0]], false, 0).unwrap();
+    /// pair.a.start_answer(0, vec![vec![0]], Wants::Results, 0).unwrap();
     /// pair.return_results(Side::A, 0, &[CapDescriptor::SenderHosted(export)]);
     /// pair.deliver(Side::A).unwrap();
     /// let (_, generation) = pair.b.import_mut(export).unwrap();

@@ -6,13 +6,14 @@
 //!
 //! ```
 //! use capnp_actix_proto::connection::pair::{Pair, Side};
+//! use capnp_actix_proto::connection::Wants;
 //! use capnp_actix_proto::connection::{Event, Incoming, Outcome};
 //! use capnp_actix_proto::CapDescriptor;
 //! let mut pair = Pair::new();
 //! pair.a.bootstrap(1, "boot".into());
 //! pair.deliver(Side::A).unwrap();
 //! let Some(Event::Bootstrap { question_id, refusal: None }) = pair.b.poll_event() else { panic!() };
-//! pair.b.start_answer(question_id, vec![vec![]], false, 0).unwrap();
+//! pair.b.start_answer(question_id, vec![vec![]], Wants::Results, 0).unwrap();
 //! let (export, _) = pair.b.export(7, false, || "main".into());
 //! pair.return_results(Side::B, question_id, &[CapDescriptor::SenderHosted(export)]);
 //! pair.deliver(Side::B).unwrap();

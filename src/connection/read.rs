@@ -2,6 +2,7 @@
 //! the connection's decisions need of each kind. Payloads stay in their
 //! frame, which travels with the message.
 
+use super::wants::Wants;
 use crate::cap_descriptor::{CapDescriptor, MessageTarget};
 use crate::error::Error;
 use crate::message::DisembargoContext;
@@ -15,8 +16,7 @@ pub(crate) struct CallHeader {
     pub(crate) interface_id: u64,
     pub(crate) method_id: u16,
     pub(crate) results_to: ResultsTo,
-    pub(crate) only_promise_pipeline: bool,
-    pub(crate) no_promise_pipelining: bool,
+    pub(crate) wants: Wants,
     pub(crate) descriptors: Vec<CapDescriptor>,
 }
 
@@ -142,8 +142,11 @@ pub(crate) fn read_inbound(root: message::Reader<'_>) -> Result<Inbound, Error> 
                 interface_id: c.get_interface_id(),
                 method_id: c.get_method_id(),
                 results_to,
-                only_promise_pipeline: c.get_only_promise_pipeline(),
-                no_promise_pipelining: c.get_no_promise_pipelining(),
+                wants: Wants::of(
+                    results_to,
+                    c.get_only_promise_pipeline(),
+                    c.get_no_promise_pipelining(),
+                ),
                 descriptors: descriptors(c.get_params()?)?,
             })
         }

@@ -9,7 +9,7 @@ use crate::answer::{
     AnswerActor, CancelAnswer, Pipelined, ReflectAfter, ReflectSettled, ReturnOutcome, ReturnReady,
     RunAnswer, POOL,
 };
-use crate::call::{CallState, OutCall, PendingCall, Queued};
+use crate::call::{CallState, OutCall, PendingCall, Queued, Wants};
 use crate::capability::PromiseImport;
 use crate::capability::{CapKind, Capability, ImportRef};
 use crate::payload::{Body, Payload};
@@ -91,8 +91,12 @@ impl ConnActor {
                 self.metrics.calls_in += 1;
                 self.metrics.exceptions_sent.add(refusal.kind());
                 let entry = AnswerEntry::new(CallState::settled(Err(refusal)));
-                self.core
-                    .start_answer(question_id, entry, results_elsewhere, 0)?;
+                let wants = if results_elsewhere {
+                    Wants::Elsewhere
+                } else {
+                    Wants::Results
+                };
+                self.core.start_answer(question_id, entry, wants, 0)?;
                 drop(self.core.returned(question_id, Sent::default(), false));
                 Ok(())
             }
@@ -170,17 +174,17 @@ impl ConnActor {
         }
     }
 
-    /// Starts answer `id`: its actor reports the outcome of `pending`.
+    /// Starts answer `id`, which returns as `wants` says: its actor reports
+    /// the outcome of `pending`.
     pub(crate) fn start_answer(
         &mut self,
         id: u32,
         pending: PendingCall,
-        results_elsewhere: bool,
+        wants: Wants,
         inbound_bytes: usize,
     ) -> Result<(), Error> {
         let entry = AnswerEntry::new(pending.state().clone());
-        self.core
-            .start_answer(id, entry, results_elsewhere, inbound_bytes)?;
+        self.core.start_answer(id, entry, wants, inbound_bytes)?;
         self.backpressure.answer_started();
         let actor = match self.idle_answers.pop() {
             Some(actor) => actor,
@@ -205,7 +209,8 @@ impl ConnActor {
             // it goes only at teardown, after which no event runs.
             (None, None) => Err(Error::disconnected("the connection is closing")),
         };
-        self.start_answer(id, PendingCall::new(CallState::settled(result)), false, 0)
+        let settled = PendingCall::new(CallState::settled(result));
+        self.start_answer(id, settled, Wants::Results, 0)
     }
 
     fn on_call(&mut self, call: InboundCall) -> Result<(), Error> {
@@ -215,8 +220,7 @@ impl ConnActor {
             interface_id,
             method_id,
             results_to,
-            only_promise_pipeline,
-            no_promise_pipelining,
+            wants,
             caps,
             frame,
             bytes,
@@ -224,7 +228,7 @@ impl ConnActor {
         self.metrics.calls_in += 1;
         if self.draining {
             let refused = PendingCall::new(CallState::settled(Err(shutting_down())));
-            return self.start_answer(id, refused, results_to == ResultsTo::Yourself, bytes);
+            return self.start_answer(id, refused, wants, bytes);
         }
         let call = OutCall {
             interface_id,
@@ -233,12 +237,7 @@ impl ConnActor {
             caps: self.import_all(caps),
             return_for: Some((self.id, id)),
             hops: 0,
-            // (Passed on to a peer, the call says what this one said.)
-            wants: if no_promise_pipelining {
-                crate::call::Wants::NoPipelining
-            } else {
-                crate::call::Wants::Results
-            },
+            wants: wants.passed_on(),
         };
         let target = match target {
             CallTo::Export(export_id) => match self.core.export_value(export_id) {
@@ -271,12 +270,7 @@ impl ConnActor {
                         });
                     }
                     let pending = PendingCall::new(state);
-                    return self.start_answer(
-                        id,
-                        pending,
-                        results_to == ResultsTo::Yourself,
-                        bytes,
-                    );
+                    return self.start_answer(id, pending, wants, bytes);
                 }
                 Some(entry) => entry.pipelined_target(&transform, returned),
                 None => Capability::broken(Error::failed("the answer is gone")),
@@ -289,12 +283,7 @@ impl ConnActor {
                 Error::unimplemented("sendResultsTo.thirdParty (level 3) is not supported"),
             ))),
         };
-        self.start_answer(id, pending, results_to == ResultsTo::Yourself, bytes)?;
-        if let Some(entry) = self.core.answer_mut(id) {
-            entry.only_pipeline = only_promise_pipeline;
-            entry.no_pipelining = no_promise_pipelining && !only_promise_pipeline;
-        }
-        Ok(())
+        self.start_answer(id, pending, wants, bytes)
     }
 
     fn on_return(&mut self, taker: Option<super::Taker>, outcome: Outcome, no_finish_needed: bool) {
@@ -531,7 +520,7 @@ impl Handler<ReturnReady> for ConnActor {
         if self.closing.is_some() {
             return;
         }
-        let Some((entry, results_elsewhere)) = self.core.answer_to_return(id) else {
+        let Some((entry, wants)) = self.core.answer_to_return(id) else {
             return;
         };
         // Its actor reported: it runs the next answer, unless calls
@@ -544,14 +533,13 @@ impl Handler<ReturnReady> for ConnActor {
                 }
             }
         }
-        let only_pipeline = entry.only_pipeline;
         let sent = match msg.outcome {
             // The caller only pipelines on the results (P-14): no Return;
             // its calls reach the results here, and its Finish ends the
             // answer.
-            _ if only_pipeline && !results_elsewhere => Default::default(),
+            _ if wants == Wants::PipelineOnly => Default::default(),
             // A tail call from the peer: the results stay here (P-13).
-            _ if results_elsewhere => {
+            _ if wants == Wants::Elsewhere => {
                 self.write(&out::return_results_sent_elsewhere(id));
                 Default::default()
             }
@@ -571,11 +559,10 @@ impl Handler<ReturnReady> for ConnActor {
             no_finish_needed,
         } = sent;
         if let Some(entry) = self.core.answer_mut(id) {
-            if entry.no_pipelining && !results_elsewhere {
+            if !wants.keeps_results() {
                 // The caller said it makes no calls pipelined on the
                 // results (P-14): they go now, not at its Finish, and a
-                // call pipelined anyway fails. (Results sent elsewhere stay
-                // for the call that takes them.)
+                // call pipelined anyway fails.
                 entry.state = CallState::settled(Err(Error::failed(
                     "a call pipelined on results whose caller said noPromisePipelining",
                 )));

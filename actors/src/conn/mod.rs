@@ -67,12 +67,6 @@ pub(crate) struct AnswerEntry {
     pub(crate) actor: Option<Addr<AnswerActor>>,
     /// Calls pipelined on the answer that went to its actor.
     pub(crate) pipelined: u32,
-    /// The caller only pipelines on it (`onlyPromisePipeline`): no
-    /// `Return` goes out (P-14).
-    pub(crate) only_pipeline: bool,
-    /// The caller makes no calls pipelined on it (`noPromisePipelining`):
-    /// its results are not kept past the `Return` (P-14).
-    pub(crate) no_pipelining: bool,
     /// What the `Return`'s capabilities stand for, once it carried any.
     pub(crate) sent: Option<Box<SentTargets>>,
 }
@@ -96,8 +90,6 @@ impl AnswerEntry {
             state,
             actor: None,
             pipelined: 0,
-            only_pipeline: false,
-            no_pipelining: false,
             sent: None,
         }
     }

@@ -185,13 +185,12 @@ impl ConnActor {
             };
             call.set_question_id(id);
             target.write(call.reborrow().init_target());
-            if wants == Wants::Elsewhere {
-                call.reborrow().init_send_results_to().set_yourself(());
-            } else {
-                call.reborrow().init_send_results_to().set_caller(());
+            match (wants, pipeline_id) {
+                // (The peer showed it ignores the hint: an ordinary call.)
+                (Wants::PipelineOnly, None) => Wants::Results,
+                _ => wants,
             }
-            call.set_only_promise_pipeline(pipeline_id.is_some());
-            call.set_no_promise_pipelining(wants == Wants::NoPipelining);
+            .write(call.reborrow());
             let params = call.get_params()?;
             let (described, exports) = self.describe_all(&caps, ctx);
             write_cap_table(params, &described);

@@ -2,12 +2,14 @@
 //! connections wired in memory (no runtime, no timing).
 
 use super::pair::{call_message, reframe, return_message, Pair, Side, Test};
-use super::{CallTo, Config, Connection, Event, Incoming, Outcome, Sent};
+use super::{CallTo, Config, Connection, Event, Incoming, Outcome, Sent, Wants};
 use crate::cap_descriptor::{CapDescriptor, MessageTarget, PromisedAnswer};
 use crate::embargo::Resolution;
 use crate::error::ErrorKind;
 use crate::message::{self as out, DisembargoContext};
 use crate::rpc_capnp::message;
+
+mod results;
 
 fn events(conn: &mut Connection<Test>) -> Vec<Event<Test>> {
     std::iter::from_fn(|| conn.poll_event()).collect()
@@ -72,7 +74,7 @@ fn one_call_at_the_flow_limit() -> (Pair, MessageTarget, u32) {
         panic!()
     };
     pair.b
-        .start_answer(first, vec![], false, call.bytes)
+        .start_answer(first, vec![], Wants::Results, call.bytes)
         .unwrap();
     (pair, target, first)
 }
@@ -90,7 +92,9 @@ fn bootstrapped(pair: &mut Pair) -> u32 {
         panic!("no bootstrap")
     };
     assert_eq!(*question_id, q);
-    pair.b.start_answer(q, vec![vec![]], false, 0).unwrap();
+    pair.b
+        .start_answer(q, vec![vec![]], Wants::Results, 0)
+        .unwrap();
     let (export, _) = pair.b.export(100, false, || "main".into());
     pair.return_results(Side::B, q, &[CapDescriptor::SenderHosted(export)]);
     pair.deliver(Side::B).unwrap();
@@ -117,7 +121,7 @@ fn bootstrap_call_return_finish() {
     };
     assert_eq!(call.target, CallTo::Export(0));
     pair.b
-        .start_answer(call.question_id, vec![], false, call.bytes)
+        .start_answer(call.question_id, vec![], Wants::Results, call.bytes)
         .unwrap();
     assert_eq!(pair.b.inbound_bytes(), call.bytes);
     // No capabilities: noFinishNeeded, the answer ends at once.
@@ -172,7 +176,7 @@ fn protocol_errors_are_errors() {
         panic!()
     };
     pair.b
-        .start_answer(c.question_id, vec![], false, 0)
+        .start_answer(c.question_id, vec![], Wants::Results, 0)
         .unwrap();
     let again = pair.b.receive(reframe(&call)).unwrap_err();
     assert!(
@@ -216,7 +220,9 @@ fn an_early_finish_does_not_cancel_an_answer_with_calls_pipelined_on_it() {
     for id in [q, p] {
         pair.deliver_one(Side::A).unwrap();
         assert!(matches!(&events(&mut pair.b)[..], [Event::Call(c)] if c.question_id == id));
-        pair.b.start_answer(id, vec![vec![0]], false, 0).unwrap();
+        pair.b
+            .start_answer(id, vec![vec![0]], Wants::Results, 0)
+            .unwrap();
     }
     pair.deliver(Side::A).unwrap();
     let seen = events(&mut pair.b);
@@ -233,7 +239,9 @@ fn an_early_finish_does_not_cancel_an_answer_with_calls_pipelined_on_it() {
     pair.a.question_dropped(4);
     pair.deliver_one(Side::A).unwrap();
     events(&mut pair.b);
-    pair.b.start_answer(q, vec![vec![0]], false, 0).unwrap();
+    pair.b
+        .start_answer(q, vec![vec![0]], Wants::Results, 0)
+        .unwrap();
     pair.deliver(Side::A).unwrap();
     assert!(events(&mut pair.b)
         .iter()
@@ -319,7 +327,7 @@ fn an_early_finish_releases_result_caps_and_its_return_imports_nothing() {
         panic!()
     };
     pair.b
-        .start_answer(call.question_id, vec![vec![0]], false, 0)
+        .start_answer(call.question_id, vec![vec![0]], Wants::Results, 0)
         .unwrap();
     // A lets go before the Return: its Finish asks B to release the
     // results' capabilities itself.
@@ -370,7 +378,9 @@ fn tribble_race_on_an_answer_reflects_along_what_was_described() {
     let q0 = pair.b.bootstrap(1, "bootstrap".into());
     pair.deliver(Side::B).unwrap();
     events(&mut pair.a);
-    pair.a.start_answer(q0, vec![vec![]], false, 0).unwrap();
+    pair.a
+        .start_answer(q0, vec![vec![]], Wants::Results, 0)
+        .unwrap();
     let (main, _) = pair.a.export(1, false, || "A's main".into());
     pair.return_results(Side::A, q0, &[CapDescriptor::SenderHosted(main)]);
     pair.deliver(Side::A).unwrap();
@@ -395,7 +405,9 @@ fn tribble_race_on_an_answer_reflects_along_what_was_described() {
             promise: true
         }]
     );
-    pair.a.start_answer(q, vec![vec![0]], false, 0).unwrap();
+    pair.a
+        .start_answer(q, vec![vec![0]], Wants::Results, 0)
+        .unwrap();
     // ...and pipelines a call on the result's capability.
     pair.call(Side::B, 3, &promised(q, &[0]), &[]);
     pair.deliver(Side::B).unwrap();
@@ -483,7 +495,7 @@ fn tribble_race_on_a_resolved_export_reflects_along_the_resolution() {
     );
     let (x, _) = pair.b.export(300, false, || "X".into());
     pair.b
-        .start_answer(call.question_id, vec![vec![0]], false, 0)
+        .start_answer(call.question_id, vec![vec![0]], Wants::Results, 0)
         .unwrap();
     pair.return_results(Side::B, call.question_id, &[CapDescriptor::SenderHosted(x)]);
     pair.deliver(Side::B).unwrap();
@@ -533,7 +545,9 @@ fn a_disembargo_on_an_unreturned_answer_is_refused_and_reflections_are_bounded()
     let q0 = pair.b.bootstrap(1, "bootstrap".into());
     pair.deliver(Side::B).unwrap();
     events(&mut pair.a);
-    pair.a.start_answer(q0, vec![vec![]], false, 0).unwrap();
+    pair.a
+        .start_answer(q0, vec![vec![]], Wants::Results, 0)
+        .unwrap();
     let sender_loopback = |id| {
         reframe(&out::disembargo(
             &promised(q0, &[]),
@@ -555,7 +569,9 @@ fn a_disembargo_on_an_unreturned_answer_is_refused_and_reflections_are_bounded()
     events(&mut pair.a);
     let (p, _) = pair.b.export(1, true, || "P".into());
     let _ = p;
-    pair.a.start_answer(q0, vec![vec![]], false, 0).unwrap();
+    pair.a
+        .start_answer(q0, vec![vec![]], Wants::Results, 0)
+        .unwrap();
     pair.return_results(Side::A, q0, &[CapDescriptor::ReceiverHosted(0)]);
     pair.a.receive(sender_loopback(0)).unwrap();
     assert!(matches!(
@@ -606,7 +622,7 @@ fn over_the_flow_limit_a_return_passes_waiting_calls() {
         panic!("{got:?}")
     };
     pair.a
-        .start_answer(c.question_id, vec![], false, 0)
+        .start_answer(c.question_id, vec![], Wants::Results, 0)
         .unwrap();
     pair.return_results(Side::A, c.question_id, &[]);
     events(&mut pair.a);
@@ -621,7 +637,9 @@ fn over_the_flow_limit_a_return_passes_waiting_calls() {
     events(&mut pair.b);
     assert!(pair.b.handle_waiting().unwrap());
     assert!(matches!(&events(&mut pair.b)[..], [Event::Call(c)] if c.question_id == second));
-    pair.b.start_answer(second, vec![], false, 8).unwrap();
+    pair.b
+        .start_answer(second, vec![], Wants::Results, 8)
+        .unwrap();
     // The Finish (of the bootstrap question) waited behind it only.
     assert!(pair.b.handle_waiting().unwrap());
     assert!(matches!(&events(&mut pair.b)[..], [Event::AnswerEnded(_)]));
@@ -656,7 +674,7 @@ fn a_call_over_the_bound_is_refused_at_once_and_its_answer_keeps_its_turn() {
     let got = events(&mut pair.b);
     let [Event::Call(c)] = &got[..] else { panic!() };
     pair.b
-        .start_answer(c.question_id, vec![], false, c.bytes)
+        .start_answer(c.question_id, vec![], Wants::Results, c.bytes)
         .unwrap();
     pair.return_results(Side::B, c.question_id, &[]);
     events(&mut pair.b);
@@ -690,7 +708,7 @@ fn a_return_naming_a_waiting_question_waits_for_it() {
     let got = events(&mut pair.b);
     let [Event::Call(c)] = &got[..] else { panic!() };
     pair.b
-        .start_answer(c.question_id, vec![], false, 0)
+        .start_answer(c.question_id, vec![], Wants::Results, 0)
         .unwrap();
     assert!(pair.b.handle_waiting().unwrap());
     let got = events(&mut pair.b);
@@ -754,61 +772,6 @@ fn max_imports_bounds_what_the_peer_makes_us_hold() {
 }
 
 #[test]
-fn take_from_other_question_needs_a_call_that_said_yourself() {
-    let mut conn = Connection::<Test>::new(Config::default());
-    let id = conn.next_question_id();
-    conn.asked(1, "q".into(), vec![]);
-    conn.start_answer(4, vec![], false, 0).unwrap();
-    let mut m = out::new_message();
-    {
-        let mut ret = m.init_root::<message::Builder>().init_return();
-        ret.set_answer_id(id);
-        ret.set_take_from_other_question(4);
-    }
-    let e = conn.receive(reframe(&m)).unwrap_err();
-    assert!(e.reason().contains("sendResultsTo.yourself"), "{e}");
-    let mut conn = Connection::<Test>::new(Config::default());
-    conn.asked(1, "q".into(), vec![]);
-    conn.start_answer(4, vec![], true, 0).unwrap();
-    conn.receive(reframe(&m)).unwrap();
-    assert!(matches!(
-        &events(&mut conn)[..],
-        [Event::Return {
-            outcome: Outcome::TakeFrom(4),
-            ..
-        }]
-    ));
-}
-
-// covers: P-13
-#[test]
-fn results_sent_elsewhere_needs_a_question_that_said_yourself() {
-    // A question we asked for its results: the Return may not say the
-    // results stayed with the peer.
-    let mut conn = Connection::<Test>::new(Config::default());
-    let id = conn.asked(1, "q".into(), vec![]);
-    let e = conn
-        .receive(reframe(&out::return_results_sent_elsewhere(id)))
-        .unwrap_err();
-    assert!(e.reason().contains("resultsSentElsewhere"), "{e}");
-    // Our tail call (sendResultsTo.yourself): it may, and the question
-    // stays known for pipelined calls until the runtime lets go of it.
-    let mut conn = Connection::<Test>::new(Config::default());
-    let id = conn.asked(1, "q".into(), vec![]);
-    conn.results_elsewhere(id);
-    conn.receive(reframe(&out::return_results_sent_elsewhere(id)))
-        .unwrap();
-    assert!(matches!(
-        &events(&mut conn)[..],
-        [Event::Return {
-            outcome: Outcome::SentElsewhere,
-            ..
-        }]
-    ));
-    assert_eq!(conn.question_id(1), Some(id));
-}
-
-#[test]
 fn after_abort_nothing_more_is_decided() {
     let mut conn = Connection::<Test>::new(Config::default());
     conn.receive(reframe(&out::abort(&crate::Error::failed("bye"))))
@@ -849,7 +812,9 @@ fn promise_to_promise_to_home_hands_on_and_embargoes() {
         [Incoming::Import { id, promise: false }] => id,
         _ => panic!("{:?}", call.caps),
     };
-    pair.b.start_answer(q, vec![vec![0]], false, 0).unwrap();
+    pair.b
+        .start_answer(q, vec![vec![0]], Wants::Results, 0)
+        .unwrap();
     let (p1, _) = pair.b.export(10, true, || "P1".into());
     pair.return_results(Side::B, q, &[CapDescriptor::SenderPromise(p1)]);
     pair.deliver(Side::B).unwrap();
