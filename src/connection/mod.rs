@@ -139,18 +139,6 @@ struct Question<Q> {
     results_elsewhere: bool,
 }
 
-impl<Q> Question<Q> {
-    /// A question the runtime asks, as `key`.
-    fn asked(key: u64, taker: Q, param_exports: Vec<u32>) -> Question<Q> {
-        Question {
-            key: Some(key),
-            taker: Some(taker),
-            param_exports,
-            results_elsewhere: false,
-        }
-    }
-}
-
 /// One of the peer's questions.
 struct Answer<A> {
     value: A,
@@ -363,35 +351,26 @@ impl<S: Slots> Connection<S> {
         self.questions.next_id()
     }
 
-    /// The id for a call made only to pipeline on, to send with
-    /// `onlyPromisePipeline` (P-14); `None` once the peer showed it ignores
-    /// the hint (send an ordinary question then).
+    /// The id of the next call the runtime writes, and what it says, for a
+    /// caller that wants `wants`: a call made only to pipeline on gets an id
+    /// of its own range and says `onlyPromisePipeline` (P-14), until the
+    /// peer showed it ignores the hint (an ordinary call then). Write the
+    /// call with both ([`Wants::write`]), then record it with
+    /// [`asked_with`](Self::asked_with).
     ///
     /// ```
-    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection, Wants};
     /// let mut conn = Connection::<Test>::new(Config::default());
-    /// let id = conn.next_pipeline_question_id().unwrap();
-    /// assert_eq!(conn.asked_for_pipeline(9, "caller".into(), vec![]), id);
+    /// let (id, wants) = conn.next_question(Wants::PipelineOnly);
+    /// assert_eq!(wants, Wants::PipelineOnly);
+    /// assert_eq!(conn.asked_with(9, "caller".into(), vec![], wants), id);
     /// ```
-    pub fn next_pipeline_question_id(&self) -> Option<u32> {
-        self.pipeline_hint
-            .then(|| self.questions.next_pipeline_id())
-    }
-
-    /// Records a call made only to pipeline on, written with
-    /// [`next_pipeline_question_id`](Self::next_pipeline_question_id): no
-    /// `Return` is awaited, and dropping it sends `Finish` and frees its id.
-    pub fn asked_for_pipeline(
-        &mut self,
-        key: u64,
-        taker: S::Question,
-        param_exports: Vec<u32>,
-    ) -> u32 {
-        let id = self
-            .questions
-            .insert_pipeline_only(Question::asked(key, taker, param_exports));
-        self.question_ids.insert(key, id);
-        id
+    pub fn next_question(&self, wants: Wants) -> (u32, Wants) {
+        match wants {
+            Wants::PipelineOnly if self.pipeline_hint => (self.questions.next_pipeline_id(), wants),
+            Wants::PipelineOnly => (self.questions.next_id(), Wants::Results),
+            _ => (self.questions.next_id(), wants),
+        }
     }
 
     /// Records a question the runtime is about to send (a `Call` written
@@ -405,27 +384,41 @@ impl<S: Slots> Connection<S> {
     /// assert_eq!(conn.asked(9, "caller".into(), vec![]), id);
     /// ```
     pub fn asked(&mut self, key: u64, taker: S::Question, param_exports: Vec<u32>) -> u32 {
-        let id = self
-            .questions
-            .insert(Question::asked(key, taker, param_exports));
-        self.question_ids.insert(key, id);
-        id
+        self.asked_with(key, taker, param_exports, Wants::Results)
     }
 
-    /// Question `id` is a tail call (P-13): it said `sendResultsTo.yourself`,
-    /// so its `Return` says `resultsSentElsewhere`, and our answer's
+    /// The same, for a call that says what `wants` says (as
+    /// [`next_question`](Self::next_question) gave it): made only to
+    /// pipeline on, no `Return` is awaited and dropping it sends `Finish`
+    /// and frees its id; a tail call (P-13, `sendResultsTo.yourself`) gets
+    /// a `Return` that says `resultsSentElsewhere`, and our answer's
     /// `Return` names it in `takeFromOtherQuestion`.
     ///
     /// ```
-    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection};
+    /// use capnp_actix_proto::connection::{pair::Test, Config, Connection, Wants};
     /// let mut conn = Connection::<Test>::new(Config::default());
-    /// let id = conn.asked(7, "tail".into(), Vec::new());
-    /// conn.results_elsewhere(id);
+    /// let (id, wants) = conn.next_question(Wants::Elsewhere);
+    /// assert_eq!(conn.asked_with(7, "tail".into(), Vec::new(), wants), id);
     /// ```
-    pub fn results_elsewhere(&mut self, id: u32) {
-        if let Some(question) = self.questions.get_mut(id) {
-            question.results_elsewhere = true;
-        }
+    pub fn asked_with(
+        &mut self,
+        key: u64,
+        taker: S::Question,
+        param_exports: Vec<u32>,
+        wants: Wants,
+    ) -> u32 {
+        let question = Question {
+            key: Some(key),
+            taker: Some(taker),
+            param_exports,
+            results_elsewhere: wants == Wants::Elsewhere,
+        };
+        let id = match wants {
+            Wants::PipelineOnly => self.questions.insert_pipeline_only(question),
+            _ => self.questions.insert(question),
+        };
+        self.question_ids.insert(key, id);
+        id
     }
 
     /// Who takes the answer to question `id`, until it comes.

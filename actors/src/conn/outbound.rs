@@ -170,13 +170,9 @@ impl ConnActor {
             )));
         }
         // What can fail comes before the question and its exports are
-        // recorded: a call refused here leaves nothing behind.
-        // A call made only to pipeline on asks for no Return, with an id of
-        // its own range, while the peer honours that (P-14).
-        let pipeline_id = (wants == Wants::PipelineOnly)
-            .then(|| self.core.next_pipeline_question_id())
-            .flatten();
-        let id = pipeline_id.unwrap_or_else(|| self.core.next_question_id());
+        // recorded: a call refused here leaves nothing behind. (The core
+        // says what the call may say: P-14.)
+        let (id, wants) = self.core.next_question(wants);
         {
             let root: message::Builder = message.get_root()?;
             let mut call = match root.which()? {
@@ -185,19 +181,11 @@ impl ConnActor {
             };
             call.set_question_id(id);
             target.write(call.reborrow().init_target());
-            match (wants, pipeline_id) {
-                // (The peer showed it ignores the hint: an ordinary call.)
-                (Wants::PipelineOnly, None) => Wants::Results,
-                _ => wants,
-            }
-            .write(call.reborrow());
+            wants.write(call.reborrow());
             let params = call.get_params()?;
             let (described, exports) = self.describe_all(&caps, ctx);
             write_cap_table(params, &described);
-            let recorded = match pipeline_id {
-                Some(_) => self.core.asked_for_pipeline(key, None, exports),
-                None => self.core.asked(key, None, exports),
-            };
+            let recorded = self.core.asked_with(key, None, exports, wants);
             debug_assert_eq!(recorded, id, "describing capabilities asks no question");
         }
         self.write_owned(message);
@@ -205,16 +193,14 @@ impl ConnActor {
         if let Some(timeout) = self.call_timeout {
             crate::deadline::expire_after(state, timeout, crate::deadline::Deadline::Default);
         }
-        if pipeline_id.is_some() {
+        match wants {
             // No Return comes: no actor waits for one. (Calls pipelined on
             // it go to the peer, which holds the results.)
-            return Ok(());
-        }
-        if wants == Wants::Elsewhere {
+            Wants::PipelineOnly => return Ok(()),
             // A tail call: its results stay with the peer, so no actor
             // waits for them (its Return says resultsSentElsewhere).
-            self.core.results_elsewhere(id);
-            return Ok(());
+            Wants::Elsewhere => return Ok(()),
+            Wants::Results | Wants::NoPipelining => {}
         }
         // The question's actor starts after the write is queued, so that
         // the writer (woken first) puts the call on the wire before the new

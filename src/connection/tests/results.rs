@@ -86,8 +86,7 @@ fn results_sent_elsewhere_needs_a_question_that_said_yourself() {
     // Our tail call (sendResultsTo.yourself): it may, and the question
     // stays known for pipelined calls until the runtime lets go of it.
     let mut conn = Connection::<Test>::new(Config::default());
-    let id = conn.asked(1, "q".into(), vec![]);
-    conn.results_elsewhere(id);
+    let id = conn.asked_with(1, "q".into(), vec![], Wants::Elsewhere);
     conn.receive(reframe(&out::return_results_sent_elsewhere(id)))
         .unwrap();
     assert!(matches!(
