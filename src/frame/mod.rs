@@ -13,9 +13,14 @@
 //! shows them, before any memory is set aside for the body. [`encode`]
 //! writes a message in the same form.
 
+mod large;
+
 use capnp::message::ReaderSegments;
 use capnp::message::{Allocator, Builder, Reader, ReaderOptions};
 use capnp::Word;
+#[cfg(test)]
+use large::LARGE_BODY_AHEAD;
+use large::{LargeBody, LARGE_BODY};
 use std::cell::RefCell;
 use std::fmt;
 
@@ -232,9 +237,12 @@ fn words_of(bytes: &[u8]) -> Vec<Word> {
 
 impl Drop for FrameSegments {
     /// Gives a pooled buffer back to this thread's pool (its old content
-    /// stays past the length, where no later frame reads).
+    /// stays past the length, where no later frame reads), and a large
+    /// frame's to the large frames' pool.
     fn drop(&mut self) {
         if self.words.capacity() != POOLED_WORDS {
+            // (A large frame's buffer, to its own pool.)
+            large::give_back(std::mem::take(&mut self.words));
             return;
         }
         let mut words = std::mem::take(&mut self.words);
@@ -245,80 +253,6 @@ impl Drop for FrameSegments {
                 pool.push(words);
             }
         });
-    }
-}
-
-/// Frames whose body is at least this large are received straight into
-/// their own buffer, which grows as bytes arrive, instead of being copied
-/// out of the decoder's.
-const LARGE_BODY: usize = 64 * 1024;
-
-/// How far ahead of the bytes received a large body's buffer is zeroed
-/// (made ready for the socket to write into). Bounds the memory a peer
-/// that announces a large message and then stalls makes us touch.
-const LARGE_BODY_AHEAD: usize = 256 * 1024;
-
-/// A large frame's body, being received.
-#[derive(Debug)]
-struct LargeBody {
-    /// The body so far. Its capacity is reserved for the whole body when
-    /// the header arrives (address space only: no page is touched), so it
-    /// never moves; its length grows, zeroed, as bytes are about to arrive.
-    words: Vec<Word>,
-    /// Bytes of `words` received.
-    filled: usize,
-    /// Bytes the body has in all.
-    total: usize,
-    /// Segment sizes, in words.
-    sizes: Vec<usize>,
-}
-
-impl LargeBody {
-    fn new(total: usize, sizes: Vec<usize>) -> LargeBody {
-        let mut words = Vec::new();
-        // If the reservation is refused, the body grows as it arrives
-        // instead (with copies); either way only received bytes cost
-        // memory.
-        let _ = words.try_reserve_exact(total.div_ceil(BYTES_PER_WORD));
-        LargeBody {
-            words,
-            filled: 0,
-            total,
-            sizes,
-        }
-    }
-
-    /// Room for at least `want` more bytes (fewer only at the end of the
-    /// body or past [`LARGE_BODY_AHEAD`] beyond the bytes received), as a
-    /// writable slice: all the zeroed room there is, so that one read can
-    /// take in as much as the socket holds.
-    fn space(&mut self, want: usize) -> &mut [u8] {
-        let needed = (self.filled + want.min(LARGE_BODY_AHEAD)).min(self.total);
-        if needed > self.words.len() * BYTES_PER_WORD {
-            // Zero at least a window ahead at a time (fewer, larger steps),
-            // capped at the body's size.
-            let grown = (self.filled + LARGE_BODY_AHEAD).max(needed).min(self.total);
-            self.words.resize(
-                grown.div_ceil(BYTES_PER_WORD),
-                capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            );
-        }
-        let end = (self.words.len() * BYTES_PER_WORD).min(self.total);
-        &mut Word::words_to_bytes_mut(&mut self.words)[self.filled..end]
-    }
-
-    /// Copies as much of `bytes` as the body still lacks; gives how much.
-    fn take_from(&mut self, bytes: &[u8]) -> usize {
-        let n = bytes.len().min(self.total - self.filled);
-        let mut taken = 0;
-        while taken < n {
-            let space = self.space(n - taken);
-            let step = space.len().min(n - taken);
-            space[..step].copy_from_slice(&bytes[taken..taken + step]);
-            self.filled += step;
-            taken += step;
-        }
-        n
     }
 }
 

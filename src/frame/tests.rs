@@ -542,3 +542,81 @@ fn a_pooled_buffer_holds_only_the_next_frame() {
     encode(&text_list_message(1, false), &mut expected);
     assert_eq!(second_words * 8 + 8, expected.len(), "just its own words");
 }
+
+/// A message whose root is `n` bytes of data, each `byte`, framed.
+fn data_frame_bytes(n: usize, byte: u8) -> Vec<u8> {
+    let mut msg = Builder::new_default();
+    msg.set_root::<capnp::data::Owned>(&vec![byte; n][..])
+        .unwrap();
+    encoded(&msg)
+}
+
+/// Decodes `bytes` (one frame), given to the decoder `step` bytes at a
+/// time through its read space.
+fn decode_in_steps(bytes: &[u8], step: usize) -> Frame {
+    let mut decoder = FrameDecoder::new(Limits::default());
+    let mut at = 0;
+    while at < bytes.len() {
+        let space = decoder.read_space(step).unwrap();
+        let n = space.len().min(step).min(bytes.len() - at);
+        space[..n].copy_from_slice(&bytes[at..at + n]);
+        decoder.filled(n);
+        at += n;
+    }
+    decoder.next_frame().unwrap().expect("a whole frame")
+}
+
+fn data_of(frame: &Frame) -> &[u8] {
+    frame.get_root::<capnp::data::Reader>().unwrap()
+}
+
+// covers: W-01
+#[test]
+fn a_large_frames_buffer_is_reused_and_its_old_bytes_never_read() {
+    let first = decode_in_steps(&data_frame_bytes(200_000, 0xAA), 7_000);
+    let buffer = first.into_segments();
+    let at = buffer.get_segment(0).unwrap().as_ptr();
+    drop(buffer);
+    assert_eq!(large::pooled(), 1, "kept for the next large frame");
+    // A smaller large frame takes it: exactly its own bytes, none of the
+    // first frame's past them.
+    let second = decode_in_steps(&data_frame_bytes(70_000, 0x55), 5_000);
+    assert_eq!(large::pooled(), 0);
+    assert_eq!(data_of(&second), &vec![0x55; 70_000][..]);
+    let segments = second.into_segments();
+    assert_eq!(segments.get_segment(0).unwrap().as_ptr(), at, "reused");
+    let body: usize = (0..segments.len() as u32)
+        .map(|i| segments.get_segment(i).unwrap().len())
+        .sum();
+    let framed = data_frame_bytes(70_000, 0x55).len();
+    assert_eq!(
+        body,
+        framed - table_len(segments.len()),
+        "no more than its body"
+    );
+    drop(segments);
+    // One larger than any pooled buffer gets a new one, and is whole.
+    let third = decode_in_steps(&data_frame_bytes(300_000, 0x33), 64_000);
+    assert_eq!(data_of(&third), &vec![0x33; 300_000][..]);
+    assert_eq!(large::pooled(), 1, "the smaller buffer stays");
+}
+
+// covers: W-01
+#[test]
+fn the_large_frames_pool_is_bounded() {
+    // Six large frames alive at once, then dropped: four are kept, and
+    // none over a mebibyte.
+    let frames: Vec<Frame> = (0..6)
+        .map(|i| decode_in_steps(&data_frame_bytes(100_000, i), 100_000))
+        .collect();
+    drop(frames);
+    assert_eq!(large::pooled(), 4);
+    let mut decoder_frames = Vec::new();
+    for _ in 0..4 {
+        decoder_frames.push(decode_in_steps(&data_frame_bytes(100_000, 1), 100_000));
+    }
+    assert_eq!(large::pooled(), 0);
+    drop(decoder_frames);
+    drop(decode_in_steps(&data_frame_bytes(2 << 20, 9), 1 << 20));
+    assert_eq!(large::pooled(), 4, "a 2 MiB buffer is not kept");
+}
