@@ -1,8 +1,8 @@
 //! The two halves of a connection's byte stream: inbound bytes become a
 //! stream of frames for the connection actor; outbound frames are written
 //! by a task that batches everything queued since its last write into one
-//! write call (many small messages, one syscall; a lone message goes out
-//! at once).
+//! vectored write call (many messages, small or large, one syscall; a lone
+//! message goes out at once).
 
 use super::backpressure::Backpressure;
 use super::{ConnActor, WriteFailed};
@@ -32,8 +32,8 @@ const MAX_WAIT_TURNS: u32 = 64;
 const WAIT_MESSAGES: usize = 8;
 const WAIT_BYTES: usize = 64 * 1024;
 
-/// A framed message larger than this, first in its batch, becomes the
-/// batch's buffer instead of being copied into it.
+/// A framed message or segment larger than this is written from where it
+/// is instead of being copied into the batch.
 const ADOPT_BYTES: usize = 4096;
 
 /// Lets every task queued ahead of this one run once: wakes itself and
@@ -179,22 +179,72 @@ pub(crate) fn framed_len(message: &OutMessage) -> usize {
     frame::table_len(segments.len()) + segments.iter().map(|s| s.len()).sum::<usize>()
 }
 
-/// Writes `message`'s segment table into `batch`, sends the batch, then
-/// the segments themselves.
-async fn write_segments<W: AsyncWrite + Unpin>(
+/// A stretch of a batch on the wire: bytes copied into the batch's
+/// buffer, or a large segment (or framed message) written from where it
+/// is.
+enum Piece<'a> {
+    Copied(std::ops::Range<usize>),
+    InPlace(&'a [u8]),
+}
+
+/// Ends the stretch of bytes copied into `batch` since `run`, if any: it
+/// goes before the next piece.
+fn end_run(batch: &[u8], pieces: &mut Vec<Piece<'_>>, run: &mut usize) {
+    if batch.len() > *run {
+        pieces.push(Piece::Copied(*run..batch.len()));
+        *run = batch.len();
+    }
+}
+
+/// Writes `items` in one vectored write (as the writer allows): small
+/// messages, segment tables and small segments copied into `batch`, large
+/// segments and messages uncopied. Many large messages queued together
+/// (a stream's writes) cost one syscall, not one each.
+async fn write_batch<W: AsyncWrite + Unpin>(
     write: &mut W,
     batch: &mut Vec<u8>,
-    message: &OutMessage,
+    items: &[Outgoing],
 ) -> std::io::Result<()> {
-    let output = message.get_segments_for_output();
-    let segments = frame::segments_to_send(&output);
-    frame::encode_table(segments, batch);
-    // The batch (with the table at its end) and the segments in one
-    // vectored write: a large message costs no more syscalls than the
-    // socket's buffer makes necessary.
-    let mut slices: Vec<IoSlice<'_>> = std::iter::once(&batch[..])
-        .chain(segments.iter().copied())
-        .map(IoSlice::new)
+    let outputs: Vec<_> = items
+        .iter()
+        .map(|item| match item {
+            Outgoing::Bytes(_) => None,
+            Outgoing::Built(message) => Some(message.get_segments_for_output()),
+            Outgoing::Shared(payload) => payload.built().map(|m| m.get_segments_for_output()),
+        })
+        .collect();
+    let mut pieces = Vec::new();
+    // (Where the bytes copied since the last uncopied piece start.)
+    let mut run = batch.len();
+    for (item, output) in items.iter().zip(&outputs) {
+        match (item, output) {
+            (Outgoing::Bytes(bytes), _) if bytes.len() > ADOPT_BYTES => {
+                end_run(batch, &mut pieces, &mut run);
+                pieces.push(Piece::InPlace(bytes));
+            }
+            (Outgoing::Bytes(bytes), _) => batch.extend_from_slice(bytes),
+            (_, Some(output)) => {
+                let segments = frame::segments_to_send(output);
+                frame::encode_table(segments, batch);
+                for segment in segments {
+                    if segment.len() > ADOPT_BYTES {
+                        end_run(batch, &mut pieces, &mut run);
+                        pieces.push(Piece::InPlace(segment));
+                    } else {
+                        batch.extend_from_slice(segment);
+                    }
+                }
+            }
+            (_, None) => {}
+        }
+    }
+    end_run(batch, &mut pieces, &mut run);
+    let mut slices: Vec<IoSlice<'_>> = pieces
+        .iter()
+        .map(|piece| match piece {
+            Piece::Copied(range) => IoSlice::new(&batch[range.clone()]),
+            Piece::InPlace(bytes) => IoSlice::new(bytes),
+        })
         .collect();
     write_all_vectored(write, &mut slices).await?;
     batch.clear();
@@ -267,31 +317,11 @@ pub(crate) async fn write_frames<W>(
             idle = stats::work_count() == work;
         }
         let written = async {
-            for item in items.drain(..) {
-                match item {
-                    // (A small one is copied even when first, so that
-                    // `batch` keeps its capacity; a larger one is taken.)
-                    Outgoing::Bytes(bytes) if batch.is_empty() && bytes.len() > ADOPT_BYTES => {
-                        batch = bytes
-                    }
-                    Outgoing::Bytes(bytes) => batch.extend_from_slice(&bytes),
-                    Outgoing::Built(message) => {
-                        write_segments(&mut write, &mut batch, &message).await?
-                    }
-                    Outgoing::Shared(payload) => {
-                        if let Some(message) = payload.built() {
-                            write_segments(&mut write, &mut batch, message).await?
-                        }
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                write.write_all(&batch).await?;
-                batch.clear();
-            }
+            write_batch(&mut write, &mut batch, &items).await?;
             write.flush().await
         };
         let result = written.await;
+        items.clear();
         backpressure.written(total);
         if let Err(e) = result {
             if let Some(conn) = conn.upgrade() {
