@@ -205,6 +205,19 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     batch: &mut Vec<u8>,
     items: &[Outgoing],
 ) -> std::io::Result<()> {
+    // (Small messages only, the usual batch: copied, and written from the
+    // batch alone.)
+    let small = |item: &Outgoing| matches!(item, Outgoing::Bytes(b) if b.len() <= ADOPT_BYTES);
+    if items.iter().all(small) {
+        for item in items {
+            if let Outgoing::Bytes(bytes) = item {
+                batch.extend_from_slice(bytes);
+            }
+        }
+        write.write_all(batch).await?;
+        batch.clear();
+        return Ok(());
+    }
     let outputs: Vec<_> = items
         .iter()
         .map(|item| match item {
