@@ -340,12 +340,12 @@ fn by_default_the_window_is_adaptive_and_never_passes_its_bound() {
     use capnp_actix::{Adaptive, FlowControl};
     use futures::FutureExt;
     run(async {
-        // The default: the adaptive window, which starts at 512 KiB.
+        // The default: the adaptive window, which starts at 1 MiB.
         let (sink, _tokens, _seen, _server, _conn) = gated().await;
         assert!(capnp_actix::stream_state(&sink).is_none(), "no call yet");
         write(&sink, 0, 10).await.unwrap();
         let state = capnp_actix::stream_state(&sink).unwrap();
-        assert_eq!(state.window, 512 * 1024);
+        assert_eq!(state.window, 1 << 20);
         assert!(
             (10..200).contains(&state.in_flight),
             "{state:?}: the write's message"

@@ -65,7 +65,9 @@ pub struct Adaptive {
     /// calls that may wait in the connection's send buffer (16 MiB by
     /// default).
     pub max_window: usize,
-    /// The window a stream starts with: 512 KiB by default.
+    /// The window a stream starts with: 1 MiB by default (enough calls
+    /// that their returns span a link's time ticks at 250 MB/s, so that
+    /// the first round trip measures the rate).
     pub initial_window: usize,
     /// The least queueing the window allows for: 1 ms by default.
     pub queue_delay: Duration,
@@ -76,7 +78,7 @@ impl Default for Adaptive {
         Adaptive {
             min_window: 64 * 1024,
             max_window: 16 << 20,
-            initial_window: 512 * 1024,
+            initial_window: 1024 * 1024,
             queue_delay: Duration::from_millis(1),
         }
     }
@@ -264,7 +266,7 @@ impl AdaptiveWindow {
     ///
     /// ```
     /// use capnp_actix_proto::stream::{Adaptive, AdaptiveWindow, FlowController};
-    /// assert_eq!(AdaptiveWindow::new(Adaptive::default()).window(), 512 * 1024);
+    /// assert_eq!(AdaptiveWindow::new(Adaptive::default()).window(), 1 << 20);
     /// ```
     pub fn new(settings: Adaptive) -> Self {
         let max = settings.max_window.max(1);
@@ -447,14 +449,38 @@ mod tests {
         rate: f64,
         /// When the bottleneck is next free.
         free: Instant,
+        /// If set, the bottleneck lets its bytes go only at multiples of
+        /// this (since `origin`), all that passed it meanwhile at once, as
+        /// the link emulator does with its 1 ms ticks: returns come
+        /// bunched.
+        quantum: Option<Duration>,
+        origin: Instant,
     }
 
     impl Path {
+        fn new(rtt: Duration, rate: f64) -> Path {
+            let now = Instant::now();
+            Path {
+                rtt,
+                rate,
+                free: now,
+                quantum: None,
+                origin: now,
+            }
+        }
+
         /// When a call of `bytes` sent at `at` returns.
         fn carry(&mut self, bytes: usize, at: Instant) -> Instant {
             let start = self.free.max(at);
             self.free = start + Duration::from_secs_f64(bytes as f64 / self.rate);
-            self.free + self.rtt
+            let passed = match self.quantum {
+                Some(q) => {
+                    let ticks = (self.free - self.origin).as_nanos().div_ceil(q.as_nanos());
+                    self.origin + q * ticks as u32
+                }
+                None => self.free,
+            };
+            passed + self.rtt
         }
     }
 
@@ -471,6 +497,7 @@ mod tests {
     ) -> (Vec<usize>, Duration, Duration) {
         let start = Instant::now();
         path.free = start;
+        path.origin = start;
         let mut now = start;
         let mut flying: std::collections::VecDeque<(Instant, Instant)> = Default::default();
         let mut windows = Vec::new();
@@ -513,11 +540,7 @@ mod tests {
     #[test]
     fn the_window_reaches_the_bandwidth_delay_product_within_a_few_round_trips() {
         // 20 ms, 125 MB/s: a product of 2.5 MB.
-        let mut path = Path {
-            rtt: Duration::from_millis(20),
-            rate: 125e6,
-            free: Instant::now(),
-        };
+        let mut path = Path::new(Duration::from_millis(20), 125e6);
         let mut window = AdaptiveWindow::new(Adaptive::default());
         let (windows, _, _) = stream(&mut window, &mut path, 2000, 65536, 0);
         assert!(windows.len() > 5);
@@ -529,11 +552,7 @@ mod tests {
     #[test]
     fn a_stream_fills_the_path_while_queueing_little() {
         for (rtt_ms, rate) in [(20, 125e6), (50, 250e6), (1, 2e9)] {
-            let mut path = Path {
-                rtt: Duration::from_millis(rtt_ms),
-                rate,
-                free: Instant::now(),
-            };
+            let mut path = Path::new(Duration::from_millis(rtt_ms), rate);
             let mut window = AdaptiveWindow::new(Adaptive::default());
             let calls = 4000;
             let (_, worst, took) = stream(&mut window, &mut path, calls, 65536, 400);
@@ -545,22 +564,35 @@ mod tests {
     }
 
     #[test]
+    fn a_path_that_returns_in_ticks_is_filled_without_overshooting_it() {
+        // 50 ms, 250 MB/s (a product of 12.5 MB), whose bottleneck lets
+        // its bytes go in 1 ms ticks.
+        for (rtt_ms, rate) in [(50, 250e6), (20, 125e6)] {
+            let mut path = Path::new(Duration::from_millis(rtt_ms), rate);
+            path.quantum = Some(Duration::from_millis(1));
+            let mut window = AdaptiveWindow::new(Adaptive::default());
+            let (windows, worst, took) = stream(&mut window, &mut path, 4000, 65536, 400);
+            let product = rate * (rtt_ms as f64 / 1000.0);
+            let most = windows.iter().copied().max().unwrap_or(0) as f64;
+            assert!(most < 1.15 * product, "{rtt_ms} ms: {windows:?}");
+            // (A tick of bunching on top of the allowance.)
+            let allowed =
+                Duration::from_millis(1).max(path.rtt / 16) * 2 + Duration::from_millis(1);
+            assert!(worst <= allowed, "{rtt_ms} ms: a call waited {worst:?}");
+            let moved = (4000 * 65536) as f64 / took.as_secs_f64();
+            assert!(moved > 0.85 * rate, "{rtt_ms} ms: {moved} of {rate}");
+        }
+    }
+
+    #[test]
     fn when_the_bottleneck_slows_down_the_window_follows_it_down() {
         let mut window = AdaptiveWindow::new(Adaptive::default());
         let rtt = Duration::from_millis(20);
-        let mut fast = Path {
-            rtt,
-            rate: 125e6,
-            free: Instant::now(),
-        };
+        let mut fast = Path::new(rtt, 125e6);
         stream(&mut window, &mut fast, 1000, 65536, 0);
         let before = window.window();
         // The same path at a quarter of the rate: 31 MB/s × 21 ms.
-        let mut slow = Path {
-            rtt,
-            rate: 31.25e6,
-            free: Instant::now(),
-        };
+        let mut slow = Path::new(rtt, 31.25e6);
         let (_, worst, _) = stream(&mut window, &mut slow, 1000, 65536, 200);
         assert!(before > 2_500_000, "{before}");
         assert!(
@@ -575,11 +607,7 @@ mod tests {
     fn the_window_stays_within_its_bounds_and_a_sender_with_little_to_send_keeps_it() {
         let settings = Adaptive::default().max_window(1 << 20);
         let mut window = AdaptiveWindow::new(settings);
-        let mut path = Path {
-            rtt: Duration::from_millis(50),
-            rate: 1e9,
-            free: Instant::now(),
-        };
+        let mut path = Path::new(Duration::from_millis(50), 1e9);
         let (windows, _, _) = stream(&mut window, &mut path, 1000, 65536, 0);
         assert!(windows.iter().all(|&w| w <= 1 << 20), "{windows:?}");
         assert_eq!(window.window(), 1 << 20);

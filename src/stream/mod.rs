@@ -126,7 +126,7 @@ impl FlowController for FixedWindow {
 /// let fixed = FlowControl::Fixed(64 * 1024);
 /// let adaptive = FlowControl::Adaptive(Adaptive::default().max_window(8 << 20));
 /// assert_eq!(fixed.controller().window(), 64 * 1024);
-/// assert_eq!(adaptive.controller().window(), 512 * 1024);
+/// assert_eq!(adaptive.controller().window(), 1 << 20);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowControl {
